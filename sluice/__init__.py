@@ -1,0 +1,3 @@
+"""Sluice: an OpenAI-compatible LLM API gateway."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,213 @@
+"""One validated Settings object, loaded once from a TOML file (or the embedded default) and SLUICE_* env.
+
+Unknown keys and bad values are rejected with a message naming the key; `${VAR}` / `${VAR:-default}`
+in any string is replaced from the environment. This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+ProviderKind = Literal["openai", "simulated", "anthropic", "gemini"]
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key."""
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_body_bytes: int = 16 << 20
+    heartbeat_seconds: float = 15.0
+    cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    shutdown_grace_seconds: float = 30.0
+    key_cache_seconds: float = 2.0
+
+
+class StorageConfig(_Strict):
+    url: str = "sqlite:///sluice-data/sluice.db"
+
+
+class RedisConfig(_Strict):
+    url: str | None = None
+
+
+class AdminConfig(_Strict):
+    token: str | None = None
+
+
+class TimeoutsConfig(_Strict):
+    connect: float = 10.0
+    first_byte: float = 600.0  # long-thinking models may be silent for minutes before answering
+    idle: float = 300.0
+
+
+class ProviderConfig(_Strict):
+    name: str
+    kind: ProviderKind
+    base_url: str | None = None
+    api_key: str | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
+    stream_options: bool = True      # ask the upstream for usage with stream_options.include_usage
+    max_tokens_default: int = 4096   # for upstreams that require max_tokens (Anthropic)
+    # simulated provider
+    ttft_ms: float = 0.0
+    tokens_per_second: float = 0.0   # 0: as fast as possible
+    reply: str | None = None
+
+
+class TargetConfig(_Strict):
+    provider: str
+    model: str
+    weight: int = 1
+    priority: int = 0
+
+
+class ModelConfig(_Strict):
+    name: str
+    targets: list[TargetConfig]
+    owned_by: str = "sluice"
+
+
+class Settings(_Strict):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    providers: list[ProviderConfig] = msgspec.field(default_factory=list)
+    models: list[ModelConfig] = msgspec.field(default_factory=list)
+
+    def provider(self, name: str) -> ProviderConfig:
+        for p in self.providers:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+DEFAULT_MODEL = "sluice-sim"
+
+_DEFAULT: dict[str, Any] = {
+    "providers": [{"name": "simulated", "kind": "simulated", "ttft_ms": 200, "tokens_per_second": 40}],
+    "models": [{"name": DEFAULT_MODEL, "owned_by": "sluice",
+                "targets": [{"provider": "simulated", "model": DEFAULT_MODEL}]}],
+}
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def load(path: str | os.PathLike[str] | None = None, *, data_dir: str | None = None,
+         overrides: dict[str, Any] | None = None) -> Settings:
+    """Load and validate. No path and no SLUICE_CONFIG: the embedded default (SQLite + simulated model)."""
+    path = path or os.environ.get("SLUICE_CONFIG") or None
+    data_dir = data_dir or os.environ.get("SLUICE_DATA_DIR") or None
+    if path:
+        try:
+            raw: dict[str, Any] = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    else:
+        raw = {k: list(v) for k, v in _DEFAULT.items()}
+        if data_dir:
+            raw["storage"] = {"url": "sqlite:///" + str(Path(data_dir) / "sluice.db")}
+    raw = _substitute(raw, "")
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            section, _, key = dotted.partition(".")
+            raw.setdefault(section, {})[key] = value
+    _env_overrides(raw)
+    try:
+        settings = msgspec.convert(raw, Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid config: {_humanize(str(exc))}") from None
+    _check(settings)
+    return settings
+
+
+def _env_overrides(raw: dict[str, Any]) -> None:
+    token = os.environ.get("SLUICE_ADMIN_TOKEN")
+    if token:
+        raw.setdefault("admin", {})["token"] = token
+    redis_url = os.environ.get("SLUICE_REDIS_URL")
+    if redis_url:
+        raw.setdefault("redis", {})["url"] = redis_url
+
+
+def _substitute(value: Any, where: str) -> Any:
+    if isinstance(value, str):
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            got = os.environ.get(name)
+            if got is None:
+                if default is None:
+                    raise ConfigError(f"{where or 'config'}: environment variable {name} is not set")
+                return default
+            return got
+        return _VAR.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, f"{where}.{k}" if where else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _humanize(msg: str) -> str:
+    # msgspec says "Object contains unknown field `x` - at `$.providers[0]`": name the key plainly
+    return msg.replace("`$.", "`").replace("`$`", "the top level")
+
+
+def _check(s: Settings) -> None:
+    if not 0 < s.server.port < 65536:
+        raise ConfigError("server.port: must be between 1 and 65535")
+    if s.server.workers < 1:
+        raise ConfigError("server.workers: must be at least 1")
+    if s.server.max_body_bytes < 1024:
+        raise ConfigError("server.max_body_bytes: must be at least 1024")
+    if s.server.heartbeat_seconds <= 0:
+        raise ConfigError("server.heartbeat_seconds: must be positive")
+    if not (s.storage.url.startswith("sqlite:///") or s.storage.url.startswith(("postgresql://",
+                                                                                  "postgres://"))):
+        raise ConfigError("storage.url: must start with sqlite:/// or postgresql://")
+    names = set()
+    for i, p in enumerate(s.providers):
+        if p.name in names:
+            raise ConfigError(f"providers[{i}].name: duplicate provider name {p.name!r}")
+        names.add(p.name)
+        if p.kind in ("openai", "anthropic", "gemini") and not p.base_url:
+            raise ConfigError(f"providers[{i}].base_url: required for kind {p.kind!r}")
+        if p.base_url and not p.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"providers[{i}].base_url: must be an http:// or https:// URL")
+        t = p.timeouts
+        if min(t.connect, t.first_byte, t.idle) <= 0:
+            raise ConfigError(f"providers[{i}].timeouts: must be positive")
+    models = set()
+    for i, m in enumerate(s.models):
+        if m.name in models:
+            raise ConfigError(f"models[{i}].name: duplicate model name {m.name!r}")
+        models.add(m.name)
+        if not m.targets:
+            raise ConfigError(f"models[{i}].targets: at least one target is required")
+        for j, t in enumerate(m.targets):
+            if t.provider not in names:
+                raise ConfigError(f"models[{i}].targets[{j}].provider: unknown provider {t.provider!r}")
+            if t.weight < 0:
+                raise ConfigError(f"models[{i}].targets[{j}].weight: must not be negative")
+
+
+def sqlite_path(url: str) -> Path:
+    """`sqlite:///rel/path.db` is relative to the working directory; `sqlite:////abs/path.db` absolute."""
+    return Path(url[len("sqlite:///"):])

@@ -1,0 +1,183 @@
+"""The error tree: every failure a client can see, with its HTTP status and OpenAI type/code.
+
+    SluiceError                       500 server_error
+    ├── InvalidRequest                400 invalid_request_error   (malformed JSON, wrong types, bad params)
+    │   └── BodyTooLarge              413 invalid_request_error / request_too_large
+    ├── AuthenticationFailed          401 invalid_request_error / invalid_api_key
+    ├── PermissionDenied              403 invalid_request_error / model_not_allowed
+    ├── NotFound                      404 invalid_request_error / not_found
+    │   └── ModelNotFound             404 invalid_request_error / model_not_found
+    ├── RateLimited                   429 requests / rate_limit_exceeded          (retryable)
+    │   └── QuotaExceeded             429 insufficient_quota / insufficient_quota (x-should-retry: false)
+    └── UpstreamError                 502 server_error / upstream_error           (retryable)
+        ├── UpstreamUnavailable       503 server_error / upstream_unavailable     (retryable)
+        ├── UpstreamTimeout           504 server_error / upstream_timeout         (retryable)
+        ├── UpstreamRateLimited       429 rate_limit_exceeded                     (retryable, retry-after)
+        └── UpstreamRejected          4xx relayed from the upstream (not retryable)
+
+`to_body()` gives the OpenAI envelope `{"error": {"message", "type", "param", "code"}}`; `headers()`
+gives `retry-after` / `x-should-retry` where they carry meaning.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+
+class SluiceError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = "internal_error"
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        type: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def to_body(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = []
+        if self.retry_after is not None and self.retry_after > 0:
+            out.append((b"retry-after", str(max(1, math.ceil(self.retry_after))).encode()))
+            out.append((b"retry-after-ms", str(int(self.retry_after * 1000)).encode()))
+        return out
+
+
+class InvalidRequest(SluiceError):
+    status = 400
+    type = "invalid_request_error"
+    code = None
+
+
+class BodyTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+
+
+class AuthenticationFailed(SluiceError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(SluiceError):
+    status = 403
+    type = "invalid_request_error"
+    code = "model_not_allowed"
+
+
+class NotFound(SluiceError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model `{model}` does not exist or you do not have access to it.", param="model")
+
+
+class RateLimited(SluiceError):
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, type: str | None = None,
+                 extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(message, retry_after=retry_after, type=type)
+        self.extra_headers = extra_headers or []
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return super().headers() + self.extra_headers
+
+
+class QuotaExceeded(RateLimited):
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+    retryable = False
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [*super().headers(), (b"x-should-retry", b"false")]
+
+
+class UpstreamError(SluiceError):
+    """The upstream failed. Retryable ones may be retried on another target before the first byte."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+    retryable = True
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 503
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamRateLimited(UpstreamError):
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamRejected(UpstreamError):
+    """A 4xx from the upstream other than 429: the request itself is at fault; relayed, not retried."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = None
+    retryable = False
+
+
+def error_for_upstream_status(status: int, message: str, *, type: str | None = None, code: str | None = None,
+                              param: str | None = None, retry_after: float | None = None) -> UpstreamError:
+    """Map an upstream HTTP status to the error the client sees (a 529 overload becomes 503)."""
+    if status == 429:
+        return UpstreamRateLimited(message, type=type or "requests", code=code or "rate_limit_exceeded",
+                                   param=param, retry_after=retry_after)
+    if status == 408:
+        return UpstreamTimeout(message, param=param, retry_after=retry_after)
+    if 400 <= status < 500:
+        err: UpstreamError = UpstreamRejected(message, status=status, type=type or "invalid_request_error",
+                                              code=code, param=param)
+        if status == 409:
+            err.retryable = True
+        return err
+    if status in (503, 529):
+        return UpstreamUnavailable(message, code=code or "upstream_unavailable", retry_after=retry_after)
+    if status == 504:
+        return UpstreamTimeout(message, retry_after=retry_after)
+    return UpstreamError(message, code=code or "upstream_error", retry_after=retry_after)

@@ -1,0 +1,89 @@
+"""The Provider protocol: what the relay asks of every upstream, plain and streaming.
+
+Contract:
+- `complete(call)` returns a `Completion` whose `body` is an OpenAI `chat.completion` JSON object.
+- `stream(call)` returns only once the upstream has answered (status known); failures before that
+  raise `SluiceError`s (retryable ones may be retried on another target). The returned `ChunkStream`
+  yields OpenAI `chat.completion.chunk` payloads as `Chunk`s, and raises `UpstreamError` when the
+  upstream fails mid-stream (reset, EOF without finish, error payload). It never yields `[DONE]`:
+  ending the iteration normally means the upstream finished cleanly.
+- Providers translate foreign errors into `sluice.errors`; they never import storage, metering,
+  auth or http. Every stream is closed by whoever opened it, with `aclose()` in a `finally`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sluice.schema.chat import ChatRequest
+from sluice.schema.usage import Usage
+
+
+@dataclass(slots=True)
+class Timeouts:
+    """Seconds. `first_byte` bounds the wait for the upstream's answer; `idle` the gap between reads."""
+
+    connect: float = 10.0
+    first_byte: float = 600.0
+    idle: float = 300.0
+    total: float | None = None
+
+
+@dataclass(slots=True)
+class Call:
+    """One attempt at one target."""
+
+    request: ChatRequest
+    upstream_model: str
+    request_id: str
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass(slots=True)
+class Completion:
+    """A non-streaming reply. `body` is what the client receives, byte for byte."""
+
+    body: bytes
+    usage: Usage | None
+    text: str = ""            # the reply text, for estimating usage when the upstream reports none
+    model: str | None = None  # the model the upstream says served it
+
+
+class Chunk:
+    """One OpenAI chunk on its way to the client.
+
+    `payload` is the chunk's JSON (unframed). `parsed` is its decoded form when the provider has it
+    (the relay needs it only to strip `usage` from a chunk that also carries choices). `usage` is set
+    on the chunk that reports usage; `usage_only` when that chunk has `choices: []` and nothing else to
+    deliver. `text` holds the characters this chunk adds (content, reasoning, tool arguments) so usage
+    can be estimated as the stream passes without keeping the whole reply.
+    """
+
+    __slots__ = ("finish", "parsed", "payload", "text", "usage", "usage_only")
+
+    def __init__(self, payload: bytes, *, parsed: dict[str, Any] | None = None, usage: Usage | None = None,
+                 usage_only: bool = False, finish: bool = False, text: str = "") -> None:
+        self.payload = payload
+        self.parsed = parsed
+        self.usage = usage
+        self.usage_only = usage_only
+        self.finish = finish
+        self.text = text
+
+
+class ChunkStream(Protocol):
+    def __aiter__(self) -> AsyncIterator[Chunk]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Provider(Protocol):
+    name: str
+
+    async def complete(self, call: Call) -> Completion: ...
+
+    async def stream(self, call: Call) -> ChunkStream: ...
+
+    async def aclose(self) -> None: ...

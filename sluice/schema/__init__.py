@@ -1,0 +1,1 @@
+"""The canonical OpenAI-compatible shapes Sluice reads and writes (request fields, chunks, usage, models)."""

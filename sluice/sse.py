@@ -1,0 +1,124 @@
+"""SSE codec: an incremental bytes -> events decoder and the event -> bytes encoder (stdlib only).
+
+The decoder follows the WHATWG grammar: lines end in LF, CR or CRLF (a CR at the end of one read and
+the LF at the start of the next are one line ending); a blank line dispatches; `:` lines are comments;
+`data` lines join with LF; one space after the colon is stripped; a leading UTF-8 BOM is dropped.
+Data stays bytes: splitting happens on bytes before any decoding, so a multi-byte character cut across
+reads and U+2028 inside JSON are both safe, and the relay can forward the payload without decoding.
+"""
+
+from __future__ import annotations
+
+DONE = b"[DONE]"
+DONE_FRAME = b"data: [DONE]\n\n"
+KEEPALIVE_FRAME = b": keep-alive\n\n"
+_BOM = b"\xef\xbb\xbf"
+
+
+class SSEEvent:
+    """One dispatched event: its name (None when absent) and its data as bytes."""
+
+    __slots__ = ("data", "event", "id")
+
+    def __init__(self, data: bytes, event: str | None = None, id: str | None = None) -> None:
+        self.data = data
+        self.event = event
+        self.id = id
+
+    def __repr__(self) -> str:
+        return f"SSEEvent(event={self.event!r}, data={self.data!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, SSEEvent) and self.data == other.data and self.event == other.event
+                and self.id == other.id)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class SSEDecoder:
+    """Feed it reads of any size; it returns the events completed by each read."""
+
+    __slots__ = ("_buf", "_data", "_event", "_id", "_pending_cr", "_started")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pending_cr = False
+        self._started = False
+        self._data: list[bytes] = []
+        self._event: str | None = None
+        self._id: str | None = None
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if not self._started:
+            if not chunk:
+                return []
+            probe = self._buf + chunk
+            if len(probe) < 3 and _BOM.startswith(probe):
+                self._buf = probe  # could still be a BOM: wait for more
+                return []
+            self._started = True
+            self._buf = b""
+            chunk = probe[3:] if probe.startswith(_BOM) else probe
+        if self._pending_cr:
+            self._pending_cr = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        if b"\r" in chunk:
+            self._pending_cr = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if self._buf:
+            chunk = self._buf + chunk
+        if b"\n" not in chunk:
+            self._buf = chunk
+            return []
+        lines = chunk.split(b"\n")
+        self._buf = lines.pop()
+        events: list[SSEEvent] = []
+        for line in lines:
+            if not line:
+                if self._data or self._event is not None:
+                    events.append(SSEEvent(b"\n".join(self._data), self._event, self._id))
+                    self._data = []
+                    self._event = None
+                continue
+            if line[:6] == b"data: ":
+                self._data.append(line[6:])
+                continue
+            self._field(line)
+        return events
+
+    def _field(self, line: bytes) -> None:
+        if line[:1] == b":":
+            return  # comment
+        name, sep, value = line.partition(b":")
+        if sep and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+        elif name == b"id" and b"\0" not in value:
+            self._id = value.decode("utf-8", "replace")
+        # `retry` and unknown fields carry nothing a relay needs
+
+    @property
+    def pending(self) -> bool:
+        """True when bytes or an undispatched event are held: at EOF that means a truncated stream."""
+        return bool(self._buf.strip()) or bool(self._data)
+
+
+def encode_data(data: bytes) -> bytes:
+    """Frame one `data:` event exactly as OpenAI does: `data: <payload>\\n\\n`, LF only."""
+    if b"\n" in data or b"\r" in data:
+        lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        return b"".join(b"data: " + ln + b"\n" for ln in lines) + b"\n"
+    return b"data: " + data + b"\n\n"
+
+
+def encode_event(event: str, data: bytes) -> bytes:
+    """A named event (Anthropic's wire format needs `event:` lines; OpenAI chat streams never do)."""
+    return b"event: " + event.encode() + b"\n" + encode_data(data)
+
+
+def encode_comment(text: str) -> bytes:
+    return b": " + text.encode().replace(b"\n", b" ").replace(b"\r", b" ") + b"\n\n"

@@ -6,14 +6,15 @@ I/O lives here and only here; the shapes are translated by `translate`, `respons
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import orjson
 
 from sluice.config import ProviderConfig
 from sluice.errors import UpstreamError
-from sluice.providers.base import Call, Chunk, Completion
+from sluice.providers.base import Call, Chunk, ChunkStream, Completion, Provider
 from sluice.providers.gemini import wire
 from sluice.providers.gemini.response import (
     completion_text,
@@ -86,7 +87,7 @@ class GeminiChunkStream:
     def __init__(self, resp: UpstreamResponse, state: GeminiStreamState) -> None:
         self._resp = resp
         self._state = state
-        self._gen: AsyncIterator[Chunk] | None = None
+        self._gen: AsyncGenerator[Chunk, None] | None = None
 
     @property
     def state(self) -> GeminiStreamState:
@@ -97,7 +98,7 @@ class GeminiChunkStream:
             self._gen = self._run()
         return self._gen
 
-    async def _run(self) -> AsyncIterator[Chunk]:
+    async def _run(self) -> AsyncGenerator[Chunk, None]:
         decoder = SSEDecoder()
         try:
             async for data in self._resp.iter_chunks():
@@ -115,7 +116,7 @@ class GeminiChunkStream:
     async def aclose(self) -> None:
         try:
             if self._gen is not None:
-                await self._gen.aclose()  # type: ignore[attr-defined]
+                await self._gen.aclose()
         finally:
             self._resp.close()
 
@@ -125,3 +126,8 @@ def _parse(data: bytes) -> object:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         raise UpstreamError("Gemini sent a stream event that is not valid JSON") from None
+
+
+if TYPE_CHECKING:
+    def _conforms(p: GeminiProvider, s: GeminiChunkStream) -> tuple[Provider, ChunkStream]:
+        return p, s  # mypy proves both satisfy the protocols

@@ -141,3 +141,8 @@ def test_in_stream_error_without_status_uses_the_integer_code_for_status_only() 
     assert err.status == 502 and err.to_dict()["error"]["code"] == "upstream_error"
     err = error_from_body({"error": {"code": 429, "message": "slow down"}}, status=None)
     assert isinstance(err, UpstreamRateLimited) and err.to_dict()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_unauthenticated_is_a_gateway_fault_not_the_clients_401() -> None:
+    err = error_from_body(body(401, "UNAUTHENTICATED", "API key not valid"), status=401)
+    assert err.status == 502 and err.retryable

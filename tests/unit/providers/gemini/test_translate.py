@@ -197,3 +197,9 @@ def test_request_body_is_not_mutated() -> None:
     out = to_gemini_request(body)
     assert body == before
     assert "stream" not in out and "stream_options" not in out and "model" not in out
+
+
+def test_content_of_the_wrong_type_is_400() -> None:
+    assert bad(req([{"role": "user", "content": 42}])).param == "messages[0].content"
+    err = bad(req([{"role": "system", "content": [{"type": "image_url"}]}]))
+    assert err.param == "messages[0].content[0]"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -83,7 +83,7 @@ class AnthropicChunkStream:
     def __init__(self, resp: UpstreamResponse, translator: StreamTranslator) -> None:
         self._resp = resp
         self._translator = translator
-        self._gen: AsyncIterator[Chunk] | None = None
+        self._gen: AsyncGenerator[Chunk, None] | None = None
 
     def __aiter__(self) -> AsyncIterator[Chunk]:
         if self._gen is None:
@@ -94,11 +94,11 @@ class AnthropicChunkStream:
         gen, self._gen = self._gen, None
         try:
             if gen is not None:
-                await gen.aclose()  # type: ignore[attr-defined]
+                await gen.aclose()
         finally:
             self._resp.close()
 
-    async def _iterate(self) -> AsyncIterator[Chunk]:
+    async def _iterate(self) -> AsyncGenerator[Chunk, None]:
         decoder = SSEDecoder()
         sm = self._translator
         try:

@@ -91,6 +91,7 @@ class LedgerRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     cached_tokens: int | None = None
     cost: int | None = None             # nano-units charged
+    quota_tokens: int | None = None     # tokens charged to a quota when capped (not stored; None: all)
 
     def public(self) -> dict[str, Any]:
         from sluice.metering.pricing import fmt_money

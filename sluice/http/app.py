@@ -11,7 +11,9 @@ from sluice.config import Settings
 from sluice.errors import InvalidRequest, NotFound, SluiceError
 from sluice.http.asgi import Headers, Message, Receive, Scope, Send, header, send_error, send_json
 from sluice.http.openai_routes import OpenAIRoutes
+from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
+from sluice.metering.limits import Limiter, MemoryLimiter
 from sluice.providers.base import Provider
 from sluice.providers.registry import build_providers
 from sluice.relay import Relay, new_request_id
@@ -63,11 +65,13 @@ class App:
         await store.open()
         client = UpstreamClient()
         providers = build_providers(s.providers, client)
-        ledger = LedgerWriter(store)
+        ledger = LedgerWriter(store, interval=s.ledger.flush_interval, batch=s.ledger.batch)
         ledger.start()
         auth = Authenticator(store, ttl=s.server.key_cache_seconds)
+        admission = Admission(s, store, make_limiter(s))
+        await admission.start()
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
-                      ledger=ledger, auth=auth)
+                      ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable)
         routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds)
         self._res = Resources(store, client, providers, ledger, relay, routes)
 
@@ -75,6 +79,7 @@ class App:
         res, self._res = self._res, None
         if res is None:
             return
+        await res.relay.admission.aclose()
         await res.ledger.close()
         for p in res.providers.values():
             await p.aclose()
@@ -175,6 +180,15 @@ async def _drain(receive: Receive) -> None:
                     return
     except TimeoutError:
         return
+
+
+def make_limiter(s: Settings) -> Limiter:
+    """Redis when configured (limits shared by every instance), else this process's memory."""
+    if s.redis.url:
+        from sluice.metering.redis_limits import RedisLimiter
+
+        return RedisLimiter(s.redis.url)
+    return MemoryLimiter()
 
 
 def create_app(settings: Settings) -> App:

@@ -141,7 +141,7 @@ DEFAULT_MODEL = "sluice-sim"
 
 _DEFAULT: dict[str, Any] = {
     "providers": [{"name": "simulated", "kind": "simulated", "ttft_ms": 200, "tokens_per_second": 40}],
-    "models": [{"name": DEFAULT_MODEL, "owned_by": "sluice",
+    "models": [{"name": DEFAULT_MODEL, "owned_by": "sluice", "pricing": {"input": "0.50", "output": "1.50"},
                 "targets": [{"provider": "simulated", "model": DEFAULT_MODEL}]}],
 }
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sluice.auth.principal import Authenticator
 from sluice.config import Settings
 from sluice.errors import InvalidRequest, NotFound, SluiceError
+from sluice.http.admin_routes import AdminRoutes, DashboardRoutes
 from sluice.http.asgi import Headers, Message, Receive, Scope, Send, header, send_error, send_json
 from sluice.http.openai_routes import OpenAIRoutes
 from sluice.metering.admission import Admission
@@ -42,6 +43,8 @@ class Resources:
     ledger: LedgerWriter
     relay: Relay
     routes: OpenAIRoutes
+    admin: AdminRoutes
+    dashboard: DashboardRoutes
 
 
 class App:
@@ -73,7 +76,8 @@ class App:
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
                       ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable)
         routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds)
-        self._res = Resources(store, client, providers, ledger, relay, routes)
+        self._res = Resources(store, client, providers, ledger, relay, routes, AdminRoutes(s, relay),
+                              DashboardRoutes(relay))
 
     async def shutdown(self) -> None:
         res, self._res = self._res, None
@@ -138,6 +142,12 @@ class App:
             model_id = path.split("/models/", 1)[1]
             await res.routes.get_model(scope, send, headers, model_id)
             return
+        elif path.startswith("/admin/"):
+            await res.admin.handle(scope, receive, send, headers)
+            return
+        elif path.startswith("/v1/dashboard/"):
+            await res.dashboard.handle(scope, receive, send, headers)
+            return
         elif path in ("/health", "/healthz", "/livez"):
             await send_json(send, 200, {"status": "ok"}, headers)
             return
@@ -151,7 +161,7 @@ class App:
         req_headers = header(scope, b"access-control-request-headers")
         await send({"type": "http.response.start", "status": 204, "headers": [
             *headers,
-            (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+            (b"access-control-allow-methods", b"GET, POST, PATCH, DELETE, OPTIONS"),
             (b"access-control-allow-headers", req_headers or _ALLOW_HEADERS),
             (b"access-control-max-age", b"86400")]})
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -22,10 +22,10 @@ from sluice.http.asgi import (
 )
 from sluice.http.streaming import DisconnectWatch, send_stream
 from sluice.metering.meter import Meter
+from sluice.metering.pricing import fmt_money
 from sluice.relay import Relay, RelayStream
 from sluice.routing.table import Route
 from sluice.schema.chat import ChatRequest
-from sluice.metering.pricing import fmt_money
 from sluice.storage.base import KeyRecord, LedgerRecord
 
 log = logging.getLogger("sluice.http")

@@ -4,11 +4,16 @@ check and the take are atomic; the clock is the Redis server's, so processes nee
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
+from sluice.errors import SluiceError
 from sluice.metering.limits import DEFAULT_STALE_AFTER, WINDOW_MS, Check, LimitSpec, conclude
+
+log = logging.getLogger("sluice.limits")
 
 # The same integer arithmetic as limits.check(); a bucket is a hash {s: debt, t: written_ms} that
 # expires once drained. Concurrency is a sorted set of request ids scored by admission time; members
@@ -97,13 +102,20 @@ return 1
 
 class RedisLimiter:
     """Limits shared across processes. Keys are `<prefix>{<scope>}:req|tok|slots`; the braces keep one
-    scope's keys in one Redis Cluster slot, as a multi-key script needs. All keys expire on their own."""
+    scope's keys in one Redis Cluster slot, as a multi-key script needs. All keys expire on their own.
+
+    When Redis cannot answer within `timeout` seconds, `admit` refuses with a 503 (retry-after 1 s), or
+    with `fail_open` admits without limits and logs a warning; `release` logs and carries on either way
+    (a slot it could not free is dropped after `stale_after`).
+    """
 
     def __init__(self, url: str, *, prefix: str = "sluice:rl:", stale_after: float = DEFAULT_STALE_AFTER,
-                 client: aioredis.Redis | None = None) -> None:
+                 timeout: float = 2.0, fail_open: bool = False, client: aioredis.Redis | None = None) -> None:
         self._owns_client = client is None
-        self._redis: aioredis.Redis = client if client is not None else aioredis.Redis.from_url(url)
+        self._redis: aioredis.Redis = client if client is not None else aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._prefix = prefix
+        self._fail_open = fail_open
         self._stale_ms = max(1, round(stale_after * 1000))
         self._admit = self._redis.register_script(_ADMIT)
         self._release = self._redis.register_script(_RELEASE)
@@ -117,7 +129,14 @@ class RedisLimiter:
             return []
         cost = max(0, tokens)
         args = (WINDOW_MS, spec.rpm or 0, spec.tpm or 0, spec.max_concurrency or 0, cost, request_id, self._stale_ms)
-        raw: Any = await self._admit(keys=self._keys(scope), args=args)
+        try:
+            raw: Any = await self._admit(keys=self._keys(scope), args=args)
+        except (RedisError, OSError) as exc:
+            if self._fail_open:
+                log.warning("rate limiter unavailable (%s); admitting %s unchecked", exc, scope)
+                return []
+            raise SluiceError("The rate limiter is unavailable; please try again.", status=503,
+                              code="rate_limiter_unavailable", retry_after=1.0) from exc
         v = [int(x) for x in raw]
         req = Check(v[0] == 1, v[1], v[2], v[3]) if spec.rpm is not None else None
         tok = Check(v[4] == 1, v[5], v[6], v[7]) if spec.tpm is not None else None
@@ -129,7 +148,10 @@ class RedisLimiter:
         if spec.max_concurrency is None and (spec.tpm is None or delta == 0):
             return
         _, tok_key, slots_key = self._keys(scope)
-        await self._release(keys=(tok_key, slots_key), args=(WINDOW_MS, spec.tpm or 0, delta, request_id))
+        try:
+            await self._release(keys=(tok_key, slots_key), args=(WINDOW_MS, spec.tpm or 0, delta, request_id))
+        except (RedisError, OSError) as exc:
+            log.warning("rate limiter unavailable (%s); could not release %s for %s", exc, request_id, scope)
 
     async def aclose(self) -> None:
         if self._owns_client:

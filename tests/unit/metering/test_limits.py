@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from sluice.errors import RateLimited
+from sluice.errors import RateLimited, SluiceError
 from sluice.metering.limits import Limiter, LimitSpec, MemoryLimiter, go_duration
 from sluice.metering.redis_limits import RedisLimiter
 
@@ -236,3 +236,20 @@ def test_limit_spec() -> None:
     for bad in ({"rpm": 0}, {"tpm": -5}, {"max_concurrency": True}):
         with pytest.raises(ValueError, match="positive integer"):
             LimitSpec(**bad)
+
+
+async def test_redis_down_fails_closed_or_open(caplog: pytest.LogCaptureFixture) -> None:
+    dead = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connection refused at once
+    spec = LimitSpec(rpm=5, max_concurrency=1)
+    closed = RedisLimiter(dead, timeout=0.5)
+    opened = RedisLimiter(dead, timeout=0.5, fail_open=True)
+    try:
+        with pytest.raises(SluiceError) as info:
+            await closed.admit("key:a", spec, "r1", 0)
+        assert (info.value.status, info.value.code, info.value.retry_after) == (503, "rate_limiter_unavailable", 1.0)
+        assert await opened.admit("key:a", spec, "r1", 0) == []
+        await closed.release("key:a", spec, "r1", 0, 0)  # logged, not raised: it runs in a finally
+        assert "rate limiter unavailable" in caplog.text
+    finally:
+        await closed.aclose()
+        await opened.aclose()

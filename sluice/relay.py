@@ -8,7 +8,7 @@ releases the upstream and writes the ledger record exactly once, however the str
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -18,6 +18,7 @@ from sluice.errors import ModelNotFound, PermissionDenied, SluiceError
 from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
 from sluice.metering.meter import Meter
+from sluice.metering.tokenizer import Counter
 from sluice.metering.tokens import TokenCounter
 from sluice.providers.base import Call, ChunkStream, Completion, Provider
 from sluice.routing.fallback import Cooldowns, with_failover
@@ -35,7 +36,9 @@ def new_request_id() -> str:
 
 class Relay:
     def __init__(self, *, store: Store, providers: dict[str, Provider], table: ModelTable,
-                 ledger: LedgerWriter, auth: Authenticator, admission: Admission, durable: bool = True) -> None:
+                 ledger: LedgerWriter, auth: Authenticator, admission: Admission, durable: bool = True,
+                 counter_factory: Callable[[], Counter] = TokenCounter) -> None:
+        self.counter_factory = counter_factory
         self.store = store
         self.providers = providers
         self.table = table
@@ -97,7 +100,7 @@ class Relay:
         meter.first_token()
         meter.usage = result.usage
         if result.usage is None:
-            meter.counter = TokenCounter()
+            meter.counter = self.counter_factory()
             meter.counter.feed(result.text)
         meter.status = 200
         return result, headers
@@ -110,6 +113,7 @@ class Relay:
 
         upstream = await with_failover(route.order(), attempt, self.cooldowns)
         meter.status = 200
+        meter.counter = self.counter_factory()
         return RelayStream(self, upstream, meter, req.include_usage, headers)
 
 
@@ -124,7 +128,6 @@ class RelayStream:
         self.headers = headers
         self._include_usage = include_usage
         self._last: dict[str, Any] | None = None
-        meter.counter = TokenCounter()
 
     async def frames(self) -> AsyncIterator[bytes]:
         """Every frame ends in a blank line; the last is `[DONE]` or an error event."""

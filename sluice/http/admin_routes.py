@@ -221,8 +221,8 @@ def _changes(f: KeyFields) -> dict[str, Any]:
     if out.get("period") is not None and out["period"] not in PERIODS:
         raise InvalidRequest("'period' must be day, week or month", param="period")
     for name in ("token_quota", "rpm", "tpm", "max_concurrency"):
-        if out.get(name) is not None and out[name] < 0:
-            raise InvalidRequest(f"'{name}' must not be negative", param=name)
+        if out.get(name) is not None and out[name] < 1:
+            raise InvalidRequest(f"'{name}' must be a positive integer, or null for no limit", param=name)
     return out
 
 

@@ -15,6 +15,7 @@ from sluice.http.openai_routes import OpenAIRoutes
 from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
 from sluice.metering.limits import Limiter, MemoryLimiter
+from sluice.metering.tokenizer import make_counter_factory
 from sluice.providers.base import Provider
 from sluice.providers.registry import build_providers
 from sluice.relay import Relay, new_request_id
@@ -74,7 +75,8 @@ class App:
         admission = Admission(s, store, make_limiter(s))
         await admission.start()
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
-                      ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable)
+                      ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable,
+                      counter_factory=make_counter_factory(s.tokenizer.encoding_file))
         routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds)
         self._res = Resources(store, client, providers, ledger, relay, routes, AdminRoutes(s, relay),
                               DashboardRoutes(relay))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from sluice.metering.tokens import TokenCounter, estimate_prompt
+from sluice.metering.tokens import estimate_prompt
 from sluice.schema.chat import ChatRequest
 from sluice.schema.usage import Usage
 from sluice.storage.base import LedgerRecord
 
 if TYPE_CHECKING:
     from sluice.metering.pricing import Price
+    from sluice.metering.tokenizer import Counter
 
 
 class Meter:
@@ -37,7 +38,7 @@ class Meter:
         self.stream = False
         self.status = 0
         self.usage: Usage | None = None
-        self.counter: TokenCounter | None = None
+        self.counter: Counter | None = None
         self.prompt_estimate: int | None = None
         self.ttft: float | None = None
         self.disconnected = False
@@ -58,6 +59,7 @@ class Meter:
         if self.prompt_estimate is None:
             self.prompt_estimate = estimate_prompt(self.request.messages)
         completion = self.counter.tokens if self.counter is not None else 0
+        self.extra["tokenizer"] = self.counter.method if self.counter is not None else "estimate"
         return self.prompt_estimate, completion, "estimated"
 
     def take_record(self) -> LedgerRecord | None:

@@ -130,7 +130,7 @@ class RelayStream:
         self._last: dict[str, Any] | None = None
 
     async def frames(self) -> AsyncIterator[bytes]:
-        """Every frame ends in a blank line; the last is `[DONE]` or an error event."""
+        """OpenAI SSE frames, each ending in a blank line; the last is `[DONE]` or an error event."""
         meter = self.meter
         counter = meter.counter
         assert counter is not None
@@ -152,14 +152,37 @@ class RelayStream:
                     self._last = chunk.parsed
                 yield b"data: " + payload + b"\n\n"
         except SluiceError as exc:  # after the 200, failures travel as an error event, never a fake stop
-            meter.error_code = exc.code or "upstream_error"
-            await self._relay.settle(meter)
+            await self.fail(exc)
             yield b"data: " + exc.to_body() + b"\n\n"
             return
         if include_usage and meter.usage is None:
             yield self._estimated_usage_frame()
         await self._relay.settle(meter)  # the record is safe before the client sees the end
         yield DONE_FRAME
+
+    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+        """Parsed chunks, usage chunk included, for translating writers (e.g. Anthropic's format).
+        Ends normally on a clean finish (already settled); raises SluiceError on a failure (settled)."""
+        meter = self.meter
+        counter = meter.counter
+        assert counter is not None
+        try:
+            async for chunk in self._upstream:
+                if meter.ttft is None:
+                    meter.first_token()
+                if chunk.text:
+                    counter.feed(chunk.text)
+                if chunk.usage is not None:
+                    meter.usage = chunk.usage
+                yield chunk.parsed if chunk.parsed is not None else orjson.loads(chunk.payload)
+        except SluiceError as exc:
+            await self.fail(exc)
+            raise
+        await self._relay.settle(meter)
+
+    async def fail(self, exc: SluiceError) -> None:
+        self.meter.error_code = exc.code or "upstream_error"
+        await self._relay.settle(self.meter)
 
     def _estimated_usage_frame(self) -> bytes:
         prompt, completion, _ = self.meter.final_usage()

@@ -11,6 +11,7 @@ from sluice.config import Settings
 from sluice.errors import InvalidRequest, NotFound, SluiceError
 from sluice.http.admin_routes import AdminRoutes, DashboardRoutes
 from sluice.http.asgi import Headers, Message, Receive, Scope, Send, header, send_error, send_json
+from sluice.http.messages_route import MessagesRoute
 from sluice.http.openai_routes import OpenAIRoutes
 from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
@@ -46,6 +47,7 @@ class Resources:
     routes: OpenAIRoutes
     admin: AdminRoutes
     dashboard: DashboardRoutes
+    messages: MessagesRoute
 
 
 class App:
@@ -79,7 +81,7 @@ class App:
                       counter_factory=make_counter_factory(s.tokenizer.encoding_file))
         routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds)
         self._res = Resources(store, client, providers, ledger, relay, routes, AdminRoutes(s, relay),
-                              DashboardRoutes(relay))
+                              DashboardRoutes(relay), MessagesRoute(relay, max_body=s.server.max_body_bytes))
 
     async def shutdown(self) -> None:
         res, self._res = self._res, None
@@ -134,6 +136,9 @@ class App:
             if method == "POST":
                 await res.routes.chat_completions(scope, receive, send, rid, headers)
                 return
+        elif path in ("/v1/messages", "/messages") and method == "POST":
+            await res.messages.handle(scope, receive, send, rid, headers)
+            return
         elif method == "OPTIONS":
             await self._preflight(scope, send, headers)
             return
@@ -171,7 +176,7 @@ class App:
     async def _not_found(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
         await _drain(receive)
         path, method = scope["path"], scope["method"]
-        known = ("/v1/chat/completions", "/v1/models", "/health", "/ready")
+        known = ("/v1/chat/completions", "/v1/messages", "/v1/models", "/health", "/ready")
         err: SluiceError
         if path in known:
             err = InvalidRequest(f"Method {method} is not allowed on {path}.", code="method_not_allowed",

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -41,6 +42,7 @@ class SluiceProcess:
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.env = {**_env(), **(extra_env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.closers: list[Callable[[], Awaitable[None]]] = []  # clients to close before the server stops
 
     def cli(self, *args: str) -> str:
         out = subprocess.run([sys.executable, "-m", "sluice", *args, "--config", str(self.config)],
@@ -69,6 +71,8 @@ class SluiceProcess:
         raise RuntimeError("sluice serve did not become healthy")
 
     async def __aexit__(self, *exc: object) -> None:
+        for close in self.closers:
+            await close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -12,9 +12,15 @@ import pytest
 
 from tests.e2e.sluice_proc import SluiceProcess, free_port
 from tests.sim.anthropic_sim import AnthropicSim, Reply, error_body, frames
-from tests.sim.gemini_sim import GeminiSim, Script, text_events
+from tests.sim.gemini_sim import GeminiSim, Script, text_events, text_reply
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _client(s: SluiceProcess) -> openai.AsyncOpenAI:
+    client = openai.AsyncOpenAI(base_url=s.base_url, api_key=s.create_key(), max_retries=0)
+    s.closers.append(client.close)
+    return client
 
 
 def _providers(anth: str, gem: str) -> str:
@@ -69,7 +75,7 @@ async def test_anthropic_stream_with_parallel_tool_calls(tmp_path: Path) -> None
     async with AnthropicSim() as anth, GeminiSim() as gem, SluiceProcess(tmp_path, _providers(
             anth.base_url, gem.base_url)) as s:
         anth.replies.append(Reply(sse=frames((FIX / "anthropic" / "parallel_tools.sse").read_bytes())))
-        client = openai.AsyncOpenAI(base_url=s.base_url, api_key=s.create_key(), max_retries=0)
+        client = _client(s)
         stream = await client.chat.completions.create(
             model="claude", messages=[{"role": "user", "content": "weather?"}], stream=True,
             stream_options={"include_usage": True})
@@ -86,10 +92,11 @@ async def test_anthropic_stream_with_parallel_tool_calls(tmp_path: Path) -> None
                     entry["args"] += (tc.function.arguments or "") if tc.function else ""
                 finish = c.finish_reason or finish
         assert text == "Checking both."
-        assert sorted(calls) == [0, 1]
+        assert sorted(calls) == [0, 1, 2]
         assert calls[0]["id"] == "toolu_01A" and calls[0]["name"] == "get_weather"
         assert calls[0]["args"] == '{"city": "Paris"}'
-        assert calls[1]["id"] == "toolu_01B"
+        assert calls[1]["id"] == "toolu_01B" and calls[2]["id"] == "toolu_01C"
+        assert all(c["name"] for c in calls.values())
         assert finish == "tool_calls"
         assert usage is not None and usage.prompt_tokens >= 400
         assert anth.received[0].body["model"] == "claude-sonnet-4-5"
@@ -99,7 +106,7 @@ async def test_gemini_stream_text_and_usage(tmp_path: Path) -> None:
     async with AnthropicSim() as anth, GeminiSim() as gem, SluiceProcess(tmp_path, _providers(
             anth.base_url, gem.base_url)) as s:
         gem.push(Script(events=text_events(["Hel", "lo ", "wörld 🌍"])))
-        client = openai.AsyncOpenAI(base_url=s.base_url, api_key=s.create_key(), max_retries=0)
+        client = _client(s)
         stream = await client.chat.completions.create(
             model="gemini", messages=[{"role": "user", "content": "hi"}], stream=True,
             stream_options={"include_usage": True})
@@ -117,6 +124,7 @@ async def test_inbound_messages_with_the_anthropic_sdk(tmp_path: Path) -> None:
             anth.base_url, gem.base_url)) as s:
         key = s.create_key()
         client = anthropic.AsyncAnthropic(base_url=s.base_url.removesuffix("/v1"), api_key=key, max_retries=0)
+        s.closers.append(client.close)
         msg = await client.messages.create(model="sim", max_tokens=100,
                                            messages=[{"role": "user", "content": "hi"}])
         assert msg.content[0].type == "text" and msg.content[0].text == "Bonjour from the simulated model."
@@ -134,12 +142,12 @@ async def test_inbound_messages_with_the_anthropic_sdk(tmp_path: Path) -> None:
 async def test_failover_before_the_first_byte(tmp_path: Path) -> None:
     async with AnthropicSim() as anth, GeminiSim() as gem, SluiceProcess(tmp_path, _providers(
             anth.base_url, gem.base_url)) as s:
-        client = openai.AsyncOpenAI(base_url=s.base_url, api_key=s.create_key(), max_retries=0)
+        client = _client(s)
         # the primary answers 529 (and then 500) twice per request; the secondary serves
         for _ in range(6):
             anth.replies.append(Reply(status=529, body=error_body("overloaded_error", "busy")))
         for i in range(3):
-            gem.push(Script(events=text_events(["ok"])))
+            gem.push(Script(reply=text_reply("ok")))
             r = await client.chat.completions.create(model="ha", messages=[{"role": "user", "content": str(i)}])
             assert r.choices[0].message.content == "ok"
         # a target that refuses connections fails over to the next tier
@@ -155,7 +163,7 @@ async def test_failure_after_the_first_byte_is_an_error_event_not_a_retry(tmp_pa
     async with AnthropicSim() as anth, GeminiSim() as gem, SluiceProcess(tmp_path, _providers(
             anth.base_url, gem.base_url)) as s:
         anth.replies.append(Reply(sse=frames((FIX / "anthropic" / "text.sse").read_bytes()), drop_after=3))
-        client = openai.AsyncOpenAI(base_url=s.base_url, api_key=s.create_key(), max_retries=0)
+        client = _client(s)
         stream = await client.chat.completions.create(
             model="ha", messages=[{"role": "user", "content": "x"}], stream=True)
         with pytest.raises(openai.APIError):

@@ -37,6 +37,7 @@ class SluiceProcess:
         self.port = free_port()
         self.db = tmp / "sluice.db"
         self.config = tmp / "sluice.toml"
+        self.log = tmp / "sluice.log"
         self.config.write_text(f'[server]\nhost = "127.0.0.1"\nport = {self.port}\n'
                                f'[storage]\nurl = "sqlite:///{self.db}"\n' + body)
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -53,14 +54,18 @@ class SluiceProcess:
         args = ["keys", "create", "--name", name, "--json"] + (["--models", models] if models else [])
         return str(json.loads(self.cli(*args))["key"])
 
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Output goes to a file (a pipe nobody reads could fill up and stall the server)."""
+        with self.log.open("ab") as out:
+            return subprocess.Popen([sys.executable, "-m", "sluice", "serve", "--config", str(self.config)],
+                                    env=self.env, stdout=out, stderr=subprocess.STDOUT)
+
     async def __aenter__(self) -> SluiceProcess:
-        self.proc = subprocess.Popen([sys.executable, "-m", "sluice", "serve", "--config", str(self.config)],
-                                     env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = self._spawn()
         async with aiohttp.ClientSession() as http:
             for _ in range(200):
                 if self.proc.poll() is not None:
-                    out = self.proc.stdout.read().decode() if self.proc.stdout else ""
-                    raise RuntimeError(f"sluice serve exited early:\n{out}")
+                    raise RuntimeError(f"sluice serve exited early:\n{self.log.read_text()}")
                 try:
                     async with http.get(f"http://127.0.0.1:{self.port}/health") as r:
                         if r.status == 200:
@@ -79,5 +84,3 @@ class SluiceProcess:
                 await asyncio.to_thread(self.proc.wait, 15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()

@@ -76,7 +76,7 @@ def write_config(path: Path, *, sim_url: str, port: int, db: Path, server: dict[
              "[storage]", f"url = {_toml('sqlite:///' + str(db))}", ""]
     providers = [
         {"name": "sim", "kind": "openai", "base_url": sim_url, "api_key": "sk-upstream-secret"},
-        {"name": "sim-short", "kind": "openai", "base_url": sim_url, "timeouts": {"first_byte": 0.5}},
+        {"name": "sim-short", "kind": "openai", "base_url": sim_url, "timeouts": {"connect": 0.5, "first_byte": 0.5}},
         {"name": "dead", "kind": "openai", "base_url": f"http://127.0.0.1:{closed_port()}/v1",
          "timeouts": {"connect": 1.0}},
         {"name": "local", "kind": "simulated", "reply": "Hi from the local simulated model, word by word."},

@@ -66,6 +66,7 @@ MODELS: dict[str, tuple[str, str]] = {
     "short-timeout": ("sim-short", "fx-text"),
     "unreachable": ("dead", "fx-text"),
     "sim-local": ("local", "sluice-sim"),
+    "sim-local-slow": ("local-slow", "sluice-sim"),
 }
 
 
@@ -80,6 +81,7 @@ def write_config(path: Path, *, sim_url: str, port: int, db: Path, server: dict[
         {"name": "dead", "kind": "openai", "base_url": f"http://127.0.0.1:{closed_port()}/v1",
          "timeouts": {"connect": 1.0}},
         {"name": "local", "kind": "simulated", "reply": "Hi from the local simulated model, word by word."},
+        {"name": "local-slow", "kind": "simulated", "tokens_per_second": 4},
     ]
     for p in providers:
         lines += ["[[providers]]", *(f"{k} = {_toml(v)}" for k, v in p.items()), ""]

@@ -85,10 +85,10 @@ class RawConn:
         n = int(head.get("content-length") or 0)
         return await asyncio.wait_for(self.reader.readexactly(n), TIMEOUT)
 
-    async def eof(self, timeout: float = 0.3) -> bool:
+    async def eof(self, within: float = 0.3) -> bool:
         """True when the server has nothing more to send (closed, or at least silent: no stray bytes)."""
         try:
-            extra = await asyncio.wait_for(self.reader.read(1), timeout)
+            extra = await asyncio.wait_for(self.reader.read(1), within)
         except TimeoutError:
             return True
         return extra == b""

@@ -16,8 +16,8 @@ from tests.sim.openai_sim import Fault, ThreadedSim
 CLOSE_WITHIN = 3.0  # generous: the brief asks for ~1-2 s
 
 
-async def _wait(pred: Any, timeout: float) -> bool:
-    end = time.monotonic() + timeout
+async def _wait(pred: Any, within: float) -> bool:
+    end = time.monotonic() + within
     while time.monotonic() < end:
         if pred():
             return True
@@ -25,13 +25,13 @@ async def _wait(pred: Any, timeout: float) -> bool:
     return bool(pred())
 
 
-async def _new_ledger_rows(sluice: SluiceServer, before: set[str], timeout: float = 3.0) -> list[dict[str, Any]]:
+async def _new_ledger_rows(sluice: SluiceServer, before: set[str], within: float = 3.0) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
     def poll() -> bool:
         rows[:] = [r for r in sluice.ledger() if r["request_id"] not in before]
         return bool(rows)
-    await _wait(poll, timeout)
+    await _wait(poll, within)
     await asyncio.sleep(0.5)  # a second (duplicate) record would have been flushed by now
     poll()
     return rows

@@ -13,7 +13,17 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import PY, ROOT, SluiceServer, free_port, run_cli, sluice_env, stop_process, wait_health, write_config
+from tests.e2e.conftest import (
+    PY,
+    ROOT,
+    SluiceServer,
+    free_port,
+    run_cli,
+    sluice_env,
+    stop_process,
+    wait_health,
+    write_config,
+)
 from tests.e2e.rawhttp import Head, RawConn, chat_body
 from tests.sim.openai_sim import ThreadedSim
 
@@ -31,8 +41,8 @@ async def call(sluice: SluiceServer, method: str, path: str, body: bytes | None 
         conn.close()
 
 
-def assert_openai_error(head: Head, body: bytes, status: int, *, code: str | None | type[Any] = Any,
-                        param: str | None | type[Any] = Any) -> dict[str, Any]:
+def assert_openai_error(head: Head, body: bytes, status: int, *, code: str | type[Any] | None = Any,
+                        param: str | type[Any] | None = Any) -> dict[str, Any]:
     assert head.status == status, body
     assert (head.get("content-type") or "").startswith("application/json")
     assert (head.get("x-request-id") or "").startswith("req_")

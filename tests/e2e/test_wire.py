@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 
 from tests.e2e.conftest import SluiceServer
@@ -36,6 +37,7 @@ async def test_every_chunk_is_whole_frames_done_once_then_terminating_chunk(slui
                                                                              api_key: str) -> None:
     conn, head = await post_chat(sluice.port, api_key, chat_body(include_usage=True))
     try:
+        assert head.status == 200
         chunks = []
         while (c := await conn.chunk()) is not None:
             chunks.append(c)
@@ -116,7 +118,7 @@ async def test_heartbeats_while_the_upstream_is_silent(sluice: SluiceServer, api
         first_data = next(i for i, f in enumerate(fs) if f.startswith(b"data: "))
         assert first_data >= 1 and all(f == b": keep-alive\n\n" for f in fs[:first_data])
         data_idx = [i for i, f in enumerate(fs) if f.startswith(b"data: ")]
-        assert any(b - a > 1 for a, b in zip(data_idx, data_idx[1:], strict=False)), "no beat mid-stream"
+        assert any(b - a > 1 for a, b in itertools.pairwise(data_idx)), "no beat mid-stream"
         assert all(f.startswith(b"data: ") or f == b": keep-alive\n\n" for f in fs)
         assert fs[-1] == b"data: [DONE]\n\n"
     finally:

@@ -246,7 +246,8 @@ class OpenAISim:
             rec.note_closed()
             raise
 
-    async def _stream(self, request: web.Request, rec: SimRequest, f: Fault, body: dict[str, Any]) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, rec: SimRequest, f: Fault,
+                      body: dict[str, Any]) -> web.StreamResponse:
         model = str(body.get("model", ""))
         name = f.fixture or (model[3:] if model.startswith("fx-") else "text")
         events = fixture_events(name)

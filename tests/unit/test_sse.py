@@ -3,6 +3,7 @@ with LF, CR and CRLF line endings, multi-byte UTF-8 split across reads, comments
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -37,7 +38,7 @@ def one_byte(raw: bytes) -> list[bytes]:
 def random_cuts(raw: bytes, rng: random.Random) -> list[bytes]:
     cuts = sorted(rng.sample(range(1, len(raw)), min(len(raw) - 1, rng.randint(1, 40)))) if len(raw) > 1 else []
     edges = [0, *cuts, len(raw)]
-    return [raw[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    return [raw[a:b] for a, b in itertools.pairwise(edges)]
 
 
 def splittings(raw: bytes) -> list[list[bytes]]:

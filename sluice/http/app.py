@@ -132,15 +132,15 @@ class App:
         path: str = scope["path"]
         method: str = scope["method"]
         res = self.resources
+        if method == "OPTIONS":  # before any path match: browsers preflight the chat path itself
+            await self._preflight(scope, send, headers)
+            return
         if path == "/v1/chat/completions" or path == "/chat/completions":
             if method == "POST":
                 await res.routes.chat_completions(scope, receive, send, rid, headers)
                 return
         elif path in ("/v1/messages", "/messages") and method == "POST":
             await res.messages.handle(scope, receive, send, rid, headers)
-            return
-        elif method == "OPTIONS":
-            await self._preflight(scope, send, headers)
             return
         elif path in ("/v1/models", "/models") and method == "GET":
             await res.routes.list_models(scope, send, headers)

@@ -1,0 +1,184 @@
+"""Browser tests: headless Chromium against a real `sluice serve` (playground, admin console, owner page)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.browser_env import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    Gateway,
+    require_browser,
+    screenshot_dir,
+    start_gateway,
+    stop_gateway,
+)
+from tests.sim.openai_sim import SPLIT_REPLY, OpenAISim, split_stream_pieces
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[OpenAISim]:
+    s = OpenAISim().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(sim: OpenAISim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    require_browser()
+    gw = start_gateway(tmp_path_factory.mktemp("gw"), sim.base_url)
+    yield gw
+    stop_gateway(gw)
+
+
+@pytest.fixture(scope="module")
+def browser(gateway: Gateway) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any, gateway: Gateway) -> Iterator[Any]:
+    ctx = browser.new_context(base_url=gateway.base_url, viewport={"width": 1100, "height": 900})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    yield pg
+    ctx.close()
+    assert not [e for e in errors if "Failed to load resource" not in e], errors
+
+
+def open_playground(page: Any, key: str, model: str) -> None:
+    page.goto("/playground")
+    page.fill("#api-key", key)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector(f"#model option[value='{model}']", state="attached")
+    page.select_option("#model", model)
+
+
+SAMPLE_JS = """() => { window.__samples = (async () => {
+  const seen = [];
+  const t0 = performance.now();
+  for (;;) {
+    await new Promise((r) => requestAnimationFrame(r));
+    const node = document.querySelector('#transcript .msg.assistant:last-child');
+    const body = node && node.querySelector('.body');
+    const len = body ? body.textContent.length : 0;
+    if (seen.length === 0 || seen[seen.length - 1] !== len) seen.push(len);
+    if ((node && node.dataset.outcome) || performance.now() - t0 > 20000) return seen;
+  }
+})(); }"""
+
+
+def test_playground_streams_token_by_token_and_renders_markdown(page: Any, gateway: Gateway) -> None:
+    open_playground(page, gateway.user_key, "sim-model")
+    page.fill("#message", "Show me some markdown")
+    page.evaluate(SAMPLE_JS)  # starts sampling (every animation frame) before the first token
+    page.click("#send")
+    lengths = page.evaluate("() => window.__samples")
+    growth = [b for a, b in zip(lengths, lengths[1:], strict=False) if b > a]
+    assert len(growth) >= 5, f"text should grow in several steps, saw lengths {lengths}"
+    reply = page.locator("#transcript .msg.assistant").last
+    assert reply.get_attribute("data-outcome") == "ok"
+    body = reply.locator(".body")
+    assert body.locator("h4").inner_text() == "Result"
+    assert body.locator("strong").inner_text() == "bold"
+    assert body.locator("em").inner_text() == "italic"
+    assert body.locator("p code").inner_text() == "inline code"
+    assert body.locator("ul li").count() == 2
+    assert body.locator("pre code").inner_text() == "print('hi')"
+    assert body.locator("b").count() == 0 and "<b>not html</b>" in body.inner_text()
+    meta = reply.locator(".meta")
+    assert "first token" in meta.locator("[data-metric=ttft]").inner_text()
+    assert "tokens/s" in meta.locator("[data-metric=tps]").inner_text()
+    assert "completion tokens" in meta.locator("[data-metric=usage]").inner_text()
+    cost = meta.locator("[data-metric=cost]")
+    cost.wait_for(timeout=10000)
+    assert cost.inner_text().startswith("cost $"), cost.inner_text()
+    # a second turn sends the whole conversation
+    page.fill("#message", "And again")
+    page.click("#send")
+    page.wait_for_selector("#transcript .msg.assistant:nth-child(4)[data-outcome=ok]", timeout=20000)
+    assert page.locator("#transcript .msg").count() == 4
+    shots = screenshot_dir()
+    if shots:
+        page.screenshot(path=str(shots / "playground.png"), full_page=True)
+
+
+def test_stop_cancels_the_upstream(page: Any, gateway: Gateway, sim: OpenAISim) -> None:
+    sim.closed.clear()
+    open_playground(page, gateway.user_key, "slow-model")
+    page.fill("#message", "Talk for a long time")
+    page.click("#send")
+    page.wait_for_function(
+        "() => (document.querySelector('#transcript .msg.assistant .body')?.textContent || '').includes('word3')",
+        timeout=15000)
+    assert not sim.closed.is_set()
+    page.click("#stop")
+    page.wait_for_selector("#transcript .msg.assistant[data-outcome=stopped]", timeout=5000)
+    assert sim.closed.wait(10), "the upstream connection should close when the user presses Stop"
+    assert page.locator("#send").is_enabled()
+
+
+def test_split_multibyte_text_renders_intact(page: Any, gateway: Gateway) -> None:
+    open_playground(page, gateway.user_key, "cjk-model")
+    page.fill("#message", "你好")
+    page.click("#send")
+    page.wait_for_selector("#transcript .msg.assistant[data-outcome=ok]", timeout=15000)
+    text = page.locator("#transcript .msg.assistant .body").inner_text()
+    assert text.strip() == SPLIT_REPLY
+    assert "\ufffd" not in text
+
+
+def test_sse_parser_survives_any_fragmentation(page: Any) -> None:
+    page.goto("/playground")
+    raw = b"".join(split_stream_pieces())
+    variants = {"lf": raw, "crlf": raw.replace(b"\n", b"\r\n"), "cr": raw.replace(b"\n", b"\r"),
+                "comments": b": keep-alive\n\n" + raw.replace(b"\n\n", b"\n\n: keep-alive\n\n", 2)}
+    result = page.evaluate("""async (variants) => {
+      const { SSEParser, interpretChunk } = await import('/static/sse.js');
+      const out = {};
+      for (const [name, bytes] of Object.entries(variants)) {
+        const data = new Uint8Array(bytes);
+        for (const size of [1, 2, 3, 5, 7, 64, data.length]) {
+          const p = new SSEParser();
+          const events = [];
+          for (let i = 0; i < data.length; i += size) events.push(...p.push(data.subarray(i, i + size)));
+          events.push(...p.end());
+          let text = '', usage = null, done = false;
+          for (const ev of events) {
+            const item = interpretChunk(ev.data);
+            if (item.type === 'done') { done = true; continue; }
+            text += item.content;
+            if (item.usage) usage = item.usage;
+          }
+          out[`${name}/${size}`] = { text, usage: usage && usage.completion_tokens, done, n: events.length };
+        }
+      }
+      const err = interpretChunk('{"error": {"message": "boom", "type": "server_error"}}');
+      out.error = err.type + ':' + err.error.message;
+      return out;
+    }""", {k: list(v) for k, v in variants.items()})
+    assert result.pop("error") == "error:boom"
+    for name, got in result.items():
+        assert got == {"text": SPLIT_REPLY, "usage": 12, "done": True, "n": 9}, name
+
+
+def test_pages_are_served_with_a_strict_csp(page: Any, gateway: Gateway) -> None:
+    for path in ("/", "/playground", "/console", "/me", "/static/sse.js", "/static/style.css"):
+        res = page.request.get(path)
+        assert res.status == 200, path
+        csp = res.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "unsafe-inline" not in csp
+    assert page.request.get("/static/../sluice/config.py").status == 404
+    assert page.request.get("/static/%2e%2e/app.py").status == 404

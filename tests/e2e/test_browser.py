@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import pytest
 
 from tests.e2e.browser_env import (
+    ADMIN_TOKEN,
     CHROMIUM,
     CHROMIUM_ARGS,
     Gateway,
@@ -86,7 +89,7 @@ def test_playground_streams_token_by_token_and_renders_markdown(page: Any, gatew
     page.evaluate(SAMPLE_JS)  # starts sampling (every animation frame) before the first token
     page.click("#send")
     lengths = page.evaluate("() => window.__samples")
-    growth = [b for a, b in zip(lengths, lengths[1:], strict=False) if b > a]
+    growth = [b for a, b in itertools.pairwise(lengths) if b > a]
     assert len(growth) >= 5, f"text should grow in several steps, saw lengths {lengths}"
     reply = page.locator("#transcript .msg.assistant").last
     assert reply.get_attribute("data-outcome") == "ok"
@@ -182,3 +185,83 @@ def test_pages_are_served_with_a_strict_csp(page: Any, gateway: Gateway) -> None
         assert "default-src 'self'" in csp and "unsafe-inline" not in csp
     assert page.request.get("/static/../sluice/config.py").status == 404
     assert page.request.get("/static/%2e%2e/app.py").status == 404
+
+
+def sign_in_console(page: Any) -> None:
+    page.goto("/console")
+    page.fill("#admin-token", ADMIN_TOKEN)
+    page.click("#token-form button[type=submit]")
+    page.wait_for_selector("#app:not([hidden])")
+
+
+def test_console_creates_a_key_that_works(page: Any, gateway: Gateway) -> None:
+    sign_in_console(page)
+    page.fill("#ck-name", "made-in-ui")
+    page.fill("#ck-owner", "qa@example.com")
+    page.fill("#ck-budget", "10.00")
+    page.fill("#ck-rpm", "100")
+    page.click("#create-key button[type=submit]")
+    page.wait_for_selector("#secret-box:not([hidden])")
+    secret = page.input_value("#new-key-secret")
+    assert secret.startswith("sk-")
+    row = page.locator("#keys-table tbody tr", has_text="made-in-ui")
+    assert "$10.00" in row.inner_text() or "$10" in row.inner_text()
+
+    client = openai.OpenAI(api_key=secret, base_url=gateway.base_url + "/v1", max_retries=0)
+    try:
+        done = client.chat.completions.create(model="fast-model", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        client.close()
+    assert done.choices[0].message.content == "Fast reply."
+
+    page.click("#dismiss-secret")
+    assert page.locator("#secret-box").is_hidden()
+    assert page.input_value("#new-key-secret") == ""
+    # disable it from the UI: the key then stops working
+    page.once("dialog", lambda d: d.accept())
+    row.get_by_role("button", name="Disable made-in-ui").click()
+    page.wait_for_selector("#keys-table tbody tr:has-text('made-in-ui') .badge.off")
+    client = openai.OpenAI(api_key=secret, base_url=gateway.base_url + "/v1", max_retries=0)
+    try:
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(model="fast-model", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        client.close()
+
+
+def test_usage_chart_and_request_log_show_requests(page: Any, gateway: Gateway) -> None:
+    key = gateway.admin("POST", "/admin/keys", {"name": "chart-key"})
+    client = openai.OpenAI(api_key=key["key"], base_url=gateway.base_url + "/v1", max_retries=0)
+    try:
+        for _ in range(3):
+            client.chat.completions.create(model="fast-model", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        client.close()
+    sign_in_console(page)
+    page.get_by_role("tab", name="Usage").click()
+    page.select_option("#usage-key", key["id"])
+    page.click("#usage-form button[type=submit]")
+    page.wait_for_function("() => /3 requests in range/.test(document.querySelector('#usage-status').textContent)")
+    bars = page.locator("#chart-requests svg rect.bar")
+    total = sum(int(v) for v in bars.evaluate_all("els => els.map(e => e.dataset.value)"))
+    assert total == 3
+    assert "chart-key: 3 requests" in " ".join(bars.evaluate_all("els => els.map(e => e.textContent)"))
+    shots = screenshot_dir()
+    if shots:
+        page.select_option("#usage-key", "")
+        page.click("#usage-form button[type=submit]")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots / "console.png"), full_page=True)
+
+    page.get_by_role("tab", name="Requests").click()
+    page.select_option("#req-key", key["id"])
+    page.click("#requests-form button[type=submit]")
+    page.wait_for_function("() => document.querySelectorAll('#requests-table tbody [data-request]').length === 3")
+    page.locator("#requests-table tbody [data-request]").first.click()
+    dialog = page.locator("#request-dialog")
+    dialog.wait_for()
+    text = dialog.inner_text()
+    assert "fast / fast-model" in text and "Usage source" in text and "$" in text
+    page.keyboard.press("Escape")
+    page.get_by_role("tab", name="Providers").click()
+    page.wait_for_selector("#models-table tbody tr:has-text('cjk-model') .badge.ok")

@@ -115,7 +115,7 @@ def test_playground_streams_token_by_token_and_renders_markdown(page: Any, gatew
     assert page.locator("#transcript .msg").count() == 4
     shots = screenshot_dir()
     if shots:
-        page.screenshot(path=str(shots / "playground.png"), full_page=True)
+        page.screenshot(path=str(shots / "playground.png"))
 
 
 def test_stop_cancels_the_upstream(page: Any, gateway: Gateway, sim: OpenAISim) -> None:
@@ -265,3 +265,26 @@ def test_usage_chart_and_request_log_show_requests(page: Any, gateway: Gateway) 
     page.keyboard.press("Escape")
     page.get_by_role("tab", name="Providers").click()
     page.wait_for_selector("#models-table tbody tr:has-text('cjk-model') .badge.ok")
+
+
+def test_owner_page_shows_balance_usage_and_requests(page: Any, gateway: Gateway) -> None:
+    key = gateway.admin("POST", "/admin/keys", {"name": "owner-key", "budget": "5.00", "rpm": 60})
+    client = openai.OpenAI(api_key=key["key"], base_url=gateway.base_url + "/v1", max_retries=0)
+    try:
+        for _ in range(2):
+            client.chat.completions.create(model="fast-model", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        client.close()
+    page.set_viewport_size({"width": 375, "height": 800})
+    page.goto("/me")
+    page.fill("#api-key", key["key"])
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#app:not([hidden])")
+    facts = page.locator("#facts").inner_text()
+    assert "owner-key" in facts and "Budget\n$5" in facts and "Balance\n$4.99" in facts and "60" in facts
+    bars = page.locator("#me-chart-requests svg rect.bar")
+    assert sum(int(v) for v in bars.evaluate_all("els => els.map(e => e.dataset.value)")) == 2
+    assert page.locator("#me-requests tbody [data-request]").count() == 2
+    # nothing overflows the narrow viewport but the scrollable tables
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 375, width

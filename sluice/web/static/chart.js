@@ -4,7 +4,7 @@
 const NS = "http://www.w3.org/2000/svg";
 const W = 720;
 const H = 260;
-const PAD = { top: 12, right: 12, bottom: 42, left: 56 };
+const PAD = { top: 12, right: 12, bottom: 42, left: 78 };
 export const PALETTE = ["#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2", "#65a30d", "#dc2626"];
 
 function svg(tag, attrs = {}, text) {
@@ -25,10 +25,10 @@ function frame(title, max, fmt) {
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", class: "chart", preserveAspectRatio: "xMidYMid meet" });
   root.append(svg("title", {}, title));
   const ih = H - PAD.top - PAD.bottom;
-  for (let k = 0; k <= 4; k++) {
-    const y = PAD.top + ih - (ih * k) / 4;
+  for (let k = 0; k <= 5; k++) {
+    const y = PAD.top + ih - (ih * k) / 5;
     root.append(svg("line", { x1: PAD.left, x2: W - PAD.right, y1: y, y2: y, class: "grid" }));
-    root.append(svg("text", { x: PAD.left - 6, y: y + 4, "text-anchor": "end", class: "tick" }, fmt((max * k) / 4)));
+    root.append(svg("text", { x: PAD.left - 6, y: y + 4, "text-anchor": "end", class: "tick" }, fmt((max * k) / 5)));
   }
   return root;
 }
@@ -61,7 +61,7 @@ function legend(series) {
  */
 export function barChart({ title, labels, series, fmt = (v) => String(Math.round(v)), unit = "" }) {
   const totals = labels.map((_, i) => series.reduce((a, s) => a + (s.values[i] || 0), 0));
-  const max = niceMax(Math.max(0, ...totals));
+  const max = niceMax(Math.max(5, ...totals)); // at least 0..5, so integer ticks stay integers
   const root = frame(title, max, fmt);
   const iw = W - PAD.left - PAD.right;
   const ih = H - PAD.top - PAD.bottom;

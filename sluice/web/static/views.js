@@ -31,7 +31,7 @@ function compact(v) {
 }
 
 function trimMoney(v) {
-  return v >= 1 ? v.toFixed(2) : v === 0 ? "0" : v.toPrecision(2);
+  return v >= 1 ? v.toFixed(2) : v === 0 ? "0" : String(Number(v.toPrecision(2)));
 }
 
 /** Totals per key and model over the rows. */

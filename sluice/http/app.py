@@ -24,6 +24,7 @@ from sluice.routing.table import ModelTable
 from sluice.storage import open_store
 from sluice.storage.base import Store
 from sluice.upstream import UpstreamClient
+from sluice.web import WebAssets, is_web_path
 
 log = logging.getLogger("sluice")
 
@@ -58,6 +59,7 @@ class App:
         origins = settings.server.cors_origins
         self._any_origin = "*" in origins
         self._origins = {o.encode() for o in origins}
+        self.web = WebAssets()
 
     @property
     def resources(self) -> Resources:
@@ -157,6 +159,10 @@ class App:
             return
         elif path in ("/health", "/healthz", "/livez"):
             await send_json(send, 200, {"status": "ok"}, headers)
+            return
+        elif is_web_path(path):
+            await _drain(receive)
+            await self.web(scope, receive, send, headers)
             return
         elif path in ("/ready", "/readyz"):
             ok = not self.draining

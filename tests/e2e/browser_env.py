@@ -1,0 +1,173 @@
+"""The browser tests' environment: a real `sluice serve` on loopback (simulated + OpenAI-compatible sim
+upstreams), keys made with the CLI, and headless Debian Chromium driven by Playwright (never downloaded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("SLUICE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ADMIN_TOKEN = "admin-test-token-123"
+MARKDOWN_REPLY = ("## Result\n\nThis is **bold** and *italic* with `inline code`, <b>not html</b>.\n\n"
+                  "- first item\n- second item\n\n```python\nprint('hi')\n```\n\nDone.")
+
+
+def require_browser() -> None:
+    """Skip (or fail under CI) when Chromium or the playwright package is missing."""
+    reasons = []
+    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
+        reasons.append(f"no Chromium at {CHROMIUM} (run scripts/browser)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reasons.append("the playwright package is not installed (run scripts/browser)")
+    if reasons:
+        msg = "browser tests need: " + "; ".join(reasons)
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def config_text(port: int, db: Path, sim_url: str) -> str:
+    return f"""
+[server]
+host = "127.0.0.1"
+port = {port}
+heartbeat_seconds = 5
+
+[storage]
+url = "sqlite:///{db}"
+
+[admin]
+token = "{ADMIN_TOKEN}"
+
+[[providers]]
+name = "sim"
+kind = "simulated"
+ttft_ms = 150
+tokens_per_second = 20
+reply = {json.dumps(MARKDOWN_REPLY)}
+
+[[providers]]
+name = "fast"
+kind = "simulated"
+reply = "Fast reply."
+
+[[providers]]
+name = "upstream"
+kind = "openai"
+base_url = "{sim_url}"
+api_key = "sim-key"
+
+[[models]]
+name = "sim-model"
+pricing = {{ input = "1.00", output = "2.00" }}
+targets = [{{ provider = "sim", model = "sim-model" }}]
+
+[[models]]
+name = "fast-model"
+pricing = {{ input = "1.00", output = "2.00" }}
+targets = [{{ provider = "fast", model = "fast-model" }}]
+
+[[models]]
+name = "slow-model"
+targets = [{{ provider = "upstream", model = "slow-1" }}]
+
+[[models]]
+name = "cjk-model"
+targets = [{{ provider = "upstream", model = "split-1" }}]
+"""
+
+
+@dataclass
+class Gateway:
+    base_url: str
+    config: Path
+    proc: subprocess.Popen[bytes]
+    user_key: str
+
+    def admin(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base_url + path, data=data, method=method, headers={
+            "authorization": f"Bearer {ADMIN_TOKEN}", "content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as res:
+            return json.loads(res.read())
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def create_key_cli(config: Path, name: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "sluice", "keys", "create", "--name", name, "--json",
+                          "--config", str(config)], check=True, capture_output=True, env=_env(), timeout=60)
+    doc = json.loads(out.stdout)
+    return str(doc.get("key") or doc.get("secret"))
+
+
+def start_gateway(tmp: Path, sim_url: str) -> Gateway:
+    port = free_port()
+    config = tmp / "sluice.toml"
+    config.write_text(config_text(port, tmp / "sluice.db", sim_url), encoding="utf-8")
+    key = create_key_cli(config, "browser-tests")
+    log = (tmp / "server.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "sluice", "serve", "--config", str(config)],
+                            stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=tmp)
+    log.close()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=1) as res:
+                if res.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("gateway did not start:\n" + (tmp / "server.log").read_text(errors="replace"))
+        time.sleep(0.1)
+    return Gateway(base, config, proc, key)
+
+
+def stop_gateway(gw: Gateway) -> None:
+    gw.proc.terminate()
+    try:
+        gw.proc.wait(15)
+    except subprocess.TimeoutExpired:
+        gw.proc.kill()
+        gw.proc.wait(5)
+
+
+def screenshot_dir() -> Path | None:
+    """Set SLUICE_SCREENSHOTS=docs/img to refresh the committed screenshots while the tests run."""
+    d = os.environ.get("SLUICE_SCREENSHOTS")
+    if not d:
+        return None
+    path = (ROOT / d).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path

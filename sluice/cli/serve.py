@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sys
 
@@ -46,7 +47,7 @@ def serve(settings: Settings, *, config_path: str | None, data_dir: str | None) 
           f"storage {settings.storage.url.split('://')[0]})", flush=True)
     common = dict(host=host, port=port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
                   log_level="warning", timeout_keep_alive=75, backlog=4096, server_header=False, proxy_headers=False,
-                  timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds))
+                  timeout_graceful_shutdown=math.ceil(settings.server.shutdown_grace_seconds))
     if workers > 1:
         # each worker process builds its own app from the same configuration
         if config_path:

@@ -159,7 +159,7 @@ async def test_unknown_model_is_404_model_not_found(sluice: SluiceServer, api_ke
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/v1/nothing"), ("POST", "/v1/completions"),
-                                              ("GET", "/"), ("POST", "/v1/embeddings")])
+                                              ("GET", "/nope"), ("POST", "/v1/embeddings")])
 async def test_unknown_path_is_404(sluice: SluiceServer, api_key: str, method: str, path: str) -> None:
     head, raw = await call(sluice, method, path, b"{}" if method == "POST" else None, auth(api_key))
     assert_openai_error(head, raw, 404)

@@ -191,8 +191,8 @@ def _check(s: Settings) -> None:
             raise ConfigError(f"providers[{i}].base_url: required for kind {p.kind!r}")
         if p.base_url and not p.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"providers[{i}].base_url: must be an http:// or https:// URL")
-        t = p.timeouts
-        if min(t.connect, t.first_byte, t.idle) <= 0:
+        to = p.timeouts
+        if min(to.connect, to.first_byte, to.idle) <= 0:
             raise ConfigError(f"providers[{i}].timeouts: must be positive")
     models = set()
     for i, m in enumerate(s.models):

@@ -31,6 +31,7 @@ class SluiceError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = "internal_error"
+    retry_after: float | None
     retryable: bool = False
 
     def __init__(
@@ -71,7 +72,7 @@ class SluiceError(Exception):
 class InvalidRequest(SluiceError):
     status = 400
     type = "invalid_request_error"
-    code = None
+    code: str | None = None
 
 
 class BodyTooLarge(InvalidRequest):
@@ -133,7 +134,7 @@ class UpstreamError(SluiceError):
 
     status = 502
     type = "server_error"
-    code = "upstream_error"
+    code: str | None = "upstream_error"
     retryable = True
 
 

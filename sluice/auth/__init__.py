@@ -1,0 +1,1 @@
+"""Keys and authentication: key format, hashing, constant-time check; Bearer header -> principal."""

@@ -1,0 +1,144 @@
+"""`sluice serve | keys | usage`: every command reads the same configuration (--config or SLUICE_CONFIG)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sluice import __version__
+from sluice.auth.keys import hash_key, new_key
+from sluice.config import ConfigError, Settings, load
+from sluice.storage import open_store
+from sluice.storage.base import KeyRecord, Store
+
+T = TypeVar("T")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (default: $SLUICE_CONFIG, else the embedded default)")
+    p.add_argument("--data-dir", help="data directory for the embedded default (default: ./sluice-data)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sluice", description="An OpenAI-compatible LLM API gateway.")
+    ap.add_argument("--version", action="version", version=f"sluice {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="run the gateway")
+    _common(s)
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=int)
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_cmd", required=True)
+    kc = keys.add_parser("create", help="issue a key (its secret is printed once)")
+    _common(kc)
+    kc.add_argument("--name", required=True)
+    kc.add_argument("--models", help="comma-separated allow-list (default: every model)")
+    kc.add_argument("--json", action="store_true")
+    kl = keys.add_parser("list", help="list keys (never their secrets)")
+    _common(kl)
+    kl.add_argument("--json", action="store_true")
+    kr = keys.add_parser("revoke", help="revoke a key by id")
+    _common(kr)
+    kr.add_argument("id")
+    u = sub.add_parser("usage", help="summarise the usage ledger per key and model")
+    _common(u)
+    u.add_argument("--json", action="store_true")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        overrides: dict[str, Any] = {}
+        if args.cmd == "serve":
+            overrides = {"server.host": args.host, "server.port": args.port, "server.workers": args.workers}
+        settings = load(args.config, data_dir=args.data_dir, overrides=overrides)
+    except ConfigError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 2
+    if args.cmd == "serve":
+        from sluice.cli.serve import serve
+
+        return serve(settings, config_path=args.config, data_dir=args.data_dir)
+    if args.cmd == "keys":
+        return _keys(args, settings)
+    if args.cmd == "usage":
+        return _with_store(settings, lambda st: _usage(st, args.json))
+    return 2
+
+
+def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = open_store(settings)
+        await store.open()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+    return asyncio.run(run())
+
+
+async def create_key(store: Store, name: str, models: list[str] | None) -> tuple[KeyRecord, str]:
+    kid, secret = new_key()
+    rec = KeyRecord(kid, name, hash_key(secret), models, created_at=time.time())
+    await store.create_key(rec)
+    return rec, secret
+
+
+def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    if args.keys_cmd == "create":
+        models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+        rec, secret = _with_store(settings, lambda st: create_key(st, args.name, models))
+        if args.json:
+            print(json.dumps({"id": rec.id, "name": rec.name, "key": secret, "models": rec.models}))
+        else:
+            print(f"Created key {rec.id} ({rec.name}). Its secret is shown once; store it now:\n\n  {secret}\n")
+        return 0
+    if args.keys_cmd == "list":
+        recs = _with_store(settings, lambda st: st.list_keys())
+        if args.json:
+            print(json.dumps([r.public() for r in recs]))
+            return 0
+        rows = [(r.id, r.name, ",".join(r.models) if r.models is not None else "*",
+                 "revoked" if r.revoked else ("disabled" if not r.enabled else "active"),
+                 time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))) for r in recs]
+        _table(("ID", "NAME", "MODELS", "STATE", "CREATED"), rows)
+        return 0
+    if args.keys_cmd == "revoke":
+        ok = _with_store(settings, lambda st: st.revoke_key(args.id))
+        print(f"revoked {args.id}" if ok else f"no active key with id {args.id}",
+              file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
+    return 2
+
+
+async def _usage(store: Store, as_json: bool) -> int:
+    rows = await store.usage_summary()
+    if as_json:
+        print(json.dumps([{"key_id": r.key_id, "key_name": r.key_name, "model": r.model,
+                           "requests": r.requests, "prompt_tokens": r.prompt_tokens,
+                           "completion_tokens": r.completion_tokens, "errors": r.errors} for r in rows]))
+        return 0
+    if not rows:
+        print("The ledger is empty: no requests yet.")
+        return 0
+    _table(("KEY", "MODEL", "REQUESTS", "ERRORS", "PROMPT TOKENS", "COMPLETION TOKENS"),
+           [(f"{r.key_name or '-'} ({r.key_id})", r.model, r.requests, r.errors, r.prompt_tokens,
+             r.completion_tokens) for r in rows])
+    return 0
+
+
+def _table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    cells = [tuple(str(c) for c in head)] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

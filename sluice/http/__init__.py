@@ -1,0 +1,1 @@
+"""HTTP: the pure-ASGI app (no framework on the hot path), its routes, the streaming response."""

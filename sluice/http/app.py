@@ -1,0 +1,181 @@
+"""The ASGI app factory: resources owned by the lifespan, a small router, CORS, x-request-id everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from sluice.auth.principal import Authenticator
+from sluice.config import Settings
+from sluice.errors import InvalidRequest, NotFound, SluiceError
+from sluice.http.asgi import Headers, Message, Receive, Scope, Send, header, send_error, send_json
+from sluice.http.openai_routes import OpenAIRoutes
+from sluice.metering.ledger import LedgerWriter
+from sluice.providers.base import Provider
+from sluice.providers.registry import build_providers
+from sluice.relay import Relay, new_request_id
+from sluice.routing.table import ModelTable
+from sluice.storage import open_store
+from sluice.storage.base import Store
+from sluice.upstream import UpstreamClient
+
+log = logging.getLogger("sluice")
+
+_ALLOW_HEADERS = (b"authorization, content-type, openai-organization, openai-project, x-api-key, "
+                  b"anthropic-version, anthropic-beta, x-stainless-lang, x-stainless-package-version, "
+                  b"x-stainless-os, x-stainless-arch, x-stainless-runtime, x-stainless-runtime-version, "
+                  b"x-stainless-retry-count, x-stainless-read-timeout, x-stainless-timeout, "
+                  b"x-stainless-helper-method, x-stainless-async")
+_EXPOSE = b"x-request-id, retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests"
+
+
+@dataclass(slots=True)
+class Resources:
+    """What the lifespan opens and closes; reached through `App.resources`, never a bare global."""
+
+    store: Store
+    client: UpstreamClient
+    providers: dict[str, Provider]
+    ledger: LedgerWriter
+    relay: Relay
+    routes: OpenAIRoutes
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._res: Resources | None = None
+        self.draining = False
+        origins = settings.server.cors_origins
+        self._any_origin = "*" in origins
+        self._origins = {o.encode() for o in origins}
+
+    @property
+    def resources(self) -> Resources:
+        if self._res is None:
+            raise RuntimeError("the app has not started (lifespan not run)")
+        return self._res
+
+    async def startup(self) -> None:
+        s = self.settings
+        store = open_store(s)
+        await store.open()
+        client = UpstreamClient()
+        providers = build_providers(s.providers, client)
+        ledger = LedgerWriter(store)
+        ledger.start()
+        auth = Authenticator(store, ttl=s.server.key_cache_seconds)
+        relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
+                      ledger=ledger, auth=auth)
+        routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds)
+        self._res = Resources(store, client, providers, ledger, relay, routes)
+
+    async def shutdown(self) -> None:
+        res, self._res = self._res, None
+        if res is None:
+            return
+        await res.ledger.close()
+        for p in res.providers.values():
+            await p.aclose()
+        await res.client.aclose()
+        await res.store.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                self.draining = True
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _base_headers(self, scope: Scope, rid: str) -> Headers:
+        headers: Headers = [(b"x-request-id", rid.encode())]
+        origin = header(scope, b"origin")
+        if origin is not None and (self._any_origin or origin in self._origins):
+            headers.append((b"access-control-allow-origin", b"*" if self._any_origin else origin))
+            headers.append((b"access-control-expose-headers", _EXPOSE))
+        return headers
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid = new_request_id()
+        headers = self._base_headers(scope, rid)
+        path: str = scope["path"]
+        method: str = scope["method"]
+        res = self.resources
+        if path == "/v1/chat/completions" or path == "/chat/completions":
+            if method == "POST":
+                await res.routes.chat_completions(scope, receive, send, rid, headers)
+                return
+        elif method == "OPTIONS":
+            await self._preflight(scope, send, headers)
+            return
+        elif path in ("/v1/models", "/models") and method == "GET":
+            await res.routes.list_models(scope, send, headers)
+            return
+        elif path.startswith(("/v1/models/", "/models/")) and method == "GET":
+            model_id = path.split("/models/", 1)[1]
+            await res.routes.get_model(scope, send, headers, model_id)
+            return
+        elif path in ("/health", "/healthz", "/livez"):
+            await send_json(send, 200, {"status": "ok"}, headers)
+            return
+        elif path in ("/ready", "/readyz"):
+            ok = not self.draining
+            await send_json(send, 200 if ok else 503, {"status": "ready" if ok else "draining"}, headers)
+            return
+        await self._not_found(scope, receive, send, headers)
+
+    async def _preflight(self, scope: Scope, send: Send, headers: Headers) -> None:
+        req_headers = header(scope, b"access-control-request-headers")
+        await send({"type": "http.response.start", "status": 204, "headers": [
+            *headers,
+            (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+            (b"access-control-allow-headers", req_headers or _ALLOW_HEADERS),
+            (b"access-control-max-age", b"86400")]})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _not_found(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
+        await _drain(receive)
+        path, method = scope["path"], scope["method"]
+        known = ("/v1/chat/completions", "/v1/models", "/health", "/ready")
+        err: SluiceError
+        if path in known:
+            err = InvalidRequest(f"Method {method} is not allowed on {path}.", code="method_not_allowed",
+                                 status=405)
+        else:
+            err = NotFound(f"Unknown request URL: {method} {path}. Please check the URL and method.",
+                           code="unknown_url")
+        await send_error(send, err, headers)
+
+
+async def _drain(receive: Receive) -> None:
+    msg: Message = {"more_body": True}
+    try:
+        async with asyncio.timeout(5):
+            while msg.get("more_body"):
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    return
+    except TimeoutError:
+        return
+
+
+def create_app(settings: Settings) -> App:
+    return App(settings)

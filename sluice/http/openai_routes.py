@@ -1,0 +1,121 @@
+"""OpenAI routes: `POST /v1/chat/completions` (JSON and SSE) and `GET /v1/models[/{id}]`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from sluice.errors import ModelNotFound, SluiceError
+from sluice.http.asgi import (
+    JSON_CT,
+    ClientGone,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    send_bytes,
+    send_error,
+    send_json,
+)
+from sluice.http.streaming import DisconnectWatch, send_stream
+from sluice.metering.meter import Meter
+from sluice.relay import Relay, RelayStream
+from sluice.routing.table import Route
+from sluice.schema.chat import ChatRequest
+from sluice.storage.base import KeyRecord
+
+log = logging.getLogger("sluice.http")
+
+STARTED = int(time.time())
+
+
+class OpenAIRoutes:
+    def __init__(self, relay: Relay, *, max_body: int, heartbeat: float) -> None:
+        self.relay = relay
+        self.max_body = max_body
+        self.heartbeat = heartbeat
+
+    async def chat_completions(self, scope: Scope, receive: Receive, send: Send, rid: str,
+                               headers: Headers) -> None:
+        try:
+            raw = await read_body(scope, receive, self.max_body)
+            key = await self.relay.auth.authenticate(header(scope, b"authorization"))
+        except ClientGone:
+            return
+        except SluiceError as exc:
+            await send_error(send, exc, headers)
+            return
+        meter = self.relay.meter(rid)
+        meter.key_id = key.id
+        watch = DisconnectWatch(receive)
+        rs: RelayStream | None = None
+        try:
+            req = ChatRequest.parse(raw)
+            meter.model = req.model
+            if req.stream:
+                rs = await self.relay.stream(key, req, meter)
+                await send_stream(send, rs, headers, self.heartbeat)
+            else:
+                result = await self.relay.complete(key, req, meter)
+                watch.done = True
+                await send_bytes(send, 200, result.body, [JSON_CT, *headers])
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+            meter.disconnected = True
+            if meter.status == 0:
+                meter.status = 499  # client closed before we answered
+        except SluiceError as exc:
+            meter.error_code = exc.code or exc.type
+            if meter.status == 0:
+                meter.status = exc.status
+                await send_error(send, exc, headers)
+        except Exception:
+            log.exception("unexpected error in chat completion %s", rid)
+            meter.error_code = "internal_error"
+            if meter.status == 0:
+                meter.status = 500
+                await send_error(send, SluiceError("The server had an error processing your request."),
+                                 headers)
+        finally:
+            watch.stop()
+            await _settle(rs, meter)
+
+    async def list_models(self, scope: Scope, send: Send, headers: Headers) -> None:
+        key = await self._auth(scope, send, headers)
+        if key is None:
+            return
+        data = [_model(r) for r in self.relay.models_for(key)]
+        await send_json(send, 200, {"object": "list", "data": data}, headers)
+
+    async def get_model(self, scope: Scope, send: Send, headers: Headers, model_id: str) -> None:
+        key = await self._auth(scope, send, headers)
+        if key is None:
+            return
+        try:
+            route = self.relay.route_for(key, model_id)
+        except SluiceError:
+            await send_error(send, ModelNotFound(model_id), headers)  # never reveal models the key can't use
+            return
+        await send_json(send, 200, _model(route), headers)
+
+    async def _auth(self, scope: Scope, send: Send, headers: Headers) -> KeyRecord | None:
+        try:
+            return await self.relay.auth.authenticate(header(scope, b"authorization"))
+        except SluiceError as exc:
+            await send_error(send, exc, headers)
+            return None
+
+
+async def _settle(rs: RelayStream | None, meter: Meter) -> None:
+    if rs is not None:
+        await asyncio.shield(rs.close(disconnected=meter.disconnected))
+    else:
+        meter.finish()
+
+
+def _model(route: Route) -> dict[str, object]:
+    return {"id": route.name, "object": "model", "created": STARTED, "owned_by": route.owned_by}

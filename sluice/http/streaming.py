@@ -1,0 +1,93 @@
+"""The SSE response: headers once the upstream answered, one write per event, heartbeats while silent,
+and a watcher that turns a client disconnect into cancellation of the request task (and so of the
+upstream call), also while waiting for the first token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sluice.http.asgi import Headers, Receive, Send
+from sluice.relay import RelayStream
+from sluice.sse import DONE_FRAME, KEEPALIVE_FRAME
+
+SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+    (b"content-encoding", b"identity"),
+]
+
+
+class DisconnectWatch:
+    """Cancels the request's task when the client goes away; `gone` tells the task why it was cancelled."""
+
+    __slots__ = ("_task", "_watcher", "done", "gone")
+
+    def __init__(self, receive: Receive) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self.gone = False
+        self.done = False
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                if not self.done:
+                    self.gone = True
+                    self._task.cancel()
+                return
+
+    def absorb(self) -> bool:
+        """In an `except CancelledError`: True (and the cancel is undone) when it came from a disconnect."""
+        if self.gone:
+            self._task.uncancel()
+            return True
+        return False
+
+    def stop(self) -> None:
+        self.done = True
+        self._watcher.cancel()
+
+
+class _Beat:
+    __slots__ = ("last",)
+
+    def __init__(self, now: float) -> None:
+        self.last = now
+
+
+async def send_stream(send: Send, rs: RelayStream, headers: Headers, heartbeat: float) -> None:
+    """Send the 200, then every frame as it comes; the `[DONE]` frame also ends the response."""
+    loop = asyncio.get_running_loop()
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
+    beat = _Beat(loop.time())
+    hb = loop.create_task(_heartbeat(send, beat, heartbeat))
+    ended = False
+    try:
+        async for frame in rs.frames():
+            if frame is DONE_FRAME:
+                hb.cancel()
+                ended = True
+                await send({"type": "http.response.body", "body": frame, "more_body": False})
+                break
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+            beat.last = loop.time()
+    finally:
+        hb.cancel()
+    if not ended:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _heartbeat(send: Send, beat: _Beat, interval: float) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        idle = loop.time() - beat.last
+        if idle < interval:
+            await asyncio.sleep(interval - idle)
+            continue
+        await send({"type": "http.response.body", "body": KEEPALIVE_FRAME, "more_body": True})
+        beat.last = loop.time()

@@ -1,0 +1,1 @@
+"""Metering: token estimation, the per-request meter (finalises exactly once), the batched ledger writer."""

@@ -1,0 +1,71 @@
+"""The per-request meter: collects what a request did and finalises exactly once into a ledger record."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sluice.metering.tokens import TokenCounter, estimate_prompt
+from sluice.schema.chat import ChatRequest
+from sluice.schema.usage import Usage
+from sluice.storage.base import LedgerRecord
+
+
+class Meter:
+    __slots__ = ("_done", "_sink", "attempts", "counter", "disconnected", "error_code", "extra", "key_id",
+                 "model", "prompt_estimate", "provider", "request", "request_id", "started", "status",
+                 "stream", "ttft", "upstream_model", "usage", "wall_start")
+
+    def __init__(self, request_id: str, sink: Callable[[LedgerRecord], None]) -> None:
+        self.request_id = request_id
+        self._sink = sink
+        self._done = False
+        self.started = time.monotonic()
+        self.wall_start = time.time()
+        self.key_id: str | None = None
+        self.model = ""
+        self.request: ChatRequest | None = None
+        self.provider: str | None = None
+        self.upstream_model: str | None = None
+        self.stream = False
+        self.status = 0
+        self.usage: Usage | None = None
+        self.counter: TokenCounter | None = None
+        self.prompt_estimate: int | None = None
+        self.ttft: float | None = None
+        self.disconnected = False
+        self.error_code: str | None = None
+        self.attempts = 0
+        self.extra: dict[str, object] = {}
+
+    def first_token(self) -> None:
+        if self.ttft is None:
+            self.ttft = time.monotonic() - self.started
+
+    def final_usage(self) -> tuple[int | None, int | None, str]:
+        """(prompt, completion, source): reported when the upstream said, else estimated, else none."""
+        if self.usage is not None:
+            return self.usage.prompt_tokens, self.usage.completion_tokens, "reported"
+        if self.request is None or self.provider is None:
+            return None, None, "none"
+        if self.prompt_estimate is None:
+            self.prompt_estimate = estimate_prompt(self.request.messages)
+        completion = self.counter.tokens if self.counter is not None else 0
+        return self.prompt_estimate, completion, "estimated"
+
+    def finish(self) -> LedgerRecord | None:
+        """Write the record once; later calls do nothing and return None."""
+        if self._done:
+            return None
+        self._done = True
+        prompt, completion, source = self.final_usage()
+        rec = LedgerRecord(
+            request_id=self.request_id, key_id=self.key_id, model=self.model, provider=self.provider,
+            upstream_model=self.upstream_model, stream=self.stream, status=self.status,
+            prompt_tokens=prompt, completion_tokens=completion, usage_source=source,
+            ttft_ms=round(self.ttft * 1000, 3) if self.ttft is not None else None,
+            duration_ms=round((time.monotonic() - self.started) * 1000, 3),
+            disconnected=self.disconnected, error_code=self.error_code, attempts=self.attempts,
+            created_at=self.wall_start, extra=self.extra)
+        self._sink(rec)
+        return rec

@@ -1,0 +1,198 @@
+"""OpenAI-compatible upstreams (OpenAI, DeepSeek, vLLM, Ollama, ...): bytes pass through, parsed only to meter.
+
+Each upstream event is parsed with orjson (a microsecond) to see usage, finish and errors, but its bytes
+are what the client gets: nothing is re-serialised unless it must change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from sluice.config import ProviderConfig
+from sluice.errors import SluiceError, UpstreamError, error_for_upstream_status
+from sluice.providers.base import Call, Chunk, Completion
+from sluice.schema.usage import Usage
+from sluice.sse import DONE, SSEDecoder
+from sluice.upstream import UpstreamClient, UpstreamResponse, retry_after_seconds
+
+
+class OpenAICompatProvider:
+    def __init__(self, cfg: ProviderConfig, client: UpstreamClient) -> None:
+        self.name = cfg.name
+        self._cfg = cfg
+        self._client = client
+        self._url = (cfg.base_url or "").rstrip("/") + "/chat/completions"
+        headers = {"content-type": "application/json", "accept-encoding": "identity"}
+        if cfg.api_key:
+            headers["authorization"] = f"Bearer {cfg.api_key}"
+        headers.update(cfg.headers)
+        self._headers = headers
+        self._stream_headers = {**headers, "accept": "text/event-stream"}
+
+    def _body(self, call: Call, stream: bool) -> bytes:
+        body = dict(call.request.body)
+        body["model"] = call.upstream_model
+        if stream:
+            if self._cfg.stream_options:
+                opts = body.get("stream_options")
+                body["stream_options"] = {**opts, "include_usage": True} if isinstance(opts, dict) else {
+                    "include_usage": True}
+            else:
+                body.pop("stream_options", None)
+        else:
+            body.pop("stream_options", None)  # OpenAI rejects it without stream
+            body.pop("stream", None)
+        return orjson.dumps(body)
+
+    async def complete(self, call: Call) -> Completion:
+        resp = await self._client.request("POST", self._url, headers=self._headers,
+                                          body=self._body(call, False), timeouts=call.timeouts)
+        if resp.status != 200:
+            raise await _error_from(resp)
+        raw = await resp.read()
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamError("the upstream returned a reply that is not JSON") from None
+        if not isinstance(doc, dict):
+            raise UpstreamError("the upstream returned a reply that is not a JSON object")
+        if doc.get("error"):
+            raise _error_from_body(doc, 502, None)
+        return Completion(raw, Usage.from_openai(doc.get("usage")), _reply_text(doc), doc.get("model"))
+
+    async def stream(self, call: Call) -> OpenAIStream:
+        resp = await self._client.request("POST", self._url, headers=self._stream_headers,
+                                          body=self._body(call, True), timeouts=call.timeouts)
+        if resp.status != 200:
+            raise await _error_from(resp)
+        ctype = resp.headers.get("content-type", "")
+        if "text/event-stream" not in ctype:
+            # some servers answer a stream request with plain JSON (an error, or no streaming support)
+            raw = await resp.read()
+            try:
+                doc = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise UpstreamError("the upstream answered a stream request without an event stream") from None
+            if isinstance(doc, dict) and doc.get("error"):
+                raise _error_from_body(doc, 502, None)
+            raise UpstreamError("the upstream answered a stream request without an event stream")
+        return OpenAIStream(resp)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class OpenAIStream:
+    """Frames upstream SSE into events; yields each event's payload bytes untouched."""
+
+    def __init__(self, resp: UpstreamResponse) -> None:
+        self._resp = resp
+
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Chunk]:
+        decoder = SSEDecoder()
+        finished = False
+        async for data in self._resp.iter_chunks():
+            for ev in decoder.feed(data):
+                payload = ev.data
+                if payload[:6] == DONE:
+                    return
+                if not payload:
+                    continue
+                try:
+                    obj = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    raise UpstreamError("the upstream sent an event that is not JSON") from None
+                if not isinstance(obj, dict):
+                    raise UpstreamError("the upstream sent an event that is not a JSON object")
+                if obj.get("error"):
+                    raise _error_from_body(obj, 502, None)
+                chunk = _chunk(payload, obj)
+                finished = finished or chunk.finish
+                yield chunk
+        if not finished:
+            raise UpstreamError("the upstream closed the stream before it finished (no finish_reason)")
+
+    async def aclose(self) -> None:
+        self._resp.close()
+
+
+def _chunk(payload: bytes, obj: dict[str, Any]) -> Chunk:
+    choices = obj.get("choices")
+    usage = Usage.from_openai(obj.get("usage")) if obj.get("usage") else None
+    text = ""
+    finish = False
+    if choices:
+        for c in choices:
+            if not isinstance(c, dict):
+                continue
+            if c.get("finish_reason"):
+                finish = True
+            d = c.get("delta")
+            if isinstance(d, dict):
+                text += _delta_text(d)
+    return Chunk(payload, parsed=obj, usage=usage, usage_only=usage is not None and not choices,
+                 finish=finish, text=text)
+
+
+def _delta_text(d: dict[str, Any]) -> str:
+    out = ""
+    for k in ("content", "reasoning_content", "reasoning", "refusal"):
+        v = d.get(k)
+        if isinstance(v, str):
+            out += v
+    calls = d.get("tool_calls")
+    if isinstance(calls, list):
+        for tc in calls:
+            fn = tc.get("function") if isinstance(tc, dict) else None
+            if isinstance(fn, dict):
+                for k in ("name", "arguments"):
+                    v = fn.get(k)
+                    if isinstance(v, str):
+                        out += v
+    return out
+
+
+def _reply_text(doc: dict[str, Any]) -> str:
+    out = ""
+    for c in doc.get("choices") or ():
+        m = c.get("message") if isinstance(c, dict) else None
+        if isinstance(m, dict):
+            out += _delta_text(m)
+    return out
+
+
+async def _error_from(resp: UpstreamResponse) -> SluiceError:
+    raw = await resp.read_error_body()
+    retry_after = retry_after_seconds(resp.headers)
+    try:
+        doc = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict):
+        return _error_from_body(doc, resp.status, retry_after)
+    text = raw[:300].decode("utf-8", "replace").strip() or f"HTTP {resp.status}"
+    return error_for_upstream_status(resp.status, f"upstream error: {text}", retry_after=retry_after)
+
+
+def _error_from_body(doc: dict[str, Any], status: int, retry_after: float | None) -> UpstreamError:
+    err = doc.get("error")
+    if isinstance(err, dict):
+        msg = str(err.get("message") or "the upstream reported an error")
+        code = err.get("code")
+        param = err.get("param")
+        etype = err.get("type")
+        # vLLM sends an integer code carrying the HTTP status
+        if isinstance(code, int) and status >= 500 and 400 <= code < 600 and code != status:
+            status = code
+        return error_for_upstream_status(
+            status, msg, type=etype if isinstance(etype, str) and status < 500 else None,
+            code=str(code) if code is not None and not isinstance(code, bool) else None,
+            param=param if isinstance(param, str) else None, retry_after=retry_after)
+    msg = err if isinstance(err, str) else str(doc.get("message") or doc.get("detail") or "upstream error")
+    return error_for_upstream_status(status, msg[:500], retry_after=retry_after)

@@ -1,0 +1,26 @@
+"""Builds the configured providers: one constructor per `kind`, imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from sluice.config import ProviderConfig
+from sluice.providers.base import Provider
+from sluice.upstream import UpstreamClient
+
+_KINDS: dict[str, tuple[str, str]] = {
+    "openai": ("sluice.providers.openai_compat", "OpenAICompatProvider"),
+    "simulated": ("sluice.providers.simulated", "SimulatedProvider"),
+    "anthropic": ("sluice.providers.anthropic", "AnthropicProvider"),
+    "gemini": ("sluice.providers.gemini", "GeminiProvider"),
+}
+
+
+def build_providers(configs: list[ProviderConfig], client: UpstreamClient) -> dict[str, Provider]:
+    out: dict[str, Provider] = {}
+    for cfg in configs:
+        module, cls = _KINDS[cfg.kind]
+        factory: Any = getattr(importlib.import_module(module), cls)
+        out[cfg.name] = factory(cfg, client)
+    return out

@@ -1,0 +1,73 @@
+"""Failover before the first byte: try targets in order, skip ones cooling down, retry what is retryable.
+
+Only the opening of a call (connect, upstream status) is retried here; once a stream has been handed
+to the client, failures surface as error events and are never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sluice.errors import SluiceError
+from sluice.routing.table import Target
+
+T = TypeVar("T")
+
+MAX_RETRY_WAIT = 2.0  # seconds we will wait on an upstream's retry-after before trying again
+
+
+class Cooldowns:
+    """A target that failed `threshold` times in a row is skipped for `seconds` (unless all are)."""
+
+    def __init__(self, threshold: int = 3, seconds: float = 30.0) -> None:
+        self._threshold = threshold
+        self._seconds = seconds
+        self._fails: dict[tuple[str, str], int] = {}
+        self._until: dict[tuple[str, str], float] = {}
+
+    def available(self, t: Target) -> bool:
+        until = self._until.get((t.provider, t.model))
+        return until is None or until <= time.monotonic()
+
+    def failed(self, t: Target) -> None:
+        k = (t.provider, t.model)
+        n = self._fails.get(k, 0) + 1
+        self._fails[k] = n
+        if n >= self._threshold:
+            self._until[k] = time.monotonic() + self._seconds
+            self._fails[k] = 0
+
+    def succeeded(self, t: Target) -> None:
+        if self._fails.get((t.provider, t.model)):
+            self._fails.pop((t.provider, t.model), None)
+        self._until.pop((t.provider, t.model), None)
+
+
+async def with_failover(targets: list[Target], attempt: Callable[[Target, int], Awaitable[T]],
+                        cooldowns: Cooldowns) -> T:
+    """Run `attempt(target, n)` until one succeeds; raise the last error when every try failed."""
+    order = [t for t in targets if cooldowns.available(t)] or list(targets)
+    if len(order) == 1:
+        order = order * 2  # one retry of a lone target, for transient failures
+    last: SluiceError | None = None
+    for n, target in enumerate(order, start=1):
+        if last is not None:
+            wait = 0.1 * (2 ** (n - 2)) if last.retry_after is None else last.retry_after
+            if wait > MAX_RETRY_WAIT:
+                break  # the upstream asked for longer than we hold a client: let the client retry
+            await asyncio.sleep(wait)
+        try:
+            result = await attempt(target, n)
+        except SluiceError as exc:
+            if not exc.retryable:
+                raise
+            cooldowns.failed(target)
+            last = exc
+            continue
+        cooldowns.succeeded(target)
+        return result
+    assert last is not None
+    raise last

@@ -62,8 +62,13 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _req(t: Target, body: bytes, extra: dict[str, str] | None = None) -> bytes:
-    return build_request(HOST, t.port, CHAT_PATH, body, {**t.headers, **(extra or {})})
+def _req(t: Target, body: bytes, shape: dict[str, str] | None = None) -> bytes:
+    """The request for a target; the stream shape goes both in x-bench-* headers and in the prompt."""
+    if shape:
+        obj = orjson.loads(body)
+        obj["messages"][-1]["content"] = "bench " + " ".join(f"{k}={v}" for k, v in shape.items())
+        body = orjson.dumps(obj)
+    return build_request(HOST, t.port, CHAT_PATH, body, {**t.headers, **(shape or {})})
 
 
 def saturate(b: Bench, t: Target, duration: float) -> dict[str, Any]:

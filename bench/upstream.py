@@ -48,6 +48,19 @@ def _event(obj: dict) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
+def _shape(headers: dict[bytes, bytes], payload: dict) -> dict[bytes, bytes]:
+    """x-bench-* headers, or the same knobs in the last message ("bench x-bench-chunks=20 ..."), since
+    a gateway need not forward unknown headers but always forwards the prompt."""
+    try:
+        text = payload["messages"][-1]["content"]
+    except (KeyError, IndexError, TypeError):
+        return headers
+    if not isinstance(text, str) or not text.startswith("bench "):
+        return headers
+    found = dict(kv.split("=", 1) for kv in text.split()[1:] if "=" in kv)
+    return {**{k.encode(): v.encode() for k, v in found.items()}, **headers}
+
+
 class _Request:
     __slots__ = ("body", "close", "headers", "method", "url")
 
@@ -141,7 +154,7 @@ class UpstreamProtocol(asyncio.Protocol):
             self._send(400, b"application/json", b'{"error":{"message":"bad json","type":'
                        b'"invalid_request_error","param":null,"code":null}}', req.close)
             return
-        h = req.headers
+        h = _shape(req.headers, payload)
         chunks = int(h.get(b"x-bench-chunks", Defaults.chunks))
         size = int(h.get(b"x-bench-chunk-size", Defaults.chunk_size))
         ttft = float(h.get(b"x-bench-ttft-ms", Defaults.ttft_ms)) / 1000.0

@@ -182,6 +182,9 @@ def held_streams(b: Bench) -> None:
     shape = {"x-bench-chunks": str(chunks), "x-bench-ttft-ms": str(gap), "x-bench-gap-ms": str(gap),
              "x-bench-chunk-size": "8"}
     res: dict[str, Any] = {"shape": {"chunks": chunks, "gap_ms": gap, "ideal_ms": ideal_us / 1000}}
+    # memory per stream counts from the idle RSS before the first size, so heap kept from a previous
+    # size is not mistaken for free room (conservative)
+    base = {t.name: status_kb(t.gw_pids(), "VmRSS") for t in b.targets}
     for n in sizes:
         row: dict[str, Any] = {}
         for t in b.targets:
@@ -205,8 +208,9 @@ def held_streams(b: Bench) -> None:
                  "ideal_ms": ideal_us / 1000, "elapsed_s": max(p["elapsed"] for p in parts)}
             r["p99_vs_ideal"] = r["p99_ms"] / r["ideal_ms"] if durs else None
             if pids:
-                r.update(peak_kb=hwm, rss_before_kb=rss0, peak_reset=reset_ok,
-                         kb_per_stream=(hwm - rss0) / n, cpu_s=cpu_seconds(pids) - cpu0)
+                r.update(peak_kb=hwm, rss_before_kb=rss0, rss_idle_kb=base[t.name], peak_reset=reset_ok,
+                         kb_per_stream=(hwm - base[t.name]) / n, kb_per_stream_increment=(hwm - rss0) / n,
+                         cpu_s=cpu_seconds(pids) - cpu0)
             row[t.name] = r
             mem = f"  peak {hwm / 1024:.1f} MB, {r['kb_per_stream']:.1f} KB/stream" if pids else ""
             say(f"  [held {n}] {t.name:8s} intact {r['intact']}/{n}  p99 {r['p99_ms']:.0f} ms "

@@ -4,6 +4,7 @@ streams and many held slow streams; `parallel` spreads a workload over forked pr
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import multiprocessing
 import time
@@ -53,11 +54,13 @@ async def closed_loop(host: str, port: int, req: bytes, conns: int, duration: fl
 
 
 async def open_loop(host: str, port: int, req: bytes, rate: float, duration: float) -> dict[str, Any]:
-    """Requests at fixed intervals whatever the responses do; latency counts from the scheduled time
-    (no coordinated omission)."""
+    """Requests at fixed intervals whatever the responses do (a busy connection never delays the next
+    request: it goes on another). `lat_us` counts from the write, `sched_lat_us` from the scheduled
+    time, which also includes the client's own timer lateness (libuv timers tick in milliseconds)."""
     pool = Pool(host, port, limit=2048)
     n = max(1, int(rate * duration))
     lat: list[int] = []
+    sched_lat: list[int] = []
     errors = 0
 
     async def one(scheduled_us: int) -> None:
@@ -69,7 +72,9 @@ async def open_loop(host: str, port: int, req: bytes, rate: float, duration: flo
             return
         if resp.status != 200:
             errors += 1
-        lat.append(now_us() - scheduled_us)
+        end = now_us()
+        lat.append(end - resp.sent_us)
+        sched_lat.append(end - scheduled_us)
 
     # warm a few connections so the first requests do not pay the TCP handshake
     await asyncio.gather(*(pool.send(req) for _ in range(min(8, n))))
@@ -84,7 +89,8 @@ async def open_loop(host: str, port: int, req: bytes, rate: float, duration: flo
     await asyncio.gather(*tasks)
     elapsed = (now_us() - t0) / 1e6
     pool.close()
-    return {"requests": n, "errors": errors, "elapsed": elapsed, "lat_us": lat, "conns": pool.count}
+    return {"requests": n, "errors": errors, "elapsed": elapsed, "lat_us": lat, "sched_lat_us": sched_lat,
+            "conns": pool.count}
 
 
 def analyse_stream(resp: Response, sent_us: int, expect_chunks: int) -> dict[str, Any]:
@@ -187,7 +193,13 @@ def _child(fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...]) -
 
     from bench.proc import raise_nofile
     raise_nofile()
-    return uvloop.run(fn(*args))
+    gc.collect()
+    gc.freeze()  # the collector's pauses would show up as latency
+    gc.disable()
+    try:
+        return uvloop.run(fn(*args))
+    finally:
+        gc.enable()
 
 
 def run(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:

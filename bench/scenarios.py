@@ -134,8 +134,9 @@ def plain_latency(b: Bench) -> None:
     for rate in rates:
         for t in b.targets:
             r = load.run(load.open_loop, HOST, t.port, _req(t, PLAIN_BODY), float(rate), dur)
-            lat = r.pop("lat_us")
-            r.update(p50_us=pct(lat, 50), p99_us=pct(lat, 99), achieved=len(lat) / r["elapsed"])
+            lat, sched = r.pop("lat_us"), r.pop("sched_lat_us")
+            r.update(p50_us=pct(lat, 50), p99_us=pct(lat, 99), achieved=len(lat) / r["elapsed"],
+                     sched_p50_us=pct(sched, 50), sched_p99_us=pct(sched, 99))
             res[t.name][str(rate)] = r
             say(f"  [latency {rate}/s] {t.name:8s} p50 {_ms(r['p50_us'])}  p99 {_ms(r['p99_us'])}  "
                 f"errors {r['errors']}")

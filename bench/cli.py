@@ -69,6 +69,13 @@ def _start_targets(a: argparse.Namespace, out: Path, up: Target, notes: list[str
     return targets
 
 
+def _loadavg() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     out: Path = a.out
@@ -86,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                               "notes": notes, "scenarios": names}}
     say(f"bench: scenarios {', '.join(names)}; saturation via {tool}; out {out}")
     t0 = time.monotonic()
+    load0 = _loadavg()
     up = start_upstream(out, a.upstream_procs)
     say(f"fake upstream ready on 127.0.0.1:{up.port}")
     targets = _start_targets(a, out, up, notes)
@@ -105,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         for t in reversed(targets):
             t.stop()
     results["meta"]["elapsed_s"] = round(time.monotonic() - t0, 1)
+    load_end = _loadavg()
+    if max(load0, load_end) > 1.0:
+        notes.append(f"machine not idle: load average {load0:.2f} at start, {load_end:.2f} at end "
+                     "(other processes share the 2 cores; figures are noisier)")
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     report = markdown(results, [t.name for t in targets])
     (out / "report.md").write_text(report)

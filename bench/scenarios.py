@@ -247,22 +247,35 @@ def _pairwise(b: Bench, key: str, base: Target, other: Target) -> None:
     say(f"  [{key}] {other.name} / {base.name} = {b.results[key]['ratio']:.2f}x")
 
 
+def _fresh_pair(b: Bench, key: str, base_kw: dict[str, Any], other_kw: dict[str, Any]) -> None:
+    """Two fresh Sluice processes (so earlier scenarios' heap and ledger do not weigh on either side),
+    saturated alternately; skipped cleanly if either does not start."""
+    other = _second_sluice(b, key, **other_kw)
+    if other is None:
+        return
+    base = _second_sluice(b, key, **base_kw)
+    if base is None:
+        other.stop()
+        return
+    try:
+        _pairwise(b, key, base, other)
+    finally:
+        base.stop()
+
+
 def workers(b: Bench) -> None:
     n = b.opts.workers
-    base = b.gateway()
-    other = _second_sluice(b, "workers", workers=n, tag=f"workers{n}", name=f"sluice-{n}w")
-    if base is not None and other is not None:
-        _pairwise(b, "workers", base, other)
+    _fresh_pair(b, "workers", {"workers": 1, "tag": "workers1", "name": "sluice-1w"},
+                {"workers": n, "tag": f"workers{n}", "name": f"sluice-{n}w"})
+    if "ratio" in b.results.get("workers", {}):
         b.results["workers"]["workers"] = n
 
 
 def budgets(b: Bench) -> None:
     path = b.opts.budgets_config
     extra = Path(path).read_text() if path else DEFAULT_BUDGETS_TOML
-    base = b.gateway()
-    other = _second_sluice(b, "budgets", tag="budgets", extra_toml=extra, name="sluice-budgets")
-    if base is not None and other is not None:
-        _pairwise(b, "budgets", base, other)
+    _fresh_pair(b, "budgets", {"tag": "budgets-off", "name": "sluice-off"},
+                {"tag": "budgets", "extra_toml": extra, "name": "sluice-budgets"})
 
 
 SCENARIOS: dict[str, Callable[[Bench], None]] = {

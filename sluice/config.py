@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
@@ -76,10 +77,44 @@ class TargetConfig(_Strict):
     priority: int = 0
 
 
+class PricingConfig(_Strict):
+    """Prices per million tokens, as decimal strings (or numbers) in the ledger's currency."""
+
+    input: str | int | float = "0"
+    cached_input: str | int | float | None = None   # default: the input price
+    output: str | int | float = "0"
+
+
 class ModelConfig(_Strict):
     name: str
     targets: list[TargetConfig]
     owned_by: str = "sluice"
+    pricing: PricingConfig | None = None
+    max_output_reserve: int | None = None  # tokens reserved when a request sets no max_tokens
+
+
+class LimitsConfig(_Strict):
+    """Gateway-wide limits (per-key limits live on the keys)."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+
+
+class BudgetsConfig(_Strict):
+    max_output_reserve: int = 4096      # tokens reserved when neither request nor model sets a cap
+    reservation_ttl_seconds: float = 900.0
+    instance_timeout_seconds: float = 15.0  # a silent instance's reservations are released after this
+
+
+class LedgerConfig(_Strict):
+    durable: bool = True        # the record is committed before the response's last byte
+    flush_interval: float = 0.2
+    batch: int = 500
+
+
+class TokenizerConfig(_Strict):
+    encoding_file: str | None = None  # a local tiktoken BPE file (e.g. cl100k_base.tiktoken)
 
 
 class Settings(_Strict):
@@ -89,6 +124,11 @@ class Settings(_Strict):
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     providers: list[ProviderConfig] = msgspec.field(default_factory=list)
     models: list[ModelConfig] = msgspec.field(default_factory=list)
+    pricing: PricingConfig = msgspec.field(default_factory=PricingConfig)  # default for unpriced models
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    budgets: BudgetsConfig = msgspec.field(default_factory=BudgetsConfig)
+    ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
+    tokenizer: TokenizerConfig = msgspec.field(default_factory=TokenizerConfig)
 
     def provider(self, name: str) -> ProviderConfig:
         for p in self.providers:
@@ -101,7 +141,7 @@ DEFAULT_MODEL = "sluice-sim"
 
 _DEFAULT: dict[str, Any] = {
     "providers": [{"name": "simulated", "kind": "simulated", "ttft_ms": 200, "tokens_per_second": 40}],
-    "models": [{"name": DEFAULT_MODEL, "owned_by": "sluice",
+    "models": [{"name": DEFAULT_MODEL, "owned_by": "sluice", "pricing": {"input": "0.50", "output": "1.50"},
                 "targets": [{"provider": "simulated", "model": DEFAULT_MODEL}]}],
 }
 
@@ -194,8 +234,11 @@ def _check(s: Settings) -> None:
         to = p.timeouts
         if min(to.connect, to.first_byte, to.idle) <= 0:
             raise ConfigError(f"providers[{i}].timeouts: must be positive")
+    _check_price("pricing", s.pricing)
     models = set()
     for i, m in enumerate(s.models):
+        if m.pricing is not None:
+            _check_price(f"models[{i}].pricing", m.pricing)
         if m.name in models:
             raise ConfigError(f"models[{i}].name: duplicate model name {m.name!r}")
         models.add(m.name)
@@ -206,6 +249,19 @@ def _check(s: Settings) -> None:
                 raise ConfigError(f"models[{i}].targets[{j}].provider: unknown provider {t.provider!r}")
             if t.weight < 0:
                 raise ConfigError(f"models[{i}].targets[{j}].weight: must not be negative")
+
+
+def _check_price(where: str, p: PricingConfig) -> None:
+    for name in ("input", "cached_input", "output"):
+        v = getattr(p, name)
+        if v is None:
+            continue
+        try:
+            d = Decimal(str(v))
+        except InvalidOperation:
+            raise ConfigError(f"{where}.{name}: not a decimal number: {v!r}") from None
+        if not d.is_finite() or d < 0:
+            raise ConfigError(f"{where}.{name}: must be a non-negative number")
 
 
 def sqlite_path(url: str) -> Path:

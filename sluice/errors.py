@@ -171,6 +171,10 @@ def error_for_upstream_status(status: int, message: str, *, type: str | None = N
                                    param=param, retry_after=retry_after)
     if status == 408:
         return UpstreamTimeout(message, param=param, retry_after=retry_after)
+    if status == 401:
+        # the upstream refused *our* provider credentials: not the client's fault, and not its key
+        return UpstreamError(f"the upstream refused the gateway's credentials: {message}",
+                             code="upstream_auth_failed")
     if 400 <= status < 500:
         err: UpstreamError = UpstreamRejected(message, status=status, type=type or "invalid_request_error",
                                               code=code, param=param)

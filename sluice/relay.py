@@ -8,22 +8,26 @@ releases the upstream and writes the ledger record exactly once, however the str
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 
 from sluice.auth.principal import Authenticator
 from sluice.errors import ModelNotFound, PermissionDenied, SluiceError
+from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
 from sluice.metering.meter import Meter
+from sluice.metering.tokenizer import Counter
 from sluice.metering.tokens import TokenCounter
 from sluice.providers.base import Call, ChunkStream, Completion, Provider
 from sluice.routing.fallback import Cooldowns, with_failover
 from sluice.routing.table import ModelTable, Route, Target
 from sluice.schema.chat import ChatRequest
 from sluice.sse import DONE_FRAME
-from sluice.storage.base import KeyRecord, Store
+from sluice.storage.base import KeyRecord, LedgerRecord, Store
+
+Headers = list[tuple[bytes, bytes]]
 
 
 def new_request_id() -> str:
@@ -32,16 +36,34 @@ def new_request_id() -> str:
 
 class Relay:
     def __init__(self, *, store: Store, providers: dict[str, Provider], table: ModelTable,
-                 ledger: LedgerWriter, auth: Authenticator) -> None:
+                 ledger: LedgerWriter, auth: Authenticator, admission: Admission, durable: bool = True,
+                 counter_factory: Callable[[], Counter] = TokenCounter) -> None:
+        self.counter_factory = counter_factory
         self.store = store
         self.providers = providers
         self.table = table
         self.ledger = ledger
         self.auth = auth
+        self.admission = admission
+        self.durable = durable
         self.cooldowns = Cooldowns()
 
     def meter(self, request_id: str) -> Meter:
-        return Meter(request_id, self.ledger.submit)
+        return Meter(request_id)
+
+    async def settle(self, meter: Meter, *, durable: bool | None = None) -> LedgerRecord | None:
+        """Price the request, free its limits and reservation, write its record. Once; later calls no-op."""
+        rec = meter.take_record()
+        if rec is None:
+            return None
+        self.admission.price_record(meter, rec)
+        if meter.limits:
+            await self.admission.release_limits(meter, (rec.prompt_tokens or 0) + (rec.completion_tokens or 0))
+        if self.durable if durable is None else durable:
+            await self.ledger.commit(rec)
+        else:
+            self.ledger.submit(rec)
+        return rec
 
     def route_for(self, key: KeyRecord, model: str) -> Route:
         route = self.table.get(model)
@@ -54,12 +76,13 @@ class Relay:
     def models_for(self, key: KeyRecord) -> list[Route]:
         return [r for n in self.table.names() if key.may_use(n) and (r := self.table.get(n)) is not None]
 
-    def _start(self, meter: Meter, key: KeyRecord, req: ChatRequest, stream: bool) -> Route:
+    async def _start(self, meter: Meter, key: KeyRecord, req: ChatRequest, stream: bool) -> tuple[Route, Headers]:
         meter.key_id = key.id
         meter.model = req.model
         meter.request = req
         meter.stream = stream
-        return self.route_for(key, req.model)
+        route = self.route_for(key, req.model)
+        return route, await self.admission.admit(key, req, meter)
 
     def _attempt_meta(self, meter: Meter, target: Target, n: int) -> Call:
         meter.attempts = n
@@ -67,8 +90,8 @@ class Relay:
         meter.upstream_model = target.model
         return Call(meter.request, target.model, meter.request_id, target.timeouts)  # type: ignore[arg-type]
 
-    async def complete(self, key: KeyRecord, req: ChatRequest, meter: Meter) -> Completion:
-        route = self._start(meter, key, req, False)
+    async def complete(self, key: KeyRecord, req: ChatRequest, meter: Meter) -> tuple[Completion, Headers]:
+        route, headers = await self._start(meter, key, req, False)
 
         async def attempt(target: Target, n: int) -> Completion:
             return await self.providers[target.provider].complete(self._attempt_meta(meter, target, n))
@@ -77,34 +100,37 @@ class Relay:
         meter.first_token()
         meter.usage = result.usage
         if result.usage is None:
-            meter.counter = TokenCounter()
+            meter.counter = self.counter_factory()
             meter.counter.feed(result.text)
         meter.status = 200
-        return result
+        return result, headers
 
     async def stream(self, key: KeyRecord, req: ChatRequest, meter: Meter) -> RelayStream:
-        route = self._start(meter, key, req, True)
+        route, headers = await self._start(meter, key, req, True)
 
         async def attempt(target: Target, n: int) -> ChunkStream:
             return await self.providers[target.provider].stream(self._attempt_meta(meter, target, n))
 
         upstream = await with_failover(route.order(), attempt, self.cooldowns)
         meter.status = 200
-        return RelayStream(upstream, meter, req.include_usage)
+        meter.counter = self.counter_factory()
+        return RelayStream(self, upstream, meter, req.include_usage, headers)
 
 
 class RelayStream:
     """Turns provider chunks into client frames; strips the usage chunk unless the client asked."""
 
-    def __init__(self, upstream: ChunkStream, meter: Meter, include_usage: bool) -> None:
+    def __init__(self, relay: Relay, upstream: ChunkStream, meter: Meter, include_usage: bool,
+                 headers: Headers) -> None:
+        self._relay = relay
         self._upstream = upstream
         self.meter = meter
+        self.headers = headers
         self._include_usage = include_usage
         self._last: dict[str, Any] | None = None
-        meter.counter = TokenCounter()
 
     async def frames(self) -> AsyncIterator[bytes]:
-        """Every frame ends in a blank line; the last is `[DONE]` or an error event."""
+        """OpenAI SSE frames, each ending in a blank line; the last is `[DONE]` or an error event."""
         meter = self.meter
         counter = meter.counter
         assert counter is not None
@@ -126,12 +152,37 @@ class RelayStream:
                     self._last = chunk.parsed
                 yield b"data: " + payload + b"\n\n"
         except SluiceError as exc:  # after the 200, failures travel as an error event, never a fake stop
-            meter.error_code = exc.code or "upstream_error"
+            await self.fail(exc)
             yield b"data: " + exc.to_body() + b"\n\n"
             return
         if include_usage and meter.usage is None:
             yield self._estimated_usage_frame()
+        await self._relay.settle(meter)  # the record is safe before the client sees the end
         yield DONE_FRAME
+
+    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+        """Parsed chunks, usage chunk included, for translating writers (e.g. Anthropic's format).
+        Ends normally on a clean finish (already settled); raises SluiceError on a failure (settled)."""
+        meter = self.meter
+        counter = meter.counter
+        assert counter is not None
+        try:
+            async for chunk in self._upstream:
+                if meter.ttft is None:
+                    meter.first_token()
+                if chunk.text:
+                    counter.feed(chunk.text)
+                if chunk.usage is not None:
+                    meter.usage = chunk.usage
+                yield chunk.parsed if chunk.parsed is not None else orjson.loads(chunk.payload)
+        except SluiceError as exc:
+            await self.fail(exc)
+            raise
+        await self._relay.settle(meter)
+
+    async def fail(self, exc: SluiceError) -> None:
+        self.meter.error_code = exc.code or "upstream_error"
+        await self._relay.settle(self.meter)
 
     def _estimated_usage_frame(self) -> bytes:
         prompt, completion, _ = self.meter.final_usage()
@@ -143,16 +194,14 @@ class RelayStream:
                            "total_tokens": (prompt or 0) + (completion or 0)}}
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
-    async def close(self, *, disconnected: bool = False, error: SluiceError | None = None) -> None:
-        """Release the upstream, then write the ledger record (once)."""
+    async def close(self, *, disconnected: bool = False) -> None:
+        """Release the upstream, then settle (a no-op when the stream already did)."""
         try:
             await self._upstream.aclose()
         finally:
             if disconnected:
                 self.meter.disconnected = True
-            if error is not None and self.meter.error_code is None:
-                self.meter.error_code = error.code or "error"
-            self.meter.finish()
+            await self._relay.settle(self.meter, durable=False)
 
 
 def _without_usage(parsed: dict[str, Any] | None, payload: bytes) -> bytes:

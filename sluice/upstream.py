@@ -58,11 +58,13 @@ class UpstreamResponse:
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive; each read waits at most the idle timeout."""
         content = self._resp.content
+        complete = False
         try:
             while True:
                 # aiohttp applies sock_read (= idle) to every read; no per-read timer of our own
                 data = await content.readany()
                 if not data:
+                    complete = True
                     return
                 yield data
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -70,7 +72,10 @@ class UpstreamResponse:
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"the upstream connection failed mid-stream: {_describe(exc)}") from None
         finally:
-            self.close()
+            if complete:
+                self._resp.release()  # body read to the end: the connection goes back to the pool
+            else:
+                self.close()
 
     def close(self) -> None:
         """Drop the connection (not back to the pool: the body may be unread)."""
@@ -88,7 +93,7 @@ class UpstreamClient:
     def _get(self) -> aiohttp.ClientSession:
         if self._session is None:
             conn = aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._limit_per_host,
-                                        ttl_dns_cache=300, enable_cleanup_closed=True, keepalive_timeout=30)
+                                        ttl_dns_cache=300, keepalive_timeout=30)
             self._session = aiohttp.ClientSession(connector=conn, auto_decompress=True, skip_auto_headers=(
                 "User-Agent",), cookie_jar=aiohttp.DummyCookieJar())
         return self._session

@@ -44,8 +44,8 @@ def serve(settings: Settings, *, config_path: str | None, data_dir: str | None) 
         print(_first_key_banner(secret, base, model), flush=True)
     print(f"Sluice listening on {base} ({workers} worker{'s' if workers > 1 else ''}, "
           f"storage {settings.storage.url.split('://')[0]})", flush=True)
-    common = dict(host=host, port=port, loop="uvloop", http="httptools", lifespan="on", access_log=False, server_header=False,
-                  log_level="warning", timeout_keep_alive=75, backlog=4096,
+    common = dict(host=host, port=port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
+                  log_level="warning", timeout_keep_alive=75, backlog=4096, server_header=False,
                   timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds))
     if workers > 1:
         # each worker process builds its own app from the same configuration

@@ -9,9 +9,14 @@ from dataclasses import dataclass
 from sluice.auth.principal import Authenticator
 from sluice.config import Settings
 from sluice.errors import InvalidRequest, NotFound, SluiceError
+from sluice.http.admin_routes import AdminRoutes, DashboardRoutes
 from sluice.http.asgi import Headers, Message, Receive, Scope, Send, header, send_error, send_json
+from sluice.http.messages_route import MessagesRoute
 from sluice.http.openai_routes import OpenAIRoutes
+from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
+from sluice.metering.limits import Limiter, MemoryLimiter
+from sluice.metering.tokenizer import make_counter_factory
 from sluice.providers.base import Provider
 from sluice.providers.registry import build_providers
 from sluice.relay import Relay, new_request_id
@@ -40,6 +45,9 @@ class Resources:
     ledger: LedgerWriter
     relay: Relay
     routes: OpenAIRoutes
+    admin: AdminRoutes
+    dashboard: DashboardRoutes
+    messages: MessagesRoute
 
 
 class App:
@@ -63,18 +71,23 @@ class App:
         await store.open()
         client = UpstreamClient()
         providers = build_providers(s.providers, client)
-        ledger = LedgerWriter(store)
+        ledger = LedgerWriter(store, interval=s.ledger.flush_interval, batch=s.ledger.batch)
         ledger.start()
         auth = Authenticator(store, ttl=s.server.key_cache_seconds)
+        admission = Admission(s, store, make_limiter(s))
+        await admission.start()
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
-                      ledger=ledger, auth=auth)
+                      ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable,
+                      counter_factory=make_counter_factory(s.tokenizer.encoding_file))
         routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds)
-        self._res = Resources(store, client, providers, ledger, relay, routes)
+        self._res = Resources(store, client, providers, ledger, relay, routes, AdminRoutes(s, relay),
+                              DashboardRoutes(relay), MessagesRoute(relay, max_body=s.server.max_body_bytes))
 
     async def shutdown(self) -> None:
         res, self._res = self._res, None
         if res is None:
             return
+        await res.relay.admission.aclose()
         await res.ledger.close()
         for p in res.providers.values():
             await p.aclose()
@@ -119,12 +132,15 @@ class App:
         path: str = scope["path"]
         method: str = scope["method"]
         res = self.resources
+        if method == "OPTIONS":  # before any path match: browsers preflight the chat path itself
+            await self._preflight(scope, send, headers)
+            return
         if path == "/v1/chat/completions" or path == "/chat/completions":
             if method == "POST":
                 await res.routes.chat_completions(scope, receive, send, rid, headers)
                 return
-        elif method == "OPTIONS":
-            await self._preflight(scope, send, headers)
+        elif path in ("/v1/messages", "/messages") and method == "POST":
+            await res.messages.handle(scope, receive, send, rid, headers)
             return
         elif path in ("/v1/models", "/models") and method == "GET":
             await res.routes.list_models(scope, send, headers)
@@ -132,6 +148,12 @@ class App:
         elif path.startswith(("/v1/models/", "/models/")) and method == "GET":
             model_id = path.split("/models/", 1)[1]
             await res.routes.get_model(scope, send, headers, model_id)
+            return
+        elif path.startswith("/admin/"):
+            await res.admin.handle(scope, receive, send, headers)
+            return
+        elif path.startswith("/v1/dashboard/"):
+            await res.dashboard.handle(scope, receive, send, headers)
             return
         elif path in ("/health", "/healthz", "/livez"):
             await send_json(send, 200, {"status": "ok"}, headers)
@@ -146,7 +168,7 @@ class App:
         req_headers = header(scope, b"access-control-request-headers")
         await send({"type": "http.response.start", "status": 204, "headers": [
             *headers,
-            (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+            (b"access-control-allow-methods", b"GET, POST, PATCH, DELETE, OPTIONS"),
             (b"access-control-allow-headers", req_headers or _ALLOW_HEADERS),
             (b"access-control-max-age", b"86400")]})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -154,7 +176,7 @@ class App:
     async def _not_found(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
         await _drain(receive)
         path, method = scope["path"], scope["method"]
-        known = ("/v1/chat/completions", "/v1/models", "/health", "/ready")
+        known = ("/v1/chat/completions", "/v1/messages", "/v1/models", "/health", "/ready")
         err: SluiceError
         if path in known:
             err = InvalidRequest(f"Method {method} is not allowed on {path}.", code="method_not_allowed",
@@ -175,6 +197,15 @@ async def _drain(receive: Receive) -> None:
                     return
     except TimeoutError:
         return
+
+
+def make_limiter(s: Settings) -> Limiter:
+    """Redis when configured (limits shared by every instance), else this process's memory."""
+    if s.redis.url:
+        from sluice.metering.redis_limits import RedisLimiter
+
+        return RedisLimiter(s.redis.url)
+    return MemoryLimiter()
 
 
 def create_app(settings: Settings) -> App:

@@ -22,10 +22,11 @@ from sluice.http.asgi import (
 )
 from sluice.http.streaming import DisconnectWatch, send_stream
 from sluice.metering.meter import Meter
+from sluice.metering.pricing import fmt_money
 from sluice.relay import Relay, RelayStream
 from sluice.routing.table import Route
 from sluice.schema.chat import ChatRequest
-from sluice.storage.base import KeyRecord
+from sluice.storage.base import KeyRecord, LedgerRecord
 
 log = logging.getLogger("sluice.http")
 
@@ -57,11 +58,13 @@ class OpenAIRoutes:
             meter.model = req.model
             if req.stream:
                 rs = await self.relay.stream(key, req, meter)
-                await send_stream(send, rs, headers, self.heartbeat)
+                await send_stream(send, rs, [*headers, *rs.headers, *_served_by(meter)], self.heartbeat)
             else:
-                result = await self.relay.complete(key, req, meter)
+                result, limit_headers = await self.relay.complete(key, req, meter)
+                rec = await self.relay.settle(meter)
                 watch.done = True
-                await send_bytes(send, 200, result.body, [JSON_CT, *headers])
+                await send_bytes(send, 200, result.body,
+                                 [JSON_CT, *headers, *limit_headers, *_served_by(meter), *_charged(rec)])
         except asyncio.CancelledError:
             if not watch.absorb():
                 raise
@@ -82,7 +85,7 @@ class OpenAIRoutes:
                                  headers)
         finally:
             watch.stop()
-            await _settle(rs, meter)
+            await _settle(self.relay, rs, meter)
 
     async def list_models(self, scope: Scope, send: Send, headers: Headers) -> None:
         key = await self._auth(scope, send, headers)
@@ -110,11 +113,27 @@ class OpenAIRoutes:
             return None
 
 
-async def _settle(rs: RelayStream | None, meter: Meter) -> None:
+async def _settle(relay: Relay, rs: RelayStream | None, meter: Meter) -> None:
     if rs is not None:
         await asyncio.shield(rs.close(disconnected=meter.disconnected))
     else:
-        meter.finish()
+        await asyncio.shield(relay.settle(meter, durable=False))
+
+
+def _served_by(meter: Meter) -> Headers:
+    if meter.upstream_model is None:
+        return []
+    return [(b"x-sluice-upstream-model", meter.upstream_model.encode()),
+            (b"x-sluice-provider", (meter.provider or "").encode())]
+
+
+def _charged(rec: LedgerRecord | None) -> Headers:
+    if rec is None:
+        return []
+    out = [(b"x-sluice-usage-source", rec.usage_source.encode())]
+    if rec.cost is not None:
+        out.append((b"x-sluice-cost", (fmt_money(rec.cost) or "0").encode()))
+    return out
 
 
 def _model(route: Route) -> dict[str, object]:

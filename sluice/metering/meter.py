@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from sluice.metering.tokens import TokenCounter, estimate_prompt
+from sluice.metering.tokens import estimate_prompt
 from sluice.schema.chat import ChatRequest
 from sluice.schema.usage import Usage
 from sluice.storage.base import LedgerRecord
 
+if TYPE_CHECKING:
+    from sluice.metering.pricing import Price
+    from sluice.metering.tokenizer import Counter
+
 
 class Meter:
-    __slots__ = ("_done", "_sink", "attempts", "counter", "disconnected", "error_code", "extra", "key_id",
-                 "model", "prompt_estimate", "provider", "request", "request_id", "started", "status",
-                 "stream", "ttft", "upstream_model", "usage", "wall_start")
+    __slots__ = ("_done", "attempts", "budgeted", "counter", "disconnected", "error_code", "extra", "key_id",
+                 "limits", "model", "price", "prompt_estimate", "provider", "record", "request", "request_id",
+                 "reserved", "started", "status", "stream", "ttft", "upstream_model", "usage", "wall_start")
 
-    def __init__(self, request_id: str, sink: Callable[[LedgerRecord], None]) -> None:
+    def __init__(self, request_id: str) -> None:
         self.request_id = request_id
-        self._sink = sink
         self._done = False
+        self.price: Price | None = None
+        self.limits: list[tuple[str, Any, int]] = []       # (scope, LimitSpec, tokens reserved) admitted
+        self.reserved: tuple[int, int] | None = None        # (nanos, tokens) held on the key
+        self.budgeted: tuple[bool, bool] = (False, False)   # (money budget, token quota) caps apply
+        self.record: LedgerRecord | None = None
         self.started = time.monotonic()
         self.wall_start = time.time()
         self.key_id: str | None = None
@@ -30,7 +38,7 @@ class Meter:
         self.stream = False
         self.status = 0
         self.usage: Usage | None = None
-        self.counter: TokenCounter | None = None
+        self.counter: Counter | None = None
         self.prompt_estimate: int | None = None
         self.ttft: float | None = None
         self.disconnected = False
@@ -51,10 +59,11 @@ class Meter:
         if self.prompt_estimate is None:
             self.prompt_estimate = estimate_prompt(self.request.messages)
         completion = self.counter.tokens if self.counter is not None else 0
+        self.extra["tokenizer"] = self.counter.method if self.counter is not None else "estimate"
         return self.prompt_estimate, completion, "estimated"
 
-    def finish(self) -> LedgerRecord | None:
-        """Write the record once; later calls do nothing and return None."""
+    def take_record(self) -> LedgerRecord | None:
+        """The ledger record, built once; later calls return None (so it is written exactly once)."""
         if self._done:
             return None
         self._done = True
@@ -66,6 +75,7 @@ class Meter:
             ttft_ms=round(self.ttft * 1000, 3) if self.ttft is not None else None,
             duration_ms=round((time.monotonic() - self.started) * 1000, 3),
             disconnected=self.disconnected, error_code=self.error_code, attempts=self.attempts,
-            created_at=self.wall_start, extra=self.extra)
-        self._sink(rec)
+            created_at=self.wall_start, extra=self.extra,
+            cached_tokens=self.usage.cached_tokens if self.usage is not None else None)
+        self.record = rec
         return rec

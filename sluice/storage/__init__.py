@@ -12,7 +12,7 @@ def open_store(settings: Settings) -> Store:
         from sluice.storage.sqlite import SQLiteStore
 
         return SQLiteStore(url)
-    from sluice.storage.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+    from sluice.storage.postgres import PostgresStore
 
     store: Store = PostgresStore(url)
     return store

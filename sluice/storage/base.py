@@ -1,9 +1,17 @@
-"""Store protocol and the records it keeps: keys (hash only) and the usage ledger."""
+"""Store protocol and the records it keeps: keys (hash only, budgets, limits), reservations, the ledger.
+
+Money is integer nano-units (see metering/pricing.py). A key's prepaid balance is `budget - spent`;
+`reserved` is what in-flight requests hold. Admission reserves atomically; settlement (with the ledger
+insert, in one transaction, idempotent on request_id) charges and releases.
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+PERIODS = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
 
 
 @dataclass(slots=True)
@@ -15,18 +23,51 @@ class KeyRecord:
     enabled: bool = True
     revoked: bool = False
     created_at: float = 0.0
+    owner: str | None = None
+    expires_at: float | None = None
+    budget: int | None = None         # nano-units; None: no money limit
+    spent: int = 0
+    reserved: int = 0
+    token_quota: int | None = None
+    tokens_used: int = 0
+    tokens_reserved: int = 0
+    period: str | None = None         # budget/quota reset period: day | week | month
+    period_start: float = 0.0
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
-        return self.enabled and not self.revoked
+        return self.enabled and not self.revoked and (self.expires_at is None or self.expires_at > time.time())
+
+    @property
+    def metered(self) -> bool:
+        """Whether admission must reserve (the key has a money budget or a token quota)."""
+        return self.budget is not None or self.token_quota is not None
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
 
     def public(self) -> dict[str, Any]:
         """Everything but the hash: what listings show."""
-        return {"id": self.id, "name": self.name, "models": self.models, "enabled": self.enabled,
-                "revoked": self.revoked, "created_at": self.created_at}
+        from sluice.metering.pricing import fmt_money
+
+        return {
+            "id": self.id, "name": self.name, "owner": self.owner, "models": self.models,
+            "enabled": self.enabled, "revoked": self.revoked, "created_at": self.created_at,
+            "expires_at": self.expires_at, "budget": fmt_money(self.budget), "spent": fmt_money(self.spent),
+            "reserved": fmt_money(self.reserved),
+            "balance": fmt_money(self.budget - self.spent) if self.budget is not None else None,
+            "token_quota": self.token_quota, "tokens_used": self.tokens_used, "period": self.period,
+            "period_start": self.period_start or None, "rpm": self.rpm, "tpm": self.tpm,
+            "max_concurrency": self.max_concurrency, "metadata": self.metadata,
+        }
+
+
+KEY_FIELDS = ("name", "owner", "models", "enabled", "expires_at", "budget", "token_quota", "period", "rpm",
+              "tpm", "max_concurrency", "metadata")
 
 
 @dataclass(slots=True)
@@ -48,6 +89,22 @@ class LedgerRecord:
     attempts: int = 0
     created_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    cached_tokens: int | None = None
+    cost: int | None = None             # nano-units charged
+    quota_tokens: int | None = None     # tokens charged to a quota when capped (not stored; None: all)
+
+    def public(self) -> dict[str, Any]:
+        from sluice.metering.pricing import fmt_money
+
+        return {
+            "request_id": self.request_id, "key_id": self.key_id, "model": self.model,
+            "provider": self.provider, "upstream_model": self.upstream_model, "stream": self.stream,
+            "status": self.status, "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens, "cached_tokens": self.cached_tokens,
+            "usage_source": self.usage_source, "cost": fmt_money(self.cost), "ttft_ms": self.ttft_ms,
+            "duration_ms": self.duration_ms, "disconnected": self.disconnected, "error_code": self.error_code,
+            "attempts": self.attempts, "created_at": self.created_at, "extra": self.extra,
+        }
 
 
 @dataclass(slots=True)
@@ -59,6 +116,25 @@ class UsageRow:
     prompt_tokens: int
     completion_tokens: int
     errors: int
+    cost: int = 0
+    bucket: float | None = None
+
+    def public(self) -> dict[str, Any]:
+        from sluice.metering.pricing import fmt_money
+
+        return {"bucket": self.bucket, "key_id": self.key_id, "key_name": self.key_name, "model": self.model,
+                "requests": self.requests, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "errors": self.errors, "cost": fmt_money(self.cost)}
+
+
+@dataclass(slots=True)
+class LedgerQuery:
+    key_id: str | None = None
+    model: str | None = None
+    status: int | None = None       # exact status; 0 means "any error" (>= 400)
+    since: float | None = None
+    until: float | None = None
+    limit: int = 100
 
 
 class Store(Protocol):
@@ -76,10 +152,35 @@ class Store(Protocol):
 
     async def count_keys(self) -> int: ...
 
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
+        """Set the given KEY_FIELDS; None when the key does not exist."""
+        ...
+
+    async def top_up(self, key_id: str, nanos: int) -> KeyRecord | None:
+        """Add to the budget (a key without one gets `spent + nanos`)."""
+        ...
+
+    async def reserve(self, key_id: str, request_id: str, nanos: int, tokens: int, instance_id: str) -> bool:
+        """Atomically hold `nanos` and `tokens` if they fit the key's budget and quota; False if not."""
+        ...
+
     async def write_ledger(self, records: list[LedgerRecord]) -> None:
-        """Idempotent on request_id: writing a record twice keeps the first."""
+        """Insert and settle, idempotent on request_id: a record written twice is charged once."""
+        ...
+
+    async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float) -> int:
+        """Heartbeat this instance; release reservations of silent instances or older than the TTL; reset
+        budget periods that ended. Returns how many reservations were released."""
         ...
 
     async def get_ledger(self, request_id: str) -> LedgerRecord | None: ...
 
+    async def list_ledger(self, q: LedgerQuery) -> list[LedgerRecord]: ...
+
     async def usage_summary(self) -> list[UsageRow]: ...
+
+    async def usage(self, q: LedgerQuery, group: str | None) -> list[UsageRow]:
+        """Per key and model, optionally per hour/day bucket, over the query's filters."""
+        ...
+
+    async def count_reservations(self) -> int: ...

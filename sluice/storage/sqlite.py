@@ -1,7 +1,8 @@
 """SQLite store (the embedded default): stdlib sqlite3 on one dedicated thread, WAL, shared by processes.
 
-All statements run on a single-thread executor so the event loop never blocks on disk; several
-Sluice processes may open the same file (WAL + busy timeout).
+All statements run on a single-thread executor so the event loop never blocks on disk; several Sluice
+processes may open the same file (WAL + busy timeout; `BEGIN IMMEDIATE` serialises writers, which is
+what makes reservations atomic across processes).
 """
 
 from __future__ import annotations
@@ -13,17 +14,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import orjson
-
 from sluice.config import sqlite_path
-from sluice.storage.base import KeyRecord, LedgerRecord, UsageRow
+from sluice.storage import sql
+from sluice.storage.base import KEY_FIELDS, KeyRecord, LedgerQuery, LedgerRecord, UsageRow
 from sluice.storage.migrations import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
-
-_LEDGER_COLS = ("request_id", "key_id", "model", "provider", "upstream_model", "stream", "status",
-                "prompt_tokens", "completion_tokens", "usage_source", "ttft_ms", "duration_ms",
-                "disconnected", "error_code", "attempts", "created_at", "extra")
 
 
 class SQLiteStore:
@@ -33,8 +29,20 @@ class SQLiteStore:
         self._db: sqlite3.Connection | None = None
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._call, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._call, fn)
+
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` inside BEGIN IMMEDIATE ... COMMIT (rolled back on error)."""
+        def run(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return out
+        return await self._run(run)
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
@@ -47,7 +55,7 @@ class SQLiteStore:
         return fn(self._db)
 
     async def open(self) -> None:
-        await self._run(_migrate)
+        await self._tx(_migrate)
 
     async def close(self) -> None:
         def _close(db: sqlite3.Connection) -> None:
@@ -58,23 +66,15 @@ class SQLiteStore:
         self._pool.shutdown(wait=True)
 
     async def create_key(self, rec: KeyRecord) -> None:
-        models = orjson.dumps(rec.models).decode() if rec.models is not None else None
-        created = rec.created_at or time.time()
-        await self._run(lambda db: db.execute(
-            "INSERT INTO keys (id, name, key_hash, models, enabled, revoked, created_at) VALUES (?,?,?,?,?,?,?)",
-            (rec.id, rec.name, rec.key_hash, models, int(rec.enabled), int(rec.revoked), created)))
+        await self._run(lambda db: db.execute(sql.INSERT_KEY, sql.key_row(rec)))
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
-        row = await self._run(lambda db: db.execute(
-            "SELECT id, name, key_hash, models, enabled, revoked, created_at FROM keys WHERE id = ?",
-            (key_id,)).fetchone())
-        return _key(row) if row else None
+        row = await self._run(lambda db: db.execute(sql.SELECT_KEY + " WHERE id = ?", (key_id,)).fetchone())
+        return sql.key_from(row) if row else None
 
     async def list_keys(self) -> list[KeyRecord]:
-        rows = await self._run(lambda db: db.execute(
-            "SELECT id, name, key_hash, models, enabled, revoked, created_at FROM keys ORDER BY created_at"
-        ).fetchall())
-        return [_key(r) for r in rows]
+        rows = await self._run(lambda db: db.execute(sql.SELECT_KEY + " ORDER BY created_at").fetchall())
+        return [sql.key_from(r) for r in rows]
 
     async def revoke_key(self, key_id: str) -> bool:
         cur = await self._run(lambda db: db.execute(
@@ -85,65 +85,84 @@ class SQLiteStore:
         row = await self._run(lambda db: db.execute("SELECT count(*) FROM keys WHERE revoked = 0").fetchone())
         return int(row[0])
 
-    async def write_ledger(self, records: list[LedgerRecord]) -> None:
-        rows = [_ledger_row(r) for r in records]
-        sql = (f"INSERT OR IGNORE INTO ledger ({', '.join(_LEDGER_COLS)}) "
-               f"VALUES ({', '.join('?' * len(_LEDGER_COLS))})")
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
+        changes = {k: v for k, v in changes.items() if k in KEY_FIELDS}
+        if changes:
+            sets, vals = sql.key_update(changes)
+            await self._run(lambda db: db.execute(f"UPDATE keys SET {sets} WHERE id = ?", (*vals, key_id)))
+        return await self.get_key(key_id)
 
-        def _write(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(sql, rows)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        await self._run(_write)
+    async def top_up(self, key_id: str, nanos: int) -> KeyRecord | None:
+        def run(db: sqlite3.Connection) -> bool:
+            if db.execute(sql.TOP_UP, (nanos, nanos, key_id)).fetchone() is None:
+                return False
+            db.execute(sql.INSERT_TOPUP, (key_id, nanos, time.time()))
+            return True
+        return await self.get_key(key_id) if await self._tx(run) else None
+
+    async def reserve(self, key_id: str, request_id: str, nanos: int, tokens: int, instance_id: str) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            if db.execute(sql.RESERVE, (nanos, tokens, key_id, nanos, tokens)).fetchone() is None:
+                return False
+            db.execute(sql.INSERT_RESERVATION, (request_id, key_id, nanos, tokens, instance_id, time.time()))
+            return True
+        return await self._tx(run)
+
+    async def write_ledger(self, records: list[LedgerRecord]) -> None:
+        await self._tx(lambda db: _settle(db, records))
+
+    async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float) -> int:
+        now = time.time()
+
+        def run(db: sqlite3.Connection) -> int:
+            db.execute(sql.HEARTBEAT, (instance_id, now, now))
+            stale = db.execute(sql.TAKE_STALE, (now - reservation_ttl, now - instance_timeout)).fetchall()
+            for key_id, amount, tokens in stale:
+                db.execute(sql.RELEASE, (amount, tokens, key_id))
+            db.execute(sql.FORGET_INSTANCES, (now - 86400,))
+            db.execute(sql.RESET_PERIODS, (now, now, now, now))
+            return len(stale)
+        return await self._tx(run)
 
     async def get_ledger(self, request_id: str) -> LedgerRecord | None:
         row = await self._run(lambda db: db.execute(
-            f"SELECT {', '.join(_LEDGER_COLS)} FROM ledger WHERE request_id = ?", (request_id,)).fetchone())
-        return _ledger(row) if row else None
+            sql.SELECT_LEDGER + " WHERE request_id = ?", (request_id,)).fetchone())
+        return sql.ledger_from(row) if row else None
+
+    async def list_ledger(self, q: LedgerQuery) -> list[LedgerRecord]:
+        text, vals = sql.list_ledger(q)
+        rows = await self._run(lambda db: db.execute(text, vals).fetchall())
+        return [sql.ledger_from(r) for r in rows]
 
     async def usage_summary(self) -> list[UsageRow]:
-        rows = await self._run(lambda db: db.execute(
-            "SELECT l.key_id, k.name, l.model, count(*), coalesce(sum(l.prompt_tokens), 0),"
-            " coalesce(sum(l.completion_tokens), 0), sum(CASE WHEN l.status >= 400 THEN 1 ELSE 0 END)"
-            " FROM ledger l LEFT JOIN keys k ON k.id = l.key_id GROUP BY l.key_id, k.name, l.model"
-            " ORDER BY k.name, l.model").fetchall())
-        return [UsageRow(*r) for r in rows]
+        rows = await self._run(lambda db: db.execute(sql.USAGE_SUMMARY).fetchall())
+        return [sql.usage_from(r) for r in rows]
+
+    async def usage(self, q: LedgerQuery, group: str | None) -> list[UsageRow]:
+        text, vals = sql.usage(q, group)
+        rows = await self._run(lambda db: db.execute(text, vals).fetchall())
+        return [sql.usage_from(r) for r in rows]
+
+    async def count_reservations(self) -> int:
+        row = await self._run(lambda db: db.execute("SELECT count(*) FROM reservations").fetchone())
+        return int(row[0])
 
 
 def _migrate(db: sqlite3.Connection) -> None:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        for i, script in enumerate(SQLITE_MIGRATIONS[version:], start=version + 1):
-            for stmt in script.split(";"):
-                if stmt.strip():
-                    db.execute(stmt)
-            db.execute(f"PRAGMA user_version = {i}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    for i, script in enumerate(SQLITE_MIGRATIONS[version:], start=version + 1):
+        for stmt in script.split(";"):
+            if stmt.strip():
+                db.execute(stmt)
+        db.execute(f"PRAGMA user_version = {i}")
 
 
-def _key(row: tuple[Any, ...]) -> KeyRecord:
-    models = orjson.loads(row[3]) if row[3] is not None else None
-    return KeyRecord(row[0], row[1], row[2], models, bool(row[4]), bool(row[5]), row[6])
-
-
-def _ledger_row(r: LedgerRecord) -> tuple[Any, ...]:
-    return (r.request_id, r.key_id, r.model, r.provider, r.upstream_model, int(r.stream), r.status,
-            r.prompt_tokens, r.completion_tokens, r.usage_source, r.ttft_ms, r.duration_ms,
-            int(r.disconnected), r.error_code, r.attempts, r.created_at or time.time(),
-            orjson.dumps(r.extra).decode() if r.extra else None)
-
-
-def _ledger(row: tuple[Any, ...]) -> LedgerRecord:
-    vals = list(row)
-    vals[5] = bool(vals[5])
-    vals[12] = bool(vals[12])
-    vals[16] = orjson.loads(vals[16]) if vals[16] else {}
-    return LedgerRecord(*vals)
+def _settle(db: sqlite3.Connection, records: list[LedgerRecord]) -> None:
+    for rec in records:
+        if db.execute(sql.INSERT_LEDGER, sql.ledger_row(rec)).fetchone() is None:
+            continue  # already recorded: never charge twice
+        if rec.key_id is None:
+            continue
+        held = db.execute(sql.TAKE_RESERVATION, (rec.request_id,)).fetchone()
+        amount, tokens = held if held else (0, 0)
+        db.execute(sql.SETTLE, (rec.cost or 0, amount, sql.charged_tokens(rec), tokens, rec.key_id))

@@ -1,0 +1,189 @@
+"""PostgreSQL store: asyncpg pool running the statements shared with SQLite (sql.py, converted to $n).
+
+Row locks make reservations atomic across processes (a conditional UPDATE re-checks the budget after
+waiting for a concurrent one). Migrations run under a transaction-scoped advisory lock, so several
+processes starting at once migrate exactly once.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+
+from sluice.storage import sql
+from sluice.storage.base import KEY_FIELDS, KeyRecord, LedgerQuery, LedgerRecord, UsageRow
+from sluice.storage.migrations import POSTGRES_MIGRATIONS
+
+T = TypeVar("T")
+
+# Any constant shared by every Sluice process; it names the migration lock in pg_advisory_xact_lock.
+_MIGRATION_LOCK = 0x51_1C_E0_01
+_DEADLOCK_RETRIES = 3
+
+
+@functools.cache
+def _q(text: str) -> str:
+    return sql.to_dollar(text)
+
+
+class PostgresStore:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.url = url
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("PostgresStore is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(self.url, min_size=self._min_size, max_size=self._max_size)
+        await self._tx(_migrate)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def _tx(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `fn` in one transaction; retried when PostgreSQL picks it as a deadlock victim (it was
+        rolled back whole, so running it again cannot charge twice)."""
+        for attempt in range(_DEADLOCK_RETRIES + 1):
+            try:
+                async with self.pool.acquire() as con, con.transaction():
+                    return await fn(con)
+            except asyncpg.DeadlockDetectedError:
+                if attempt == _DEADLOCK_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _fetch(self, text: str, *args: Any) -> list[Any]:
+        rows: list[Any] = await self.pool.fetch(_q(text), *args)
+        return rows
+
+    async def _fetchrow(self, text: str, *args: Any) -> Any:
+        return await self.pool.fetchrow(_q(text), *args)
+
+    async def create_key(self, rec: KeyRecord) -> None:
+        await self.pool.execute(_q(sql.INSERT_KEY), *sql.key_row(rec))
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        row = await self._fetchrow(sql.SELECT_KEY + " WHERE id = ?", key_id)
+        return sql.key_from(row) if row else None
+
+    async def list_keys(self) -> list[KeyRecord]:
+        return [sql.key_from(r) for r in await self._fetch(sql.SELECT_KEY + " ORDER BY created_at")]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        status = await self.pool.execute(_q("UPDATE keys SET revoked = 1 WHERE id = ? AND revoked = 0"), key_id)
+        return _rowcount(status) > 0
+
+    async def count_keys(self) -> int:
+        return int(await self.pool.fetchval("SELECT count(*) FROM keys WHERE revoked = 0"))
+
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
+        changes = {k: v for k, v in changes.items() if k in KEY_FIELDS}
+        if changes:
+            sets, vals = sql.key_update(changes)
+            await self.pool.execute(sql.to_dollar(f"UPDATE keys SET {sets} WHERE id = ?"), *vals, key_id)
+        return await self.get_key(key_id)
+
+    async def top_up(self, key_id: str, nanos: int) -> KeyRecord | None:
+        async def run(con: asyncpg.Connection) -> bool:
+            if await con.fetchrow(_q(sql.TOP_UP), nanos, nanos, key_id) is None:
+                return False
+            await con.execute(_q(sql.INSERT_TOPUP), key_id, nanos, time.time())
+            return True
+        return await self.get_key(key_id) if await self._tx(run) else None
+
+    async def reserve(self, key_id: str, request_id: str, nanos: int, tokens: int, instance_id: str) -> bool:
+        async def run(con: asyncpg.Connection) -> bool:
+            if await con.fetchrow(_q(sql.RESERVE), nanos, tokens, key_id, nanos, tokens) is None:
+                return False
+            await con.execute(_q(sql.INSERT_RESERVATION), request_id, key_id, nanos, tokens, instance_id,
+                              time.time())
+            return True
+        return await self._tx(run)
+
+    async def write_ledger(self, records: list[LedgerRecord]) -> None:
+        if records:
+            await self._tx(lambda con: _settle(con, records))
+
+    async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float) -> int:
+        now = time.time()
+
+        async def run(con: asyncpg.Connection) -> int:
+            await con.execute(_q(sql.HEARTBEAT), instance_id, now, now)
+            stale = await con.fetch(_q(sql.TAKE_STALE), now - reservation_ttl, now - instance_timeout)
+            held: dict[str, tuple[int, int]] = {}
+            for key_id, amount, tokens in stale:
+                a, t = held.get(key_id, (0, 0))
+                held[key_id] = (a + amount, t + tokens)
+            for key_id in sorted(held):  # one lock order for every transaction: no deadlocks between them
+                await con.execute(_q(sql.RELEASE), *held[key_id], key_id)
+            await con.execute(_q(sql.FORGET_INSTANCES), now - 86400)
+            await con.execute(_q(sql.RESET_PERIODS), now, now, now, now)
+            return len(stale)
+        return await self._tx(run)
+
+    async def get_ledger(self, request_id: str) -> LedgerRecord | None:
+        row = await self._fetchrow(sql.SELECT_LEDGER + " WHERE request_id = ?", request_id)
+        return sql.ledger_from(row) if row else None
+
+    async def list_ledger(self, q: LedgerQuery) -> list[LedgerRecord]:
+        text, vals = sql.list_ledger(q)
+        return [sql.ledger_from(r) for r in await self.pool.fetch(sql.to_dollar(text), *vals)]
+
+    async def usage_summary(self) -> list[UsageRow]:
+        return [sql.usage_from(r) for r in await self._fetch(sql.USAGE_SUMMARY)]
+
+    async def usage(self, q: LedgerQuery, group: str | None) -> list[UsageRow]:
+        text, vals = sql.usage(q, group)
+        return [sql.usage_from(r) for r in await self.pool.fetch(sql.to_dollar(text), *vals)]
+
+    async def count_reservations(self) -> int:
+        return int(await self.pool.fetchval("SELECT count(*) FROM reservations"))
+
+
+async def _migrate(con: asyncpg.Connection) -> None:
+    # The lock is taken before anything is read or created: the second process waits here, then sees
+    # the first one's schema_version and has nothing left to do.
+    await con.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+    await con.execute("CREATE TABLE IF NOT EXISTS schema_version "
+                      "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+    version = int(await con.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+    for i, script in enumerate(POSTGRES_MIGRATIONS[version:], start=version + 1):
+        await con.execute(script)
+        await con.execute("INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)", i, time.time())
+
+
+async def _settle(con: asyncpg.Connection, records: list[LedgerRecord]) -> None:
+    """Same effect as sqlite._settle, with locks taken in one order (ledger rows by request_id, then key
+    rows by id) so concurrent batches from several processes queue instead of deadlocking."""
+    charges: dict[str, list[int]] = {}
+    for rec in sorted(records, key=lambda r: r.request_id):
+        if await con.fetchrow(_q(sql.INSERT_LEDGER), *sql.ledger_row(rec)) is None:
+            continue  # already recorded: never charge twice
+        if rec.key_id is None:
+            continue
+        held = await con.fetchrow(_q(sql.TAKE_RESERVATION), rec.request_id)
+        amount, tokens = (held[0], held[1]) if held else (0, 0)
+        c = charges.setdefault(rec.key_id, [0, 0, 0, 0])
+        for i, v in enumerate((rec.cost or 0, amount, sql.charged_tokens(rec), tokens)):
+            c[i] += v
+    for key_id in sorted(charges):
+        await con.execute(_q(sql.SETTLE), *charges[key_id], key_id)
+
+
+def _rowcount(status: str) -> int:
+    """asyncpg returns the command tag ('UPDATE 3'); its last word is the row count."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

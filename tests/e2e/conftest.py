@@ -1,0 +1,205 @@
+"""A real `python -m sluice serve` on loopback (one per module), its config, keys made with the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.sim.openai_sim import ThreadedSim, closed_port
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def sluice_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "sluice", *args], cwd=ROOT, env=env or sluice_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return json.dumps(v)
+
+
+# public name -> (provider, upstream model). `fx-<name>` makes the simulator replay <name>.sse.
+MODELS: dict[str, tuple[str, str]] = {
+    "gpt-4o": ("sim", "fx-text"),
+    "gpt-4o-mini": ("sim", "fx-no_usage"),
+    "tools": ("sim", "fx-tool_calls"),
+    "usage-on-finish": ("sim", "fx-usage_on_finish"),
+    "crlf": ("sim", "fx-crlf"),
+    "vendor/llama-3.1:70b": ("sim", "fx-text"),
+    "ft:gpt-4o-2024-08-06:acme::abc123": ("sim", "fx-text"),
+    "short-timeout": ("sim-short", "fx-text"),
+    "unreachable": ("dead", "fx-text"),
+    "sim-local": ("local", "sluice-sim"),
+    "sim-local-slow": ("local-slow", "sluice-sim"),
+}
+
+
+def write_config(path: Path, *, sim_url: str, port: int, db: Path, server: dict[str, Any] | None = None) -> Path:
+    srv = {"host": "127.0.0.1", "port": port, "heartbeat_seconds": 0.3, "key_cache_seconds": 0.1,
+           "max_body_bytes": 65536, "shutdown_grace_seconds": 1, **(server or {})}
+    lines = ["[server]", *(f"{k} = {_toml(v)}" for k, v in srv.items()), "",
+             "[storage]", f"url = {_toml('sqlite:///' + str(db))}", ""]
+    providers = [
+        {"name": "sim", "kind": "openai", "base_url": sim_url, "api_key": "sk-upstream-secret"},
+        {"name": "sim-short", "kind": "openai", "base_url": sim_url, "timeouts": {"connect": 0.5, "first_byte": 0.5}},
+        {"name": "dead", "kind": "openai", "base_url": f"http://127.0.0.1:{closed_port()}/v1",
+         "timeouts": {"connect": 1.0}},
+        {"name": "local", "kind": "simulated", "reply": "Hi from the local simulated model, word by word."},
+        {"name": "local-slow", "kind": "simulated", "tokens_per_second": 4},
+    ]
+    for p in providers:
+        lines += ["[[providers]]", *(f"{k} = {_toml(v)}" for k, v in p.items()), ""]
+    for name, (prov, up) in MODELS.items():
+        lines += ["[[models]]", f"name = {_toml(name)}",
+                  f"targets = [{{ provider = {_toml(prov)}, model = {_toml(up)} }}]", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def wait_health(base: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"sluice exited early with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("sluice did not become healthy")
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class SluiceServer:
+    """A running `sluice serve` and the files it uses."""
+
+    def __init__(self, config: Path, port: int, db: Path, log: Path) -> None:
+        self.config = config
+        self.port = port
+        self.db = db
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def start(self) -> SluiceServer:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen([PY, "-m", "sluice", "serve", "--config", str(self.config)], cwd=ROOT,
+                                         env=sluice_env(), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_health(self.url, self.proc)
+        except RuntimeError:
+            stop_process(self.proc)
+            raise RuntimeError(self.log.read_text(errors="replace")) from None
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, "--config", str(self.config))
+
+    def create_key(self, name: str, models: list[str] | None = None) -> dict[str, Any]:
+        args = ["keys", "create", "--name", name, "--json"]
+        if models:
+            args += ["--models", ",".join(models)]
+        res = self.cli(*args)
+        assert res.returncode == 0, res.stderr
+        doc: dict[str, Any] = json.loads(res.stdout)
+        return doc
+
+    def ledger(self) -> list[dict[str, Any]]:
+        db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        try:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute("SELECT * FROM ledger ORDER BY created_at")]
+        finally:
+            db.close()
+
+    def ledger_for(self, request_id: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The ledger rows of one request, waiting for the batched flush (about 0.2 s)."""
+        end = time.monotonic() + timeout
+        while True:
+            rows = [r for r in self.ledger() if r["request_id"] == request_id]
+            if rows or time.monotonic() > end:
+                return rows
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def sluice(request: pytest.FixtureRequest, sim: ThreadedSim, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[SluiceServer]:
+    """One server per test module; a module may set `SERVER_OPTIONS = {...}` for its [server] table."""
+    tmp = tmp_path_factory.mktemp("sluice")
+    port = free_port()
+    db = tmp / "sluice.db"
+    cfg = write_config(tmp / "sluice.toml", sim_url=sim.base_url, port=port, db=db,
+                       server=getattr(request.module, "SERVER_OPTIONS", None))
+    server = SluiceServer(cfg, port, db, tmp / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def api_key(sluice: SluiceServer) -> str:
+    key: str = sluice.create_key("e2e")["key"]
+    return key
+
+
+@pytest.fixture(autouse=True)
+def _fresh_sim(sim: ThreadedSim) -> None:
+    sim.reset()

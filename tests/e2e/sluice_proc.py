@@ -1,0 +1,86 @@
+"""Run a real `sluice serve` process on a free loopback port for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+class SluiceProcess:
+    """`async with SluiceProcess(tmp_path, toml_body) as s:` -> s.base_url ('.../v1'), s.create_key()."""
+
+    def __init__(self, tmp: Path, body: str, *, extra_env: dict[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.db = tmp / "sluice.db"
+        self.config = tmp / "sluice.toml"
+        self.log = tmp / "sluice.log"
+        self.config.write_text(f'[server]\nhost = "127.0.0.1"\nport = {self.port}\n'
+                               f'[storage]\nurl = "sqlite:///{self.db}"\n' + body)
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.env = {**_env(), **(extra_env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.closers: list[Callable[[], Awaitable[None]]] = []  # clients to close before the server stops
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "sluice", *args, "--config", str(self.config)],
+                             env=self.env, capture_output=True, check=True, timeout=60)
+        return out.stdout.decode()
+
+    def create_key(self, name: str = "test", models: str | None = None) -> str:
+        args = ["keys", "create", "--name", name, "--json"] + (["--models", models] if models else [])
+        return str(json.loads(self.cli(*args))["key"])
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Output goes to a file (a pipe nobody reads could fill up and stall the server)."""
+        with self.log.open("ab") as out:
+            return subprocess.Popen([sys.executable, "-m", "sluice", "serve", "--config", str(self.config)],
+                                    env=self.env, stdout=out, stderr=subprocess.STDOUT)
+
+    async def __aenter__(self) -> SluiceProcess:
+        self.proc = self._spawn()
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"sluice serve exited early:\n{self.log.read_text()}")
+                try:
+                    async with http.get(f"http://127.0.0.1:{self.port}/health") as r:
+                        if r.status == 200:
+                            return self
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise RuntimeError("sluice serve did not become healthy")
+
+    async def __aexit__(self, *exc: object) -> None:
+        for close in self.closers:
+            await close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.proc.wait, 15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

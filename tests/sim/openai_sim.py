@@ -1,0 +1,322 @@
+"""An OpenAI-compatible upstream simulator: the real wire format from recorded-shape fixtures, faults on demand.
+
+It serves `POST /v1/chat/completions` on 127.0.0.1 (random port). Streams replay a fixture from
+`tests/fixtures/openai/<name>.sse` event by event, bytes untouched; plain requests get `text.json`.
+The fixture is chosen by the upstream model name Sluice sends: `fx-<name>` replays `<name>.sse`.
+
+Faults are configured on the simulator object by the test (Sluice forwards no client headers):
+`sim.push(fault)` queues a fault for the next request, `sim.always(fault)` applies it to every request
+until `sim.reset()`. Every request is recorded (`sim.requests`): its JSON body, when it arrived, how many
+events were sent, whether the response completed, and whether the client (Sluice) closed the
+connection early, and when.
+
+Use it in the test's loop (`async with OpenAISim() as sim`) or on its own thread (`ThreadedSim`), which
+sync clients and session fixtures need: a blocked test loop must not stall the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "openai"
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def fixture_events(name: str) -> list[bytes]:
+    """A recorded stream cut into its events, each with its own terminator, bytes exactly as on disk."""
+    raw = fixture_bytes(name if "." in name else name + ".sse")
+    out: list[bytes] = []
+    pos = 0
+    for m in _EVENT_END.finditer(raw):
+        out.append(raw[pos:m.end()])
+        pos = m.end()
+    assert pos == len(raw), f"{name}: trailing bytes after the last event"
+    return out
+
+
+def fixture_payloads(name: str) -> list[bytes]:
+    """The `data:` payload bytes of every event of a fixture (single-line data, as OpenAI sends)."""
+    out = []
+    for ev in fixture_events(name):
+        line = ev.replace(b"\r\n", b"\n").replace(b"\r", b"\n").strip(b"\n")
+        assert line.startswith(b"data: "), line
+        out.append(line[len(b"data: "):])
+    return out
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound, then released): connecting to it is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@dataclass
+class Fault:
+    """What to do differently for one request. Defaults: answer at once, replay the whole fixture."""
+
+    status: int = 200
+    body: bytes | None = None                  # with status != 200: the error body, sent as is
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    first_byte_delay: float = 0.0              # sleep before the status line (slow first byte)
+    first_event_delay: float = 0.0             # headers at once, then sleep before event 1
+    gap: float = 0.0                           # sleep between events
+    pause_after: dict[int, float] = field(default_factory=dict)  # after N events sent, sleep s
+    drop_after: int | None = None              # abort the socket after N events (no chunked terminator)
+    eof_after: int | None = None               # end the body cleanly after N events (no finish, no [DONE])
+    error_after: int | None = None             # after N events, send `data: {"error":...}` and end
+    error_then_done: bool = False              # ... followed by `data: [DONE]` (as vLLM does)
+    fixture: str | None = None                 # replay this fixture instead of the model's
+
+    # --- the faults tests ask for, by name ---
+    @classmethod
+    def slow_first_byte(cls, delay: float, **kw: Any) -> Fault:
+        return cls(first_byte_delay=delay, **kw)
+
+    @classmethod
+    def slow_first_chunk(cls, delay: float, **kw: Any) -> Fault:
+        return cls(first_event_delay=delay, **kw)
+
+    @classmethod
+    def mid_stream_drop(cls, after: int = 3, **kw: Any) -> Fault:
+        return cls(drop_after=after, **kw)
+
+    @classmethod
+    def eof_without_finish(cls, after: int = 3, **kw: Any) -> Fault:
+        return cls(eof_after=after, **kw)
+
+    @classmethod
+    def error_event(cls, after: int = 3, **kw: Any) -> Fault:
+        return cls(error_after=after, **kw)
+
+    @classmethod
+    def http_error(cls, status: int, body: bytes | None = None, **kw: Any) -> Fault:
+        if body is None:
+            name = {400: "error_400.json", 429: "error_429.json", 503: "error_503.json"}.get(status, "error_500.json")
+            body = fixture_bytes(name)
+        return cls(status=status, body=body, **kw)
+
+    @classmethod
+    def rate_limited(cls, retry_after: int = 7, **kw: Any) -> Fault:
+        return cls.http_error(429, headers={"retry-after": str(retry_after),
+                                            "x-ratelimit-remaining-requests": "0"}, **kw)
+
+    @classmethod
+    def html_502(cls, **kw: Any) -> Fault:
+        return cls(status=502, body=fixture_bytes("bad_gateway.html"), content_type="text/html", **kw)
+
+
+@dataclass
+class SimRequest:
+    """One request as the simulator saw it. Times are `time.monotonic()` (comparable across threads)."""
+
+    path: str
+    headers: dict[str, str]
+    raw: bytes
+    body: Any
+    arrived: float
+    fault: Fault | None = None
+    responded_at: float | None = None    # when the status line went out
+    events_sent: int = 0
+    completed: bool = False              # the whole planned response was written
+    client_closed: bool = False          # the client went away before that
+    closed_at: float | None = None
+
+    def note_closed(self) -> None:
+        if not self.completed and not self.client_closed:
+            self.client_closed = True
+            self.closed_at = time.monotonic()
+
+
+class OpenAISim:
+    """The simulator itself; runs in the current event loop (see `ThreadedSim` for its own thread)."""
+
+    def __init__(self) -> None:
+        self.requests: list[SimRequest] = []
+        self._queue: deque[Fault] = deque()
+        self._always: Fault | None = None
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # --- configuration from the test ---
+    def push(self, fault: Fault, times: int = 1) -> None:
+        """Apply `fault` to the next `times` requests."""
+        for _ in range(times):
+            self._queue.append(fault)
+
+    def always(self, fault: Fault) -> None:
+        """Apply `fault` to every request until `reset()` (robust to Sluice's retry of a failed attempt)."""
+        self._always = fault
+
+    def reset(self) -> None:
+        self._queue.clear()
+        self._always = None
+        self.requests.clear()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def last(self) -> SimRequest:
+        return self.requests[-1]
+
+    def _next_fault(self) -> Fault | None:
+        try:
+            return self._queue.popleft()
+        except IndexError:
+            return self._always
+
+    # --- lifecycle ---
+    async def start(self) -> OpenAISim:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        # handler_cancellation: a client that goes away cancels the handler even while it sleeps
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> OpenAISim:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- handlers ---
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": "gpt-4o-2024-08-06", "object": "model", "created": 1722814719, "owned_by": "system"}]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        fault = self._next_fault()
+        rec = SimRequest(request.path, dict(request.headers), raw, body, time.monotonic(), fault)
+        self.requests.append(rec)
+        f = fault or Fault()
+        try:
+            if f.first_byte_delay:
+                await asyncio.sleep(f.first_byte_delay)
+            if f.status != 200:
+                resp = web.Response(status=f.status, body=f.body or b"", content_type=f.content_type,
+                                    headers=f.headers)
+                rec.responded_at = time.monotonic()
+                rec.completed = True
+                return resp
+            stream = isinstance(body, dict) and body.get("stream") is True
+            if not stream:
+                rec.responded_at = time.monotonic()
+                rec.completed = True
+                return web.Response(body=fixture_bytes("text.json"), content_type="application/json",
+                                    headers=f.headers)
+            return await self._stream(request, rec, f, body)
+        except (asyncio.CancelledError, ConnectionError):
+            rec.note_closed()
+            raise
+
+    async def _stream(self, request: web.Request, rec: SimRequest, f: Fault,
+                      body: dict[str, Any]) -> web.StreamResponse:
+        model = str(body.get("model", ""))
+        name = f.fixture or (model[3:] if model.startswith("fx-") else "text")
+        events = fixture_events(name)
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
+                                           "cache-control": "no-cache, must-revalidate",
+                                           "x-request-id": "req_sim_" + str(len(self.requests)), **f.headers})
+        await resp.prepare(request)
+        rec.responded_at = time.monotonic()
+        if f.first_event_delay:
+            await asyncio.sleep(f.first_event_delay)
+        for i, ev in enumerate(events):
+            if f.drop_after is not None and i == f.drop_after:
+                rec.completed = True  # the drop is ours, not the client's
+                assert request.transport is not None
+                request.transport.abort()
+                return resp
+            if f.eof_after is not None and i == f.eof_after:
+                break
+            if f.error_after is not None and i == f.error_after:
+                await resp.write(b"data: " + fixture_bytes("error_event.json").strip() + b"\n\n")
+                if f.error_then_done:
+                    await resp.write(b"data: [DONE]\n\n")
+                break
+            if i and f.gap:
+                await asyncio.sleep(f.gap)
+            await resp.write(ev)
+            rec.events_sent = i + 1
+            pause = f.pause_after.get(i + 1)
+            if pause:
+                await asyncio.sleep(pause)
+        rec.completed = True
+        await resp.write_eof()
+        return resp
+
+
+class ThreadedSim:
+    """`OpenAISim` on its own thread and event loop; the same API (push/always/reset/requests)."""
+
+    def __init__(self) -> None:
+        self.sim = OpenAISim()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="openai-sim", daemon=True)
+
+    def start(self) -> ThreadedSim:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.sim.start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self.sim.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> ThreadedSim:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sim, name)
+
+    def wait_for(self, pred: Any, timeout: float = 5.0) -> bool:
+        """Poll `pred()` until true (for assertions on what the upstream saw); False on timeout."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return True
+            time.sleep(0.02)
+        return bool(pred())

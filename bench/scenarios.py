@@ -23,13 +23,17 @@ STREAM_BODY = orjson.dumps({"model": "bench-model", "max_tokens": 32, "stream": 
                             "stream_options": {"include_usage": True},
                             "messages": [{"role": "user", "content": "Say hello to the benchmark."}]})
 DEFAULT_BUDGETS_TOML = """
-# Guess at issue 4's shape; pass --budgets-config with the real fragment once budgets exist.
-[budgets]
-enabled = true
+# Budgets and limits on: the model is priced, the gateway has a global RPM limit, and the bench key
+# (created with BUDGET_KEY_ARGS) has a prepaid budget, a token quota and per-key RPM/TPM/concurrency.
+[pricing]
+input = "2.50"
+output = "10.00"
 
 [limits]
-enabled = true
+rpm = 100000000
 """
+BUDGET_KEY_ARGS = ("--budget", "1000000", "--token-quota", "100000000000", "--rpm", "100000000",
+                   "--tpm", "1000000000", "--max-concurrency", "100000")
 
 
 @dataclass
@@ -275,7 +279,7 @@ def budgets(b: Bench) -> None:
     path = b.opts.budgets_config
     extra = Path(path).read_text() if path else DEFAULT_BUDGETS_TOML
     _fresh_pair(b, "budgets", {"tag": "budgets-off", "name": "sluice-off"},
-                {"tag": "budgets", "extra_toml": extra, "name": "sluice-budgets"})
+                {"tag": "budgets", "extra_toml": extra, "name": "sluice-budgets", "key_args": BUDGET_KEY_ARGS})
 
 
 SCENARIOS: dict[str, Callable[[Bench], None]] = {

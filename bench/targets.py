@@ -83,7 +83,7 @@ targets = [{{ provider = "fake", model = "bench-model" }}]
 
 
 def start_sluice(root: Path, out: Path, upstream_port: int, workers: int = 1, tag: str = "main",
-                 extra_toml: str = "", name: str = "sluice") -> Target:
+                 extra_toml: str = "", name: str = "sluice", key_args: tuple[str, ...] = ()) -> Target:
     """Write a config, create a key with the CLI, start `python -m sluice serve`, wait for /health."""
     port = free_port()
     cfg = sluice_config(out, tag, port, upstream_port, extra_toml)
@@ -91,7 +91,7 @@ def start_sluice(root: Path, out: Path, upstream_port: int, workers: int = 1, ta
     data_dir = (out / f"sluice-data-{tag}").resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     keys = subprocess.run([sys.executable, "-m", "sluice", "keys", "create", "--name", "bench", "--json",
-                           "--config", str(cfg)], cwd=root, env=env, capture_output=True, text=True,
+                           *key_args, "--config", str(cfg)], cwd=root, env=env, capture_output=True, text=True,
                           timeout=60)
     key = None
     for line in reversed(keys.stdout.splitlines()):

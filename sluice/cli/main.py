@@ -8,11 +8,13 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from sluice import __version__
 from sluice.auth.keys import hash_key, new_key
 from sluice.config import ConfigError, Settings, load
+from sluice.metering.pricing import fmt_money, to_nanos
 from sluice.storage import open_store
 from sluice.storage.base import KeyRecord, Store
 
@@ -38,7 +40,18 @@ def parser() -> argparse.ArgumentParser:
     _common(kc)
     kc.add_argument("--name", required=True)
     kc.add_argument("--models", help="comma-separated allow-list (default: every model)")
+    kc.add_argument("--owner")
+    kc.add_argument("--budget", help="prepaid budget in money, e.g. 20.00 (default: none)")
+    kc.add_argument("--token-quota", type=int)
+    kc.add_argument("--period", choices=["day", "week", "month"], help="reset budget and quota each period")
+    kc.add_argument("--rpm", type=int, help="requests per minute")
+    kc.add_argument("--tpm", type=int, help="tokens per minute")
+    kc.add_argument("--max-concurrency", type=int)
     kc.add_argument("--json", action="store_true")
+    kt = keys.add_parser("topup", help="add money to a key's budget")
+    _common(kt)
+    kt.add_argument("id")
+    kt.add_argument("amount", help="e.g. 10.00")
     kl = keys.add_parser("list", help="list keys (never their secrets)")
     _common(kl)
     kl.add_argument("--json", action="store_true")
@@ -83,19 +96,35 @@ def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
-async def create_key(store: Store, name: str, models: list[str] | None) -> tuple[KeyRecord, str]:
+async def create_key(store: Store, name: str, models: list[str] | None, **fields: Any) -> tuple[KeyRecord, str]:
     kid, secret = new_key()
     rec = KeyRecord(kid, name, hash_key(secret), models, created_at=time.time())
+    for k, v in fields.items():
+        if v is not None:
+            setattr(rec, k, v)
     await store.create_key(rec)
     return rec, secret
+
+
+def _money(text: str) -> int:
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        raise SystemExit(f"sluice: not an amount: {text!r}") from None
+    if not d.is_finite() or d < 0:
+        raise SystemExit(f"sluice: not a non-negative amount: {text!r}")
+    return to_nanos(d)
 
 
 def _keys(args: argparse.Namespace, settings: Settings) -> int:
     if args.keys_cmd == "create":
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-        rec, secret = _with_store(settings, lambda st: create_key(st, args.name, models))
+        fields = {"owner": args.owner, "budget": _money(args.budget) if args.budget else None,
+                  "token_quota": args.token_quota, "period": args.period, "rpm": args.rpm, "tpm": args.tpm,
+                  "max_concurrency": args.max_concurrency}
+        rec, secret = _with_store(settings, lambda st: create_key(st, args.name, models, **fields))
         if args.json:
-            print(json.dumps({"id": rec.id, "name": rec.name, "key": secret, "models": rec.models}))
+            print(json.dumps({**rec.public(), "key": secret}))
         else:
             print(f"Created key {rec.id} ({rec.name}). Its secret is shown once; store it now:\n\n  {secret}\n")
         return 0
@@ -106,8 +135,18 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         rows = [(r.id, r.name, ",".join(r.models) if r.models is not None else "*",
                  "revoked" if r.revoked else ("disabled" if not r.enabled else "active"),
+                 fmt_money(r.budget - r.spent) if r.budget is not None else "-", fmt_money(r.spent),
                  time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))) for r in recs]
-        _table(("ID", "NAME", "MODELS", "STATE", "CREATED"), rows)
+        _table(("ID", "NAME", "MODELS", "STATE", "BALANCE", "SPENT", "CREATED"), rows)
+        return 0
+    if args.keys_cmd == "topup":
+        nanos = _money(args.amount)
+        got = _with_store(settings, lambda st: st.top_up(args.id, nanos))
+        if got is None:
+            print(f"no key with id {args.id}", file=sys.stderr)
+            return 1
+        print(f"{got.id}: budget {fmt_money(got.budget)}, spent {fmt_money(got.spent)}, "
+              f"balance {fmt_money((got.budget or 0) - got.spent)}")
         return 0
     if args.keys_cmd == "revoke":
         ok = _with_store(settings, lambda st: st.revoke_key(args.id))

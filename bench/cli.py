@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from bench import wrk
-from bench.proc import raise_nofile
+from bench.proc import raise_nofile, status_kb
 from bench.report import markdown, plot
 from bench.scenarios import SCENARIOS, Bench, say
 from bench.targets import Target, start_litellm, start_nginx, start_sluice, start_upstream
@@ -64,6 +64,7 @@ def _start_targets(a: argparse.Namespace, out: Path, up: Target, notes: list[str
             say("  " + msg.replace("\n", "\n  "))
             notes.append(msg.splitlines()[0] + (" (see bench/out/logs)" if name == "sluice" else ""))
             continue
+        t.rss_idle_kb = status_kb(t.gw_pids(), "VmRSS")
         say(f"  {name} ready on 127.0.0.1:{t.port}")
         targets.append(t)
     return targets

@@ -187,9 +187,10 @@ def held_streams(b: Bench) -> None:
     shape = {"x-bench-chunks": str(chunks), "x-bench-ttft-ms": str(gap), "x-bench-gap-ms": str(gap),
              "x-bench-chunk-size": "8"}
     res: dict[str, Any] = {"shape": {"chunks": chunks, "gap_ms": gap, "ideal_ms": ideal_us / 1000}}
-    # memory per stream counts from the idle RSS before the first size, so heap kept from a previous
-    # size is not mistaken for free room (conservative)
-    base = {t.name: status_kb(t.gw_pids(), "VmRSS") for t in b.targets}
+    # memory per stream counts from the gateway's RSS when it became ready, so heap kept from earlier
+    # scenarios or sizes is charged to the streams (an upper bound); the increment over the RSS just
+    # before the size (a lower bound) is kept as kb_per_stream_increment
+    base = {t.name: t.rss_idle_kb or status_kb(t.gw_pids(), "VmRSS") for t in b.targets}
     for n in sizes:
         row: dict[str, Any] = {}
         for t in b.targets:

@@ -25,6 +25,7 @@ class Target:
     port: int
     headers: dict[str, str] = field(default_factory=dict)
     server: Server | None = None
+    rss_idle_kb: int = 0  # gateway RSS right after it became ready
 
     @property
     def url(self) -> str:

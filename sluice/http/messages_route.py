@@ -6,14 +6,12 @@ errors use Anthropic's envelope, streams Anthropic's named events.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 import orjson
 
 from sluice.errors import SluiceError
-from sluice.http.asgi import JSON_CT, ClientGone, Headers, Receive, Scope, Send, header, read_body, send_bytes
-from sluice.http.streaming import SSE_HEADERS, DisconnectWatch
+from sluice.http.asgi import JSON_CT, Headers, Receive, Scope, Send, header, send_bytes
+from sluice.http.exchange import Exchange, run_exchange
+from sluice.http.streaming import SSE_HEADERS
 from sluice.providers.anthropic.inbound import (
     MessagesStreamWriter,
     completion_to_message,
@@ -24,8 +22,6 @@ from sluice.providers.anthropic.inbound import (
 from sluice.relay import Relay, RelayStream
 from sluice.schema.chat import ChatRequest, parse_json_object
 
-log = logging.getLogger("sluice.http")
-
 
 class MessagesRoute:
     def __init__(self, relay: Relay, *, max_body: int) -> None:
@@ -33,54 +29,25 @@ class MessagesRoute:
         self.max_body = max_body
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers) -> None:
-        try:
-            raw = await read_body(scope, receive, self.max_body)
-            api_key = header(scope, b"x-api-key")
-            auth = b"Bearer " + api_key if api_key else header(scope, b"authorization")
-            key = await self.relay.auth.authenticate(auth)
-        except ClientGone:
-            return
-        except SluiceError as exc:
-            await _send_error(send, exc, headers)
-            return
-        meter = self.relay.meter(rid)
-        meter.key_id = key.id
-        watch = DisconnectWatch(receive)
-        rs: RelayStream | None = None
-        try:
-            req = ChatRequest(request_to_openai(parse_json_object(raw)))
+        api_key = header(scope, b"x-api-key")
+
+        async def serve(ex: Exchange) -> None:
+            relay, meter = self.relay, ex.meter
+            req = ChatRequest(request_to_openai(parse_json_object(ex.raw)))
             meter.model = req.model
             if req.stream:
-                rs = await self.relay.stream(key, req, meter)
-                await _stream(send, rs, req.model, [*headers, *rs.headers])
-            else:
-                result, limit_headers = await self.relay.complete(key, req, meter)
-                await self.relay.settle(meter)
-                watch.done = True
-                msg = completion_to_message(orjson.loads(result.body))
-                await send_bytes(send, 200, orjson.dumps(msg), [JSON_CT, *headers, *limit_headers])
-        except asyncio.CancelledError:
-            if not watch.absorb():
-                raise
-            meter.disconnected = True
-            if meter.status == 0:
-                meter.status = 499
-        except SluiceError as exc:
-            meter.error_code = exc.code or exc.type
-            if meter.status == 0:
-                meter.status = exc.status
-                await _send_error(send, exc, headers)
-        except Exception:
-            log.exception("unexpected error in /v1/messages %s", rid)
-            if meter.status == 0:
-                meter.status = 500
-                await _send_error(send, SluiceError("The server had an error processing your request."), headers)
-        finally:
-            watch.stop()
-            if rs is not None:
-                await asyncio.shield(rs.close(disconnected=meter.disconnected))
-            else:
-                await asyncio.shield(self.relay.settle(meter, durable=False))
+                ex.stream = await relay.stream(ex.key, req, meter)
+                await _stream(send, ex.stream, req.model, [*headers, *ex.stream.headers])
+                return
+            result, limit_headers = await relay.complete(ex.key, req, meter)
+            await relay.settle(meter)
+            ex.watch.done = True
+            msg = completion_to_message(orjson.loads(result.body))
+            await send_bytes(send, 200, orjson.dumps(msg), [JSON_CT, *headers, *limit_headers])
+
+        await run_exchange(self.relay, scope, receive, send, rid, headers, max_body=self.max_body,
+                           auth=b"Bearer " + api_key if api_key else header(scope, b"authorization"),
+                           serve=serve, send_error=_send_error)
 
 
 async def _stream(send: Send, rs: RelayStream, model: str, headers: Headers) -> None:

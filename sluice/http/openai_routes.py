@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 
 from sluice.errors import ModelNotFound, SluiceError
 from sluice.http.asgi import (
     JSON_CT,
-    ClientGone,
     Headers,
     Receive,
     Scope,
     Send,
     header,
-    read_body,
     send_bytes,
     send_error,
     send_json,
 )
-from sluice.http.streaming import DisconnectWatch, send_stream
+from sluice.http.exchange import Exchange, run_exchange
+from sluice.http.streaming import send_stream
 from sluice.metering.meter import Meter
 from sluice.metering.pricing import fmt_money
-from sluice.relay import Relay, RelayStream
+from sluice.relay import Relay
 from sluice.routing.table import Route
 from sluice.schema.chat import ChatRequest
 from sluice.storage.base import KeyRecord, LedgerRecord
-
-log = logging.getLogger("sluice.http")
 
 STARTED = int(time.time())
 
@@ -41,51 +36,23 @@ class OpenAIRoutes:
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send, rid: str,
                                headers: Headers) -> None:
-        try:
-            raw = await read_body(scope, receive, self.max_body)
-            key = await self.relay.auth.authenticate(header(scope, b"authorization"))
-        except ClientGone:
-            return
-        except SluiceError as exc:
-            await send_error(send, exc, headers)
-            return
-        meter = self.relay.meter(rid)
-        meter.key_id = key.id
-        watch = DisconnectWatch(receive)
-        rs: RelayStream | None = None
-        try:
-            req = ChatRequest.parse(raw)
+        async def serve(ex: Exchange) -> None:
+            relay, meter = self.relay, ex.meter
+            req = ChatRequest.parse(ex.raw)
             meter.model = req.model
             if req.stream:
-                rs = await self.relay.stream(key, req, meter)
-                await send_stream(send, rs, [*headers, *rs.headers, *_served_by(meter)], self.heartbeat)
-            else:
-                result, limit_headers = await self.relay.complete(key, req, meter)
-                rec = await self.relay.settle(meter)
-                watch.done = True
-                await send_bytes(send, 200, result.body,
-                                 [JSON_CT, *headers, *limit_headers, *_served_by(meter), *_charged(rec)])
-        except asyncio.CancelledError:
-            if not watch.absorb():
-                raise
-            meter.disconnected = True
-            if meter.status == 0:
-                meter.status = 499  # client closed before we answered
-        except SluiceError as exc:
-            meter.error_code = exc.code or exc.type
-            if meter.status == 0:
-                meter.status = exc.status
-                await send_error(send, exc, headers)
-        except Exception:
-            log.exception("unexpected error in chat completion %s", rid)
-            meter.error_code = "internal_error"
-            if meter.status == 0:
-                meter.status = 500
-                await send_error(send, SluiceError("The server had an error processing your request."),
-                                 headers)
-        finally:
-            watch.stop()
-            await _settle(self.relay, rs, meter)
+                ex.stream = await relay.stream(ex.key, req, meter)
+                await send_stream(send, ex.stream, [*headers, *ex.stream.headers, *_served_by(meter)],
+                                  self.heartbeat)
+                return
+            result, limit_headers = await relay.complete(ex.key, req, meter)
+            rec = await relay.settle(meter)
+            ex.watch.done = True
+            await send_bytes(send, 200, result.body,
+                             [JSON_CT, *headers, *limit_headers, *_served_by(meter), *_charged(rec)])
+
+        await run_exchange(self.relay, scope, receive, send, rid, headers, max_body=self.max_body,
+                           auth=header(scope, b"authorization"), serve=serve, send_error=send_error)
 
     async def list_models(self, scope: Scope, send: Send, headers: Headers) -> None:
         key = await self._auth(scope, send, headers)
@@ -111,13 +78,6 @@ class OpenAIRoutes:
         except SluiceError as exc:
             await send_error(send, exc, headers)
             return None
-
-
-async def _settle(relay: Relay, rs: RelayStream | None, meter: Meter) -> None:
-    if rs is not None:
-        await asyncio.shield(rs.close(disconnected=meter.disconnected))
-    else:
-        await asyncio.shield(relay.settle(meter, durable=False))
 
 
 def _served_by(meter: Meter) -> Headers:

@@ -1,0 +1,76 @@
+"""One request's lifecycle, shared by every relay route: read the body, authenticate, meter, watch for a
+disconnect, map errors to the route's envelope, and settle exactly once however the request ended.
+
+Routes supply only what differs: where the key comes from, how the body is served, how an error looks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from sluice.errors import SluiceError
+from sluice.http.asgi import ClientGone, Headers, Receive, Scope, Send, read_body
+from sluice.http.streaming import DisconnectWatch
+from sluice.metering.meter import Meter
+from sluice.relay import Relay, RelayStream
+from sluice.storage.base import KeyRecord
+
+log = logging.getLogger("sluice.http")
+
+SendError = Callable[[Send, SluiceError, Headers], Awaitable[None]]
+
+
+class Exchange:
+    """What a route's `serve` callback works with; it sets `stream` once an upstream stream is open."""
+
+    __slots__ = ("key", "meter", "raw", "stream", "watch")
+
+    def __init__(self, key: KeyRecord, raw: bytes, meter: Meter, watch: DisconnectWatch) -> None:
+        self.key = key
+        self.raw = raw
+        self.meter = meter
+        self.watch = watch
+        self.stream: RelayStream | None = None
+
+
+async def run_exchange(relay: Relay, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers, *,
+                       max_body: int, auth: bytes | None,
+                       serve: Callable[[Exchange], Awaitable[None]], send_error: SendError) -> None:
+    try:
+        raw = await read_body(scope, receive, max_body)
+        key = await relay.auth.authenticate(auth)
+    except ClientGone:
+        return
+    except SluiceError as exc:
+        await send_error(send, exc, headers)
+        return
+    meter = relay.meter(rid)
+    meter.key_id = key.id
+    ex = Exchange(key, raw, meter, DisconnectWatch(receive))
+    try:
+        await serve(ex)
+    except asyncio.CancelledError:
+        if not ex.watch.absorb():
+            raise
+        meter.disconnected = True
+        if meter.status == 0:
+            meter.status = 499  # client closed before we answered
+    except SluiceError as exc:
+        meter.error_code = exc.code or exc.type
+        if meter.status == 0:
+            meter.status = exc.status
+            await send_error(send, exc, headers)
+    except Exception:
+        log.exception("unexpected error in %s %s", scope["path"], rid)
+        meter.error_code = "internal_error"
+        if meter.status == 0:
+            meter.status = 500
+            await send_error(send, SluiceError("The server had an error processing your request."), headers)
+    finally:
+        ex.watch.stop()
+        if ex.stream is not None:
+            await asyncio.shield(ex.stream.close(disconnected=meter.disconnected))
+        else:
+            await asyncio.shield(relay.settle(meter, durable=False))

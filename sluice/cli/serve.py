@@ -6,7 +6,6 @@ import asyncio
 import logging
 import math
 import os
-import sys
 
 import uvicorn
 
@@ -73,7 +72,3 @@ Try it:
       -H "Content-Type: application/json" \\
       -d '{{"model": "{model}", "stream": true, "messages": [{{"role": "user", "content": "Hello"}}]}}'
 """
-
-
-if __name__ == "__main__":
-    sys.exit(0)

@@ -1,53 +1,214 @@
-"""The shared upstream HTTP client pool, and the ONE place that catches the HTTP client's exceptions.
+"""The shared upstream HTTP/1.1 client pool, and the ONE place that turns transport failures into errors.
 
-aiohttp stays behind this module: providers see `UpstreamClient.request()` and `UpstreamResponse`,
-and every transport failure comes out as a `sluice.errors.UpstreamError` subclass.
+A small keep-alive client on an asyncio Protocol with httptools' response parser (llhttp, the parser of
+Node.js): a relayed request costs one write and the reads it needs, with no per-request objects beyond
+the connection's own state. It replaced aiohttp, which cost more CPU per request than the rest of the
+gateway together (see docs/decisions.md). Providers see `UpstreamClient.request()` and
+`UpstreamResponse`; every transport failure comes out as a `sluice.errors.UpstreamError` subclass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import ssl
 import time
+import zlib
 from collections.abc import AsyncIterator, Mapping
+from urllib.parse import urlsplit
 
-import aiohttp
+import httptools
 
 from sluice.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from sluice.providers.base import Timeouts
 
 _MAX_ERROR_BODY = 1 << 20
+_MAX_HEAD = 64 << 10           # bytes of status line + headers an upstream may send
+_HIGH_WATER = 256 << 10        # buffered body bytes before the socket stops being read
+_KEEPALIVE = 15.0              # idle pooled connections older than this are closed, not reused
+_MAX_IDLE_PER_HOST = 512
+
+
+class _Origin:
+    """Where a URL points: the pool key, the request target and the Host header."""
+
+    __slots__ = ("host", "host_header", "key", "port", "tls")
+
+    def __init__(self, url: str) -> None:
+        u = urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise UpstreamError(f"unsupported upstream URL: {url[:200]}")
+        self.tls = u.scheme == "https"
+        self.host = u.hostname
+        self.port = u.port or (443 if self.tls else 80)
+        default = self.port == (443 if self.tls else 80)
+        name = f"[{self.host}]" if ":" in self.host else self.host
+        self.host_header = name if default else f"{name}:{self.port}"
+        self.key = (self.tls, self.host, self.port)
+
+
+class _Conn(asyncio.Protocol):
+    """One HTTP/1.1 connection. Carries one exchange at a time; parser callbacks fill its state."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self._hname = b""
+        self.head_done = False
+        self.done = False
+        self.keep_alive = False
+        self.error: BaseException | None = None
+        self.received = False
+        self.buf: list[bytes] = []
+        self.buffered = 0
+        self.paused = False
+        self.last_read = 0.0
+        self.waiter: asyncio.Future[bool] | None = None
+        self.head_bytes = 0
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        self.last_read = self._loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"the upstream sent a malformed HTTP response: {exc}"))
+            self.abort()
+        if self.buffered > _HIGH_WATER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.head_done and not self.done and self.headers.get("content-length") is None \
+                and "chunked" not in self.headers.get("transfer-encoding", "") and exc is None:
+            self.done = True  # a body delimited by the end of the connection
+            self._wake()
+            return
+        if not self.done:
+            self._fail(UpstreamUnavailable("the upstream closed the connection") if not self.received
+                       else UpstreamError("the upstream closed the connection before its reply was complete"))
+
+    # -- httptools callbacks -----------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value)
+        if self.head_bytes > _MAX_HEAD:
+            raise httptools.HttpParserError("response headers too large")
+        if name:
+            self._hname = name.lower()
+            k = self._hname.decode("latin-1")
+            v = value.decode("latin-1")
+            old = self.headers.get(k)
+            self.headers[k] = v if old is None else old + ", " + v
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        if 100 <= self.status < 200:  # an interim reply: the real head follows
+            self.status, self.headers, self.head_bytes = 0, {}, 0
+            return
+        self.head_done = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.buf.append(body)
+        self.buffered += len(body)
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.head_done:
+            self.keep_alive = self.parser.should_keep_alive()  # only valid inside the callback
+            self.done = True
+            self._wake()
+
+    # -- consumer side -----------------------------------------------------------------------------
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(False)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        self._wake()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def take(self) -> bytes:
+        """Everything buffered so far (resumes reading if it was paused)."""
+        buf = self.buf
+        data = buf[0] if len(buf) == 1 else b"".join(buf)
+        self.buf = []
+        self.buffered = 0
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def wait(self, seconds: float) -> bool:
+        """Until the parser has more for us; False when `seconds` passed first."""
+        loop = self._loop
+        w: asyncio.Future[bool] = loop.create_future()
+        self.waiter = w
+        handle = loop.call_at(loop.time() + seconds, _expire, w)
+        try:
+            return not await w
+        finally:
+            handle.cancel()
+            self.waiter = None
+
+
+def _expire(w: asyncio.Future[bool]) -> None:
+    if not w.done():
+        w.set_result(True)
 
 
 class UpstreamResponse:
-    """An upstream's answer. Close it (`close()`) in a `finally`; iterating to the end releases it."""
+    """An upstream's answer. Close it (`close()`) in a `finally`; reading the body to the end releases it."""
 
-    __slots__ = ("_idle", "_resp", "headers", "status")
+    __slots__ = ("_client", "_conn", "_deadline", "_decoder", "_idle", "_origin_key", "headers", "status")
 
-    def __init__(self, resp: aiohttp.ClientResponse, idle: float) -> None:
-        self._resp = resp
+    def __init__(self, client: UpstreamClient, conn: _Conn, key: tuple[bool, str, int], idle: float,
+                 deadline: float | None) -> None:
+        self._client = client
+        self._conn: _Conn | None = conn
+        self._origin_key = key
         self._idle = idle
-        self.status = resp.status
-        self.headers: Mapping[str, str] = resp.headers
+        self._deadline = deadline
+        self.status = conn.status
+        self.headers: Mapping[str, str] = conn.headers
+        enc = conn.headers.get("content-encoding", "").lower()
+        self._decoder = zlib.decompressobj(47 if enc == "gzip" else zlib.MAX_WBITS) \
+            if enc in ("gzip", "deflate") else None
 
     async def read(self, limit: int = 64 << 20) -> bytes:
         """The whole body (bounded). Used for plain replies and error bodies."""
-        try:
-            async with asyncio.timeout(self._idle):
-                data = bytearray()
-                while True:
-                    part = await self._resp.content.read(1 << 16)
-                    if not part:
-                        return bytes(data)
-                    data += part
-                    if len(data) > limit:
-                        raise UpstreamError("the upstream reply exceeded the size limit")
-        except TimeoutError:
-            raise UpstreamTimeout("the upstream stopped sending before its reply was complete") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"the upstream connection failed while reading: {_describe(exc)}") from None
-        finally:
-            self._resp.release()
+        parts: list[bytes] = []
+        size = 0
+        async for part in self.iter_chunks():
+            parts.append(part)
+            size += len(part)
+            if size > limit:
+                self.close()
+                raise UpstreamError("the upstream reply exceeded the size limit")
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def read_error_body(self) -> bytes:
         try:
@@ -56,72 +217,165 @@ class UpstreamResponse:
             return b""
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive; each read waits at most the idle timeout."""
-        content = self._resp.content
-        complete = False
+        """Body bytes as they arrive; each wait for more is bounded by the idle (and total) timeout."""
+        conn = self._conn
+        if conn is None:
+            return
+        decoder = self._decoder
         try:
-            while True:
-                # aiohttp applies sock_read (= idle) to every read; no per-read timer of our own
-                data = await content.readany()
-                if not data:
-                    complete = True
+            while self._conn is conn:
+                if conn.buf:
+                    data = conn.take()
+                    if decoder is not None:
+                        data = decoder.decompress(data)
+                        if not data:
+                            continue
+                    yield data
+                    continue
+                if conn.done:
+                    if decoder is not None and (tail := decoder.flush()):
+                        yield tail
                     return
-                yield data
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise UpstreamTimeout(f"the upstream sent nothing for {self._idle:g}s") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"the upstream connection failed mid-stream: {_describe(exc)}") from None
+                if conn.error is not None:
+                    raise conn.error
+                if not await conn.wait(self._wait_for()):
+                    raise self._timeout()
+        except zlib.error:
+            raise UpstreamError("the upstream sent a body that does not decompress") from None
         finally:
-            if complete:
-                self._resp.release()  # body read to the end: the connection goes back to the pool
-            else:
-                self.close()
+            self.close()
+
+    def _wait_for(self) -> float:
+        if self._deadline is None:
+            return self._idle
+        return min(self._idle, self._deadline - asyncio.get_running_loop().time())
+
+    def _timeout(self) -> UpstreamTimeout:
+        if self._deadline is not None and asyncio.get_running_loop().time() >= self._deadline:
+            return UpstreamTimeout("the upstream reply took longer than the total timeout")
+        return UpstreamTimeout(f"the upstream sent nothing for {self._idle:g}s")
 
     def close(self) -> None:
-        """Drop the connection (not back to the pool: the body may be unread)."""
-        self._resp.close()
+        """Done with the body: a connection read to its end goes back to the pool, any other is dropped."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if conn.done and not conn.buf and conn.error is None:
+            self._client._put(self._origin_key, conn)
+        else:
+            conn.abort()
 
 
 class UpstreamClient:
     """A keep-alive connection pool shared by every provider of one Sluice process."""
 
-    def __init__(self, *, limit: int = 0, limit_per_host: int = 0) -> None:
-        self._limit = limit
-        self._limit_per_host = limit_per_host
-        self._session: aiohttp.ClientSession | None = None
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._idle: dict[tuple[bool, str, int], list[_Conn]] = {}
+        self._origins: dict[str, tuple[_Origin, str]] = {}
+        self._ssl = ssl_context
+        self._closed = False
 
-    def _get(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            conn = aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._limit_per_host,
-                                        ttl_dns_cache=300, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(connector=conn, auto_decompress=True, skip_auto_headers=(
-                "User-Agent",), cookie_jar=aiohttp.DummyCookieJar())
-        return self._session
+    def _origin(self, url: str) -> tuple[_Origin, str]:
+        got = self._origins.get(url)
+        if got is None:
+            o = _Origin(url)
+            u = urlsplit(url)
+            target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+            if len(self._origins) > 4096:
+                self._origins.clear()
+            got = self._origins[url] = (o, target)
+        return got
+
+    async def _connect(self, o: _Origin, seconds: float) -> _Conn:
+        loop = asyncio.get_running_loop()
+        ctx: ssl.SSLContext | None = None
+        if o.tls:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            ctx = self._ssl
+        try:
+            async with asyncio.timeout(seconds):
+                _, conn = await loop.create_connection(lambda: _Conn(loop), o.host, o.port, ssl=ctx,
+                                                       server_hostname=o.host if ctx else None)
+        except TimeoutError:
+            raise UpstreamTimeout(f"connecting to the upstream took longer than {seconds:g}s") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamUnavailable(f"the upstream could not be reached: {_describe(exc)}") from None
+        return conn
+
+    def _get_idle(self, key: tuple[bool, str, int]) -> _Conn | None:
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < _KEEPALIVE:
+                return conn
+            conn.abort()
+        return None
+
+    def _put(self, key: tuple[bool, str, int], conn: _Conn) -> None:
+        if self._closed or conn.closed or not conn.keep_alive or conn.error is not None:
+            conn.abort()
+            return
+        idle = self._idle.setdefault(key, [])
+        if len(idle) >= _MAX_IDLE_PER_HOST:
+            conn.abort()
+            return
+        conn._reset()
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
 
     async def request(self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None,
                       timeouts: Timeouts) -> UpstreamResponse:
-        """Send and wait for the status line and headers (bounded by connect and first_byte)."""
-        session = self._get()
-        timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect,
-                                        sock_read=timeouts.idle)
+        """Send and wait for the status line and headers (bounded by connect, then first_byte)."""
+        o, target = self._origin(url)
+        head = [f"{method} {target} HTTP/1.1\r\nhost: {o.host_header}\r\n"]
+        for k, v in headers.items():
+            head.append(f"{k}: {v}\r\n")
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            head.append(f"content-length: {len(body) if body else 0}\r\n")
+        head.append("\r\n")
+        data = "".join(head).encode("latin-1")
+        if body:
+            data += body
+        for _ in range(2):
+            conn = self._get_idle(o.key)
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(o, timeouts.connect)
+            try:
+                return await self._exchange(conn, o, data, timeouts)
+            except UpstreamUnavailable:
+                # a pooled connection the upstream had already closed: retry once on a fresh one
+                if not reused:
+                    raise
+        raise UpstreamUnavailable("the upstream closed the connection")  # pragma: no cover
+
+    async def _exchange(self, conn: _Conn, o: _Origin, data: bytes, timeouts: Timeouts) -> UpstreamResponse:
+        assert conn.transport is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeouts.total if timeouts.total else None
+        wait = timeouts.first_byte if deadline is None else min(timeouts.first_byte, timeouts.total or 0.0)
+        conn.transport.write(data)
         try:
-            async with asyncio.timeout(timeouts.first_byte + timeouts.connect):
-                resp = await session.request(method, url, data=body, headers=headers, timeout=timeout,
-                                             allow_redirects=False, compress=None)
-        except TimeoutError:
-            raise UpstreamTimeout("the upstream did not answer in time") from None
-        except aiohttp.ServerTimeoutError:
-            raise UpstreamTimeout("the upstream did not answer in time") from None
-        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
-            raise UpstreamUnavailable(f"the upstream could not be reached: {_describe(exc)}") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"the upstream request failed: {_describe(exc)}") from None
-        return UpstreamResponse(resp, timeouts.idle)
+            while not conn.head_done:
+                if conn.error is not None:
+                    raise conn.error
+                if not await conn.wait(wait):
+                    raise UpstreamTimeout(f"the upstream did not answer within {wait:g}s")
+        except BaseException:
+            conn.abort()
+            raise
+        return UpstreamResponse(self, conn, o.key, timeouts.idle, deadline)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        self._closed = True
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.abort()
+        self._idle.clear()
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

@@ -254,8 +254,8 @@ class OpenAISim:
         resp = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
                                            "cache-control": "no-cache, must-revalidate",
                                            "x-request-id": "req_sim_" + str(len(self.requests)), **f.headers})
-        await resp.prepare(request)
-        rec.responded_at = time.monotonic()
+        rec.responded_at = time.monotonic()  # before the write: a fast client can see the head before
+        await resp.prepare(request)           # this thread runs again after prepare()
         if f.first_event_delay:
             await asyncio.sleep(f.first_event_delay)
         for i, ev in enumerate(events):

@@ -273,8 +273,8 @@ class OpenAISim:
                 break
             if i and f.gap:
                 await asyncio.sleep(f.gap)
-            await resp.write(ev)
-            rec.events_sent = i + 1
+            rec.events_sent = i + 1  # before the write, as responded_at: the client may read it before
+            await resp.write(ev)      # this thread runs again
             pause = f.pause_after.get(i + 1)
             if pause:
                 await asyncio.sleep(pause)

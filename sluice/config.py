@@ -33,7 +33,8 @@ class ServerConfig(_Strict):
     max_body_bytes: int = 16 << 20
     heartbeat_seconds: float = 15.0
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
-    shutdown_grace_seconds: float = 30.0
+    drain_seconds: float = 0.0            # after SIGTERM: /ready says 503 while requests are still served
+    shutdown_grace_seconds: float = 30.0  # then: how long open requests and streams may go on
     key_cache_seconds: float = 2.0
 
 
@@ -219,6 +220,9 @@ def _check(s: Settings) -> None:
         raise ConfigError("server.max_body_bytes: must be at least 1024")
     if s.server.heartbeat_seconds <= 0:
         raise ConfigError("server.heartbeat_seconds: must be positive")
+    for name in ("drain_seconds", "shutdown_grace_seconds"):
+        if getattr(s.server, name) < 0:
+            raise ConfigError(f"server.{name}: must not be negative")
     if not (s.storage.url.startswith("sqlite:///") or s.storage.url.startswith(("postgresql://",
                                                                                   "postgres://"))):
         raise ConfigError("storage.url: must start with sqlite:/// or postgresql://")

@@ -9,6 +9,7 @@
     │   └── ModelNotFound             404 invalid_request_error / model_not_found
     ├── RateLimited                   429 requests / rate_limit_exceeded          (retryable)
     │   └── QuotaExceeded             429 insufficient_quota / insufficient_quota (x-should-retry: false)
+    ├── ServerShutdown                503 server_error / server_shutdown          (retryable; the grace ran out)
     └── UpstreamError                 502 server_error / upstream_error           (retryable)
         ├── UpstreamUnavailable       503 server_error / upstream_unavailable     (retryable)
         ├── UpstreamTimeout           504 server_error / upstream_timeout         (retryable)
@@ -127,6 +128,18 @@ class QuotaExceeded(RateLimited):
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [*super().headers(), (b"x-should-retry", b"false")]
+
+
+class ServerShutdown(SluiceError):
+    """This process is stopping and its shutdown grace ran out before the request ended."""
+
+    status = 503
+    code = "server_shutdown"
+    retryable = True
+
+    def __init__(self, message: str = "The server is shutting down and ended this request before it "
+                                      "finished. Retry it; another instance will serve it.") -> None:
+        super().__init__(message)
 
 
 class UpstreamError(SluiceError):

@@ -1,22 +1,113 @@
-"""`sluice serve`: prepare storage (migrations, a first key on an empty store), then run uvicorn."""
+"""`sluice serve`: prepare storage (migrations, a first key on an empty store), then run uvicorn, with a
+graceful stop in front of uvicorn's own signal handling (`GracefulStop`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 import uvicorn
 
 from sluice.config import DEFAULT_MODEL, Settings, load
 from sluice.http.app import App, create_app
+from sluice.http.drain import Drain
 from sluice.storage import open_store
+
+log = logging.getLogger("sluice")
+
+# After the grace, the requests cut with `server_shutdown` get this long to send their last event and
+# settle before uvicorn cancels whatever is still running.
+CUT_MARGIN_SECONDS = 5
+
+SignalHandler = Callable[[int, FrameType | None], Any]
+
+
+class GracefulStop:
+    """SIGTERM or SIGINT to one serving process (each worker gets its own):
+
+    1. at once, `/ready` answers 503 (`{"status": "draining"}`); everything is still served, new
+       requests too, for `drain_seconds`, so that a balancer polling `/ready` takes the instance out;
+    2. then the signal goes on to uvicorn: it stops listening, closes idle connections and waits for the
+       open requests and streams;
+    3. `grace_seconds` later, the relay requests still open are ended with a `server_shutdown` error
+       (`Drain.cut`) and settled; then the app shuts down (ledger flushed) and the process exits.
+
+    A second signal skips what is left of the drain delay (a third SIGINT makes uvicorn quit at once).
+    uvicorn's multiprocess supervisor builds its workers' servers itself, so this chains in front of the
+    handlers uvicorn installed rather than subclassing its Server: `install()` runs once the app has
+    started, in the serving process, where those handlers are in place.
+    """
+
+    def __init__(self, drain: Drain, *, drain_seconds: float, grace_seconds: float) -> None:
+        self.drain = drain
+        self.drain_seconds = drain_seconds
+        self.grace_seconds = grace_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._delayed = False
+        self._stopping = False
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("graceful stop not installed: not on the main thread")
+            return
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            prev = signal.getsignal(sig)
+            if not callable(prev):
+                log.warning("graceful stop not installed for %s: no server handler to pass it on to", sig.name)
+                continue
+            signal.signal(sig, functools.partial(self._on_signal, prev))
+
+    def _on_signal(self, prev: SignalHandler, sig: int, frame: FrameType | None) -> None:
+        # a signal handler: flip a flag, and leave the rest to the loop (call_soon_threadsafe is signal-safe)
+        assert self._loop is not None
+        if self.drain.begin():
+            self._loop.call_soon_threadsafe(log.info, "draining: /ready now answers 503; stopping in %gs, "
+                                            "open requests then get %gs", self.drain_seconds, self.grace_seconds)
+        if self._stopping or self._delayed or self.drain_seconds <= 0:
+            self._stop(prev, sig, frame)
+            return
+        self._delayed = True
+        self._loop.call_soon_threadsafe(self._loop.call_later, self.drain_seconds, self._drained, prev, sig)
+
+    def _drained(self, prev: SignalHandler, sig: int) -> None:
+        if not self._stopping:
+            self._stop(prev, sig, None)
+
+    def _stop(self, prev: SignalHandler, sig: int, frame: FrameType | None) -> None:
+        first = not self._stopping
+        self._stopping = True
+        prev(sig, frame)  # uvicorn's handler: stop accepting, then wait for what is open
+        if first and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.call_later, self.grace_seconds, self.drain.cut)
+
+
+def serving_app(settings: Settings) -> App:
+    """The app with its graceful stop, as each serving process runs it."""
+    app = create_app(settings)
+    stop = GracefulStop(app.drain, drain_seconds=settings.server.drain_seconds,
+                        grace_seconds=settings.server.shutdown_grace_seconds)
+    app.on_started.append(stop.install)
+    return app
 
 
 def app_from_env() -> App:
     """The factory each worker process calls (`--workers N`); config comes from the environment."""
-    return create_app(load())
+    _log_setup()
+    return serving_app(load())
+
+
+def _log_setup() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 async def _prepare(settings: Settings) -> str | None:
@@ -35,7 +126,7 @@ async def _prepare(settings: Settings) -> str | None:
 
 
 def serve(settings: Settings, *, config_path: str | None, data_dir: str | None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_setup()
     secret = asyncio.run(_prepare(settings))
     host, port, workers = settings.server.host, settings.server.port, settings.server.workers
     base = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}/v1"
@@ -44,9 +135,11 @@ def serve(settings: Settings, *, config_path: str | None, data_dir: str | None) 
         print(_first_key_banner(secret, base, model), flush=True)
     print(f"Sluice listening on {base} ({workers} worker{'s' if workers > 1 else ''}, "
           f"storage {settings.storage.url.split('://')[0]})", flush=True)
+    # uvicorn's own deadline is a backstop: GracefulStop ends open requests at the grace itself
+    backstop = math.ceil(settings.server.shutdown_grace_seconds) + CUT_MARGIN_SECONDS
     common = dict(host=host, port=port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
                   log_level="warning", timeout_keep_alive=75, backlog=4096, server_header=False, proxy_headers=False,
-                  timeout_graceful_shutdown=math.ceil(settings.server.shutdown_grace_seconds))
+                  timeout_graceful_shutdown=backstop)
     if workers > 1:
         # each worker process builds its own app from the same configuration
         if config_path:
@@ -55,7 +148,7 @@ def serve(settings: Settings, *, config_path: str | None, data_dir: str | None) 
             os.environ["SLUICE_DATA_DIR"] = os.path.abspath(data_dir)
         uvicorn.run("sluice.cli.serve:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     else:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        uvicorn.run(serving_app(settings), **common)  # type: ignore[arg-type]
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sluice.auth.principal import Authenticator
@@ -11,6 +12,7 @@ from sluice.config import Settings
 from sluice.errors import InvalidRequest, NotFound, SluiceError
 from sluice.http.admin_routes import AdminRoutes, DashboardRoutes
 from sluice.http.asgi import Headers, Message, Receive, Scope, Send, header, send_error, send_json
+from sluice.http.drain import Drain
 from sluice.http.messages_route import MessagesRoute
 from sluice.http.openai_routes import OpenAIRoutes
 from sluice.metering.admission import Admission
@@ -55,7 +57,9 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._res: Resources | None = None
-        self.draining = False
+        self.drain = Drain()
+        # run once the app has started, in the serving process (cli/serve.py installs its signal handling)
+        self.on_started: list[Callable[[], None]] = []
         origins = settings.server.cors_origins
         self._any_origin = "*" in origins
         self._origins = {o.encode() for o in origins}
@@ -81,9 +85,14 @@ class App:
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
                       ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable,
                       counter_factory=make_counter_factory(s.tokenizer.encoding_file))
-        routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds)
+        open = self.drain.open
+        routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds,
+                              open=open)
         self._res = Resources(store, client, providers, ledger, relay, routes, AdminRoutes(s, relay),
-                              DashboardRoutes(relay), MessagesRoute(relay, max_body=s.server.max_body_bytes))
+                              DashboardRoutes(relay), MessagesRoute(relay, max_body=s.server.max_body_bytes,
+                                                                    open=open))
+        for hook in self.on_started:
+            hook()
 
     async def shutdown(self) -> None:
         res, self._res = self._res, None
@@ -115,13 +124,15 @@ class App:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
-                self.draining = True
+                self.drain.begin()
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     def _base_headers(self, scope: Scope, rid: str) -> Headers:
         headers: Headers = [(b"x-request-id", rid.encode())]
+        if self.drain.draining:  # a kept-alive connection (a balancer's pool) closes after this response
+            headers.append((b"connection", b"close"))
         origin = header(scope, b"origin")
         if origin is not None and (self._any_origin or origin in self._origins):
             headers.append((b"access-control-allow-origin", b"*" if self._any_origin else origin))
@@ -165,7 +176,7 @@ class App:
             await self.web(scope, receive, send, headers)
             return
         elif path in ("/ready", "/readyz"):
-            ok = not self.draining
+            ok = not self.drain.draining
             await send_json(send, 200 if ok else 503, {"status": "ready" if ok else "draining"}, headers)
             return
         await self._not_found(scope, receive, send, headers)

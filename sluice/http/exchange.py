@@ -1,7 +1,9 @@
 """One request's lifecycle, shared by every relay route: read the body, authenticate, meter, watch for a
-disconnect, map errors to the route's envelope, and settle exactly once however the request ended.
+disconnect, map errors to the route's envelope, and settle exactly once however the request ended
+(a server shutdown whose grace ran out included).
 
-Routes supply only what differs: where the key comes from, how the body is served, how an error looks.
+Routes supply only what differs: where the key comes from, how the body is served, how an error looks
+before the 200 (`send_error`) and after it, as a stream's last event (`stream_error`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from sluice.errors import SluiceError
+from sluice.errors import ServerShutdown, SluiceError
 from sluice.http.asgi import ClientGone, Headers, Receive, Scope, Send, read_body
 from sluice.http.streaming import DisconnectWatch
 from sluice.metering.meter import Meter
@@ -20,6 +22,7 @@ from sluice.storage.base import KeyRecord
 log = logging.getLogger("sluice.http")
 
 SendError = Callable[[Send, SluiceError, Headers], Awaitable[None]]
+StreamError = Callable[[SluiceError], bytes]
 
 
 class Exchange:
@@ -36,8 +39,9 @@ class Exchange:
 
 
 async def run_exchange(relay: Relay, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers, *,
-                       max_body: int, auth: bytes | None,
-                       serve: Callable[[Exchange], Awaitable[None]], send_error: SendError) -> None:
+                       max_body: int, auth: bytes | None, open: set[DisconnectWatch],
+                       serve: Callable[[Exchange], Awaitable[None]], send_error: SendError,
+                       stream_error: StreamError) -> None:
     try:
         raw = await read_body(scope, receive, max_body)
         key = await relay.auth.authenticate(auth)
@@ -48,15 +52,18 @@ async def run_exchange(relay: Relay, scope: Scope, receive: Receive, send: Send,
         return
     meter = relay.meter(rid)
     meter.key_id = key.id
-    ex = Exchange(key, raw, meter, DisconnectWatch(receive))
+    ex = Exchange(key, raw, meter, DisconnectWatch(receive, open))
     try:
         await serve(ex)
     except asyncio.CancelledError:
-        if not ex.watch.absorb():
+        if ex.watch.absorb():
+            meter.disconnected = True
+            if meter.status == 0:
+                meter.status = 499  # client closed before we answered
+        elif ex.watch.absorb_stop():
+            await _cut_short(ex, send, headers, send_error, stream_error)
+        else:
             raise
-        meter.disconnected = True
-        if meter.status == 0:
-            meter.status = 499  # client closed before we answered
     except SluiceError as exc:
         meter.error_code = exc.code or exc.type
         if meter.status == 0:
@@ -74,3 +81,23 @@ async def run_exchange(relay: Relay, scope: Scope, receive: Receive, send: Send,
             await asyncio.shield(ex.stream.close(disconnected=meter.disconnected))
         else:
             await asyncio.shield(relay.settle(meter, durable=False))
+
+
+async def _cut_short(ex: Exchange, send: Send, headers: Headers, send_error: SendError,
+                     stream_error: StreamError) -> None:
+    """The server's shutdown grace ran out: a request not answered yet gets a 503, an open stream a last
+    error event; both say `server_shutdown`, and the stream is settled before the client sees its end."""
+    exc = ServerShutdown()
+    meter = ex.meter
+    meter.error_code = exc.code
+    meter.disconnected = ex.watch.gone
+    try:
+        if ex.stream is None:
+            if meter.status == 0:
+                meter.status = exc.status
+            await send_error(send, exc, headers)
+        else:
+            await ex.stream.fail(exc)
+            await send({"type": "http.response.body", "body": stream_error(exc), "more_body": False})
+    except Exception:  # e.g. cut before the response had started: the connection just closes
+        log.warning("could not tell %s that the server is shutting down", meter.request_id, exc_info=True)

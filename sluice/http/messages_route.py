@@ -11,7 +11,7 @@ import orjson
 from sluice.errors import SluiceError
 from sluice.http.asgi import JSON_CT, Headers, Receive, Scope, Send, header, send_bytes
 from sluice.http.exchange import Exchange, run_exchange
-from sluice.http.streaming import SSE_HEADERS
+from sluice.http.streaming import SSE_HEADERS, DisconnectWatch
 from sluice.providers.anthropic.inbound import (
     MessagesStreamWriter,
     completion_to_message,
@@ -24,8 +24,9 @@ from sluice.schema.chat import ChatRequest, parse_json_object
 
 
 class MessagesRoute:
-    def __init__(self, relay: Relay, *, max_body: int) -> None:
+    def __init__(self, relay: Relay, *, max_body: int, open: set[DisconnectWatch]) -> None:
         self.relay = relay
+        self.open = open
         self.max_body = max_body
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers) -> None:
@@ -47,7 +48,7 @@ class MessagesRoute:
 
         await run_exchange(self.relay, scope, receive, send, rid, headers, max_body=self.max_body,
                            auth=b"Bearer " + api_key if api_key else header(scope, b"authorization"),
-                           serve=serve, send_error=_send_error)
+                           open=self.open, serve=serve, send_error=_send_error, stream_error=error_event)
 
 
 async def _stream(send: Send, rs: RelayStream, model: str, headers: Headers) -> None:

@@ -17,7 +17,7 @@ from sluice.http.asgi import (
     send_json,
 )
 from sluice.http.exchange import Exchange, run_exchange
-from sluice.http.streaming import send_stream
+from sluice.http.streaming import DisconnectWatch, error_frame, send_stream
 from sluice.metering.meter import Meter
 from sluice.metering.pricing import fmt_money
 from sluice.relay import Relay
@@ -29,8 +29,9 @@ STARTED = int(time.time())
 
 
 class OpenAIRoutes:
-    def __init__(self, relay: Relay, *, max_body: int, heartbeat: float) -> None:
+    def __init__(self, relay: Relay, *, max_body: int, heartbeat: float, open: set[DisconnectWatch]) -> None:
         self.relay = relay
+        self.open = open
         self.max_body = max_body
         self.heartbeat = heartbeat
 
@@ -52,7 +53,8 @@ class OpenAIRoutes:
                              [JSON_CT, *headers, *limit_headers, *_served_by(meter), *_charged(rec)])
 
         await run_exchange(self.relay, scope, receive, send, rid, headers, max_body=self.max_body,
-                           auth=header(scope, b"authorization"), serve=serve, send_error=send_error)
+                           auth=header(scope, b"authorization"), open=self.open, serve=serve,
+                           send_error=send_error, stream_error=error_frame)
 
     async def list_models(self, scope: Scope, send: Send, headers: Headers) -> None:
         key = await self._auth(scope, send, headers)

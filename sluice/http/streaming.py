@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+from sluice.errors import SluiceError
 from sluice.http.asgi import Headers, Receive, Send
 from sluice.relay import RelayStream
 from sluice.sse import DONE_FRAME, KEEPALIVE_FRAME
@@ -17,20 +18,29 @@ SSE_HEADERS: Headers = [
     (b"x-accel-buffering", b"no"),
     (b"content-encoding", b"identity"),
 ]
+SHUTDOWN = "server_shutdown"  # the cancel message of `DisconnectWatch.interrupt()`, for tracebacks and logs
 
 
 class DisconnectWatch:
-    """Cancels the request's task when the client goes away; `gone` tells the task why it was cancelled."""
+    """Cancels the request's task when the client goes away; `gone` tells the task why it was cancelled.
 
-    __slots__ = ("_task", "_watcher", "done", "gone")
+    It also registers the request in `open` (the app's drain set) until `stop()`, so that a stopping
+    server can end it with `interrupt()` when its shutdown grace runs out; `stopped` tells the task so.
+    """
 
-    def __init__(self, receive: Receive) -> None:
+    __slots__ = ("_open", "_task", "_watcher", "done", "gone", "stopped")
+
+    def __init__(self, receive: Receive, open: set[DisconnectWatch] | None = None) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._task = task
         self.gone = False
         self.done = False
+        self.stopped = False
         self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+        self._open = open
+        if open is not None:
+            open.add(self)
 
     async def _watch(self, receive: Receive) -> None:
         while True:
@@ -38,12 +48,28 @@ class DisconnectWatch:
             if msg["type"] == "http.disconnect":
                 if not self.done:
                     self.gone = True
-                    self._task.cancel()
+                    if not self.stopped:  # already cancelled by interrupt(): do not cancel twice
+                        self._task.cancel()
                 return
 
     def absorb(self) -> bool:
         """In an `except CancelledError`: True (and the cancel is undone) when it came from a disconnect."""
-        if self.gone:
+        if self.gone and not self.stopped:
+            self._task.uncancel()
+            return True
+        return False
+
+    def interrupt(self) -> bool:
+        """Cancel the request because the server is stopping; False when it is over or its client left."""
+        if self.done or self.gone or self.stopped:
+            return False
+        self.stopped = True
+        self._task.cancel(SHUTDOWN)
+        return True
+
+    def absorb_stop(self) -> bool:
+        """In an `except CancelledError`: True (and the cancel is undone) when it came from `interrupt()`."""
+        if self.stopped:
             self._task.uncancel()
             return True
         return False
@@ -51,6 +77,8 @@ class DisconnectWatch:
     def stop(self) -> None:
         self.done = True
         self._watcher.cancel()
+        if self._open is not None:
+            self._open.discard(self)
 
 
 class _Beat:
@@ -80,6 +108,11 @@ async def send_stream(send: Send, rs: RelayStream, headers: Headers, heartbeat: 
         hb.cancel()
     if not ended:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def error_frame(exc: SluiceError) -> bytes:
+    """The last event of a stream that failed after its 200: OpenAI's error envelope, no `[DONE]` after it."""
+    return b"data: " + exc.to_body() + b"\n\n"
 
 
 async def _heartbeat(send: Send, beat: _Beat, interval: float) -> None:

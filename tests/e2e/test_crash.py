@@ -1,7 +1,8 @@
 """A `sluice serve` killed mid-stream (SIGKILL: no shutdown code runs) leaves no money locked: after a restart
 the dead instance's reservations are released within `instance_timeout_seconds`, every request that
 finished before the kill is in the ledger exactly once, and `spent` is the sum of the ledger's costs.
-Also what SIGTERM does to open streams (they get `shutdown_grace_seconds`, then are cut and recorded).
+Also what SIGTERM does to open streams (they get `shutdown_grace_seconds`, then end with a
+`server_shutdown` error event and are recorded; more in test_drain.py).
 """
 
 from __future__ import annotations
@@ -199,7 +200,8 @@ async def test_sigterm_lets_open_streams_finish_within_the_grace(storage_url: st
     assert await aquery(storage_url, "SELECT count(*) FROM reservations") == [(0,)]
 
 
-async def test_sigterm_past_the_grace_cuts_streams_but_records_them(storage_url: str, tmp_path: Path) -> None:
+async def test_sigterm_past_the_grace_ends_streams_with_an_error_and_records_them(storage_url: str,
+                                                                                 tmp_path: Path) -> None:
     cfg = _config(tmp_path, storage_url, slow_tps=5, grace=1)    # ~9 s stream, 1 s grace
     server = SluiceServer(cfg, free_port(), tmp_path / "cut.log").start()
     try:
@@ -209,17 +211,19 @@ async def test_sigterm_past_the_grace_cuts_streams_but_records_them(storage_url:
             r = await _open_stream(session, server.url, key["key"])
             t0 = time.monotonic()
             server.signal(signal.SIGTERM)
-            with contextlib.suppress(aiohttp.ClientError):
-                rest = await r.read()
-                assert b"[DONE]" not in rest
+            rest = await r.read()
             r.release()
             assert time.monotonic() - t0 < 5
             await asyncio.to_thread(server.proc.wait, 15)  # type: ignore[union-attr]
     finally:
         server.kill()
+    # not cut silently: the last event is the error, in OpenAI's envelope, and there is no [DONE]
+    assert b"[DONE]" not in rest
+    assert rest.endswith(b'"type":"server_error","param":null,"code":"server_shutdown"}}\n\n'), rest[-300:]
     rid = r.headers["x-request-id"]
-    rows = await aquery(storage_url, "SELECT completion_tokens, cost FROM ledger WHERE request_id = ?", rid)
-    assert len(rows) == 1 and 0 < rows[0][0] < WORDS and rows[0][1] > 0, rows
+    rows = await aquery(storage_url, "SELECT completion_tokens, cost, error_code FROM ledger WHERE request_id = ?",
+                        rid)
+    assert len(rows) == 1 and 0 < rows[0][0] < WORDS and rows[0][1] > 0 and rows[0][2] == "server_shutdown", rows
     assert await aquery(storage_url, "SELECT count(*) FROM reservations") == [(0,)]
     spent = await aquery(storage_url, "SELECT spent, reserved FROM keys WHERE id = ?", key["id"])
     assert spent == [(rows[0][1], 0)]

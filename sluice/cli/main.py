@@ -96,14 +96,25 @@ def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
-async def create_key(store: Store, name: str, models: list[str] | None, **fields: Any) -> tuple[KeyRecord, str]:
+def _new_key(name: str, models: list[str] | None, **fields: Any) -> tuple[KeyRecord, str]:
     kid, secret = new_key()
     rec = KeyRecord(kid, name, hash_key(secret), models, created_at=time.time())
     for k, v in fields.items():
         if v is not None:
             setattr(rec, k, v)
+    return rec, secret
+
+
+async def create_key(store: Store, name: str, models: list[str] | None, **fields: Any) -> tuple[KeyRecord, str]:
+    rec, secret = _new_key(name, models, **fields)
     await store.create_key(rec)
     return rec, secret
+
+
+async def create_first_key(store: Store, name: str = "default") -> str | None:
+    """A key for a store that has none yet, its secret; None when there already is a key (atomic)."""
+    rec, secret = _new_key(name, None)
+    return secret if await store.create_first_key(rec) else None
 
 
 def _money(text: str) -> int:

@@ -111,16 +111,14 @@ def _log_setup() -> None:
 
 
 async def _prepare(settings: Settings) -> str | None:
-    """Run migrations; on a first start with no keys, create one and return its secret."""
-    from sluice.cli.main import create_key
+    """Run migrations; on a first start (no key at all), create one and return its secret. Atomic, so
+    of several instances starting at once on an empty database exactly one creates it."""
+    from sluice.cli.main import create_first_key
 
     store = open_store(settings)
     await store.open()
     try:
-        if await store.count_keys() == 0:
-            _, secret = await create_key(store, "default", None)
-            return secret
-        return None
+        return await create_first_key(store)
     finally:
         await store.close()
 

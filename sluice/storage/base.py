@@ -152,6 +152,11 @@ class Store(Protocol):
 
     async def count_keys(self) -> int: ...
 
+    async def create_first_key(self, rec: KeyRecord) -> bool:
+        """Insert `rec` only if the store holds no key at all (revoked ones count); True if it did. Atomic
+        across processes: of several instances starting at once on an empty database, exactly one wins."""
+        ...
+
     async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
         """Set the given KEY_FIELDS; None when the key does not exist."""
         ...

@@ -1,8 +1,8 @@
 """PostgreSQL store: asyncpg pool running the statements shared with SQLite (sql.py, converted to $n).
 
 Row locks make reservations atomic across processes (a conditional UPDATE re-checks the budget after
-waiting for a concurrent one). Migrations run under a transaction-scoped advisory lock, so several
-processes starting at once migrate exactly once.
+waiting for a concurrent one). Migrations and the first key run under transaction-scoped advisory locks,
+so several processes starting at once migrate exactly once and create one first key.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from sluice.storage.migrations import POSTGRES_MIGRATIONS
 
 T = TypeVar("T")
 
-# Any constant shared by every Sluice process; it names the migration lock in pg_advisory_xact_lock.
+# Constants shared by every Sluice process; they name the locks taken with pg_advisory_xact_lock.
 _MIGRATION_LOCK = 0x51_1C_E0_01
+_FIRST_KEY_LOCK = 0x51_1C_E0_02
 _DEADLOCK_RETRIES = 3
 
 
@@ -88,6 +89,16 @@ class PostgresStore:
 
     async def count_keys(self) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM keys WHERE revoked = 0"))
+
+    async def create_first_key(self, rec: KeyRecord) -> bool:
+        async def run(con: asyncpg.Connection) -> bool:
+            # READ COMMITTED lets two transactions both see an empty table; the lock makes them take turns
+            await con.execute("SELECT pg_advisory_xact_lock($1)", _FIRST_KEY_LOCK)
+            if await con.fetchval("SELECT 1 FROM keys LIMIT 1") is not None:
+                return False
+            await con.execute(_q(sql.INSERT_KEY), *sql.key_row(rec))
+            return True
+        return await self._tx(run)
 
     async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
         changes = {k: v for k, v in changes.items() if k in KEY_FIELDS}

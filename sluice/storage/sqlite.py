@@ -85,6 +85,14 @@ class SQLiteStore:
         row = await self._run(lambda db: db.execute("SELECT count(*) FROM keys WHERE revoked = 0").fetchone())
         return int(row[0])
 
+    async def create_first_key(self, rec: KeyRecord) -> bool:
+        def run(db: sqlite3.Connection) -> bool:  # BEGIN IMMEDIATE: the check and the insert under one write lock
+            if db.execute("SELECT 1 FROM keys LIMIT 1").fetchone() is not None:
+                return False
+            db.execute(sql.INSERT_KEY, sql.key_row(rec))
+            return True
+        return await self._tx(run)
+
     async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
         changes = {k: v for k, v in changes.items() if k in KEY_FIELDS}
         if changes:

@@ -82,3 +82,18 @@ async def test_revoke(store: Store) -> None:
     assert await store.count_keys() == 1
     assert len(await store.list_keys()) == 2         # revoked keys are still listed
 
+
+
+async def test_the_first_key_is_created_once_by_processes_starting_at_once(backend: Backend) -> None:
+    stores = [await backend.store() for _ in range(backend.processes + 3)]
+    won = await asyncio.gather(*(s.create_first_key(key(f"k{i}")) for i, s in enumerate(stores)))
+    assert sorted(won) == [False] * (len(stores) - 1) + [True]
+    assert [k.id for k in await stores[0].list_keys()] == [f"k{won.index(True)}"]
+    assert await stores[-1].create_first_key(key("late")) is False
+
+
+async def test_no_first_key_once_any_key_exists_even_revoked(store: Store) -> None:
+    await store.create_key(key("k1"))
+    await store.revoke_key("k1")
+    assert await store.create_first_key(key("k2")) is False  # revoking every key must not mint a new one
+    assert [k.id for k in await store.list_keys()] == ["k1"]

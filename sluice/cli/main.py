@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 from sluice import __version__
 from sluice.auth.keys import hash_key, new_key
+from sluice.cli import usage
+from sluice.cli.tables import render
 from sluice.config import ConfigError, Settings, load
 from sluice.metering.pricing import fmt_money, to_nanos
 from sluice.storage import open_store
@@ -21,9 +23,11 @@ from sluice.storage.base import KeyRecord, Store
 T = TypeVar("T")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML config file (default: $SLUICE_CONFIG, else the embedded default)")
-    p.add_argument("--data-dir", help="data directory for the embedded default (default: ./sluice-data)")
+def _common(p: argparse.ArgumentParser, default: Any = None) -> None:
+    p.add_argument("--config", default=default,
+                   help="TOML config file (default: $SLUICE_CONFIG, else the embedded default)")
+    p.add_argument("--data-dir", default=default,
+                   help="data directory for the embedded default (default: ./sluice-data)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,9 +62,7 @@ def parser() -> argparse.ArgumentParser:
     kr = keys.add_parser("revoke", help="revoke a key by id")
     _common(kr)
     kr.add_argument("id")
-    u = sub.add_parser("usage", help="summarise the usage ledger per key and model")
-    _common(u)
-    u.add_argument("--json", action="store_true")
+    usage.add_parser(sub, _common)
     return ap
 
 
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "keys":
         return _keys(args, settings)
     if args.cmd == "usage":
-        return _with_store(settings, lambda st: _usage(st, args.json))
+        return _with_store(settings, lambda st: usage.run(st, args))
     return 2
 
 
@@ -148,7 +150,7 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
                  "revoked" if r.revoked else ("disabled" if not r.enabled else "active"),
                  fmt_money(r.budget - r.spent) if r.budget is not None else "-", fmt_money(r.spent),
                  time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))) for r in recs]
-        _table(("ID", "NAME", "MODELS", "STATE", "BALANCE", "SPENT", "CREATED"), rows)
+        print(render(("ID", "NAME", "MODELS", "STATE", "BALANCE", "SPENT", "CREATED"), rows, right=frozenset({4, 5})))
         return 0
     if args.keys_cmd == "topup":
         nanos = _money(args.amount)
@@ -165,29 +167,6 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stdout if ok else sys.stderr)
         return 0 if ok else 1
     return 2
-
-
-async def _usage(store: Store, as_json: bool) -> int:
-    rows = await store.usage_summary()
-    if as_json:
-        print(json.dumps([{"key_id": r.key_id, "key_name": r.key_name, "model": r.model,
-                           "requests": r.requests, "prompt_tokens": r.prompt_tokens,
-                           "completion_tokens": r.completion_tokens, "errors": r.errors} for r in rows]))
-        return 0
-    if not rows:
-        print("The ledger is empty: no requests yet.")
-        return 0
-    _table(("KEY", "MODEL", "REQUESTS", "ERRORS", "PROMPT TOKENS", "COMPLETION TOKENS"),
-           [(f"{r.key_name or '-'} ({r.key_id})", r.model, r.requests, r.errors, r.prompt_tokens,
-             r.completion_tokens) for r in rows])
-    return 0
-
-
-def _table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    cells = [tuple(str(c) for c in head)] + [tuple(str(c) for c in r) for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
-    for r in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":

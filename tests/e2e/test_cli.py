@@ -79,6 +79,31 @@ def test_usage_after_a_few_requests(sluice: SluiceServer) -> None:
     assert made["key"] not in table.stdout
 
 
+def test_usage_show_and_requests_for_a_real_request(sluice: SluiceServer) -> None:
+    made = sluice.create_key("looked-up")
+    req = urllib.request.Request(sluice.base_url + "/chat/completions", headers={
+        "Authorization": f"Bearer {made['key']}", "Content-Type": "application/json"},
+        data=json.dumps({"model": "sim-local", "messages": MSG, "stream": True}).encode())
+    with urllib.request.urlopen(req, timeout=20) as r:
+        rid = r.headers["x-request-id"]
+        assert r.read().endswith(b"data: [DONE]\n\n")
+    assert sluice.ledger_for(rid)  # committed before [DONE]; waits only if the ledger is not durable
+
+    shown = sluice.cli("usage", "show", rid, "--json")
+    assert shown.returncode == 0, shown.stderr
+    rec = json.loads(shown.stdout)
+    assert (rec["request_id"], rec["key_id"], rec["model"], rec["stream"], rec["status"]) == (
+        rid, made["id"], "sim-local", True, 200)
+    text = sluice.cli("usage", "show", rid)
+    assert text.returncode == 0 and f"looked-up ({made['id']})" in text.stdout and "sim-local" in text.stdout
+    log = sluice.cli("usage", "requests", "--key", "looked-up")
+    assert log.returncode == 0 and rid in log.stdout and made["key"] not in log.stdout
+    today = sluice.cli("usage", "--key", made["id"], "--since", "1h", "--group", "day,model", "--json")
+    assert [(r["model"], r["requests"]) for r in json.loads(today.stdout)] == [("sim-local", 1)]
+    missing = sluice.cli("usage", "show", "req_nosuchrequest")
+    assert missing.returncode == 1 and "no request" in missing.stderr
+
+
 def _start_default(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen([PY, "-m", "sluice", "serve", "--data-dir", str(data_dir), "--port", str(port)],

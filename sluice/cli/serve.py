@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from sluice.config import DEFAULT_MODEL, Settings, load
 from sluice.http.app import App, create_app
@@ -66,6 +67,8 @@ class GracefulStop:
                 log.warning("graceful stop not installed for %s: no server handler to pass it on to", sig.name)
                 continue
             signal.signal(sig, functools.partial(self._on_signal, prev))
+        log.info("ready (pid %d); on SIGTERM: /ready 503 for %gs, then open requests get %gs", os.getpid(),
+                 self.drain_seconds, self.grace_seconds)
 
     def _on_signal(self, prev: SignalHandler, sig: int, frame: FrameType | None) -> None:
         # a signal handler: flip a flag, and leave the rest to the loop (call_soon_threadsafe is signal-safe)
@@ -89,6 +92,18 @@ class GracefulStop:
         prev(sig, frame)  # uvicorn's handler: stop accepting, then wait for what is open
         if first and self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.call_later, self.grace_seconds, self.drain.cut)
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's multiprocess supervisor, except that it lets go of the listening socket once it has told
+    the workers to stop. The workers' copies keep it open through their drain delay; after that new
+    connections are refused, as with one process, instead of waiting unanswered in the backlog (where a
+    proxy would have sent them a request it cannot retry) until the supervisor exits."""
+
+    def terminate_all(self) -> None:
+        super().terminate_all()
+        for sock in self.sockets:
+            sock.close()
 
 
 def serving_app(settings: Settings) -> App:
@@ -144,7 +159,9 @@ def serve(settings: Settings, *, config_path: str | None, data_dir: str | None) 
             os.environ["SLUICE_CONFIG"] = os.path.abspath(config_path)
         if data_dir:
             os.environ["SLUICE_DATA_DIR"] = os.path.abspath(data_dir)
-        uvicorn.run("sluice.cli.serve:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        config = uvicorn.Config("sluice.cli.serve:app_from_env", factory=True, workers=workers,
+                                **common)  # type: ignore[arg-type]
+        Supervisor(config, sockets=[config.bind_socket()]).run()
     else:
         uvicorn.run(serving_app(settings), **common)  # type: ignore[arg-type]
     return 0

@@ -114,15 +114,18 @@ async def _open_stream(session: aiohttp.ClientSession, base: str, secret: str) -
 
 
 async def _probe(base: str, path: str) -> int | None:
-    """The status of GET `path` on a fresh connection; None when the connection is refused or dropped."""
+    """The status of GET `path` on a fresh connection; None when the connection is refused, -1 when it
+    was dropped or left unanswered."""
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
-                                         timeout=aiohttp.ClientTimeout(total=10)) as fresh, \
+                                         timeout=aiohttp.ClientTimeout(total=5)) as fresh, \
                 fresh.get(base + path) as r:
             await r.read()
             return r.status
-    except (aiohttp.ClientConnectionError, TimeoutError):
+    except aiohttp.ClientConnectorError:
         return None
+    except (aiohttp.ClientConnectionError, TimeoutError):
+        return -1
 
 
 async def _poll(base: str, path: str, want: int | None, within: float) -> float:
@@ -138,6 +141,14 @@ async def _poll(base: str, path: str, want: int | None, within: float) -> float:
     raise AssertionError(f"{path} never answered {want} in {within}s; saw {seen[-5:]}")
 
 
+async def _read_to_end(r: aiohttp.ClientResponse) -> tuple[bytes, float]:
+    """The rest of a response, and when it ended (monotonic)."""
+    try:
+        return await r.read(), time.monotonic()
+    finally:
+        r.release()
+
+
 async def _wait_exit(server: SluiceServer, within: float) -> int:
     assert server.proc is not None
     code: int = await asyncio.to_thread(server.proc.wait, within)
@@ -151,6 +162,7 @@ async def test_sigterm_says_503_at_once_serves_through_the_drain_then_lets_strea
         key = await _key(session, server.url, "drain")
         auth = {"authorization": f"Bearer {key['key']}"}
         r = await _open_stream(session, server.url, key["key"])   # ~10 s of stream left
+        reading = asyncio.ensure_future(_read_to_end(r))
         server.signal(signal.SIGTERM)
         # at once: not ready, still alive, still serving (a balancer polling /ready takes it out now)
         await _poll(server.url, "/ready", 503, within=5)
@@ -162,9 +174,7 @@ async def test_sigterm_says_503_at_once_serves_through_the_drain_then_lets_strea
             late_rid = late.headers["x-request-id"]
         # after the drain delay: new connections refused, the open stream still going
         refused_at = await _poll(server.url, "/ready", None, within=30)
-        rest = await r.read()
-        ended_at = time.monotonic()
-        r.release()
+        rest, ended_at = await reading
         assert rest.rstrip().endswith(b"data: [DONE]"), rest[-300:]
         assert b'"error"' not in rest
         assert ended_at > refused_at
@@ -239,17 +249,26 @@ async def test_requests_open_past_the_grace_end_with_server_shutdown_and_are_set
 async def test_each_worker_drains_itself(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'sluice.db'}"
     cfg = _config(tmp_path, storage, drain=4, grace=60, workers=2)
+    log = tmp_path / "workers.log"
     async with _server(cfg, tmp_path, "workers") as server, aiohttp.ClientSession() as session:
+        deadline = time.monotonic() + 60   # /ready answers as soon as one worker has started: wait for both
+        while log.read_text(errors="replace").count("on SIGTERM: /ready 503") < 2:
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            await asyncio.sleep(0.1)
         key = await _key(session, server.url, "workers")
         r = await _open_stream(session, server.url, key["key"])
+        reading = asyncio.ensure_future(_read_to_end(r))
         server.signal(signal.SIGTERM)   # to the supervisor, which passes SIGTERM to every worker
         await _poll(server.url, "/ready", 503, within=3.5)
-        rest = await r.read()
-        r.release()
+        # after the drain delay, refused as with one process (the supervisor let go of the socket), not
+        # left waiting in the backlog; the open stream goes on
+        refused_at = await _poll(server.url, "/ready", None, within=30)
+        rest, ended_at = await reading
         assert rest.rstrip().endswith(b"data: [DONE]"), rest[-300:]
+        assert ended_at > refused_at
         assert await _wait_exit(server, 60) in (0, -signal.SIGTERM)
     rows = await aquery(storage, "SELECT completion_tokens, error_code FROM ledger WHERE request_id = ?",
                         r.headers["x-request-id"])
     assert rows == [(WORDS, None)]
-    log = (tmp_path / "workers.log").read_text(errors="replace")
-    assert log.count("draining: /ready now answers 503") == 2, log  # each worker drains itself, once
+    text = log.read_text(errors="replace")
+    assert text.count("draining: /ready now answers 503") == 2, text  # each worker drains itself, once

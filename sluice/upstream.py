@@ -56,6 +56,8 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
+        self.watchdog: asyncio.TimerHandle | None = None
+        self.wait_deadline = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -148,6 +150,7 @@ class _Conn(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = True
+        self.cancel_watchdog()
         if self.transport is not None:
             self.transport.abort()
 
@@ -163,21 +166,39 @@ class _Conn(asyncio.Protocol):
         return data
 
     async def wait(self, seconds: float) -> bool:
-        """Until the parser has more for us; False when `seconds` passed first."""
+        """Until the parser has more for us; False when `seconds` passed first.
+
+        One watchdog timer per connection instead of a timer per wait: it is re-armed only when it
+        fires early, so a stream's chunks cost no timer operations.
+        """
         loop = self._loop
         w: asyncio.Future[bool] = loop.create_future()
         self.waiter = w
-        handle = loop.call_at(loop.time() + seconds, _expire, w)
+        self.wait_deadline = loop.time() + seconds
+        dog = self.watchdog
+        if dog is None or dog.when() > self.wait_deadline:
+            if dog is not None:
+                dog.cancel()
+            self.watchdog = loop.call_at(self.wait_deadline, self._watch)
         try:
             return not await w
         finally:
-            handle.cancel()
             self.waiter = None
 
+    def _watch(self) -> None:
+        self.watchdog = None
+        w = self.waiter
+        if w is None or w.done():
+            return
+        if self._loop.time() >= self.wait_deadline:
+            w.set_result(True)
+        else:
+            self.watchdog = self._loop.call_at(self.wait_deadline, self._watch)
 
-def _expire(w: asyncio.Future[bool]) -> None:
-    if not w.done():
-        w.set_result(True)
+    def cancel_watchdog(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
 
 
 class UpstreamResponse:
@@ -323,6 +344,7 @@ class UpstreamClient:
         if len(idle) >= _MAX_IDLE_PER_HOST:
             conn.abort()
             return
+        conn.cancel_watchdog()
         conn._reset()
         conn.idle_since = time.monotonic()
         idle.append(conn)

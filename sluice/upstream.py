@@ -15,18 +15,28 @@ import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httptools
 
 from sluice.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from sluice.providers.base import Timeouts
 
 _MAX_ERROR_BODY = 1 << 20
 _MAX_HEAD = 64 << 10           # bytes of status line + headers an upstream may send
 _HIGH_WATER = 256 << 10        # buffered body bytes before the socket stops being read
 _KEEPALIVE = 15.0              # idle pooled connections older than this are closed, not reused
 _MAX_IDLE_PER_HOST = 512
+
+
+@dataclass(slots=True)
+class Timeouts:
+    """Seconds. `first_byte` bounds the wait for the upstream's answer; `idle` the gap between reads."""
+
+    connect: float = 10.0
+    first_byte: float = 600.0
+    idle: float = 300.0
+    total: float | None = None
 
 
 class _Origin:

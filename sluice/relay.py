@@ -7,6 +7,7 @@ releases the upstream and writes the ledger record exactly once, however the str
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -30,8 +31,13 @@ from sluice.storage.base import KeyRecord, LedgerRecord, Store
 Headers = list[tuple[bytes, bytes]]
 
 
+_RID_PREFIX = "req_" + os.urandom(8).hex()
+_rid_seq = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+    """Unique across processes and instances: 64 random bits per process, then a counter (no syscall)."""
+    return f"{_RID_PREFIX}{next(_rid_seq):08x}"
 
 
 class Relay:

@@ -15,18 +15,29 @@ import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httptools
 
 from sluice.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from sluice.providers.base import Timeouts
 
 _MAX_ERROR_BODY = 1 << 20
 _MAX_HEAD = 64 << 10           # bytes of status line + headers an upstream may send
 _HIGH_WATER = 256 << 10        # buffered body bytes before the socket stops being read
 _KEEPALIVE = 15.0              # idle pooled connections older than this are closed, not reused
 _MAX_IDLE_PER_HOST = 512
+_PIECE = 256 << 10             # most bytes one decompression step may produce
+
+
+@dataclass(slots=True)
+class Timeouts:
+    """Seconds. `first_byte` bounds the wait for the upstream's answer; `idle` the gap between reads."""
+
+    connect: float = 10.0
+    first_byte: float = 600.0
+    idle: float = 300.0
+    total: float | None = None
 
 
 class _Origin:
@@ -56,6 +67,8 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
+        self.watchdog: asyncio.TimerHandle | None = None
+        self.wait_deadline = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -73,6 +86,10 @@ class _Conn(asyncio.Protocol):
         self.last_read = 0.0
         self.waiter: asyncio.Future[bool] | None = None
         self.head_bytes = 0
+        self.raw_head = 0
+        self.exchange = False
+        self.no_body = False
+        self.unsolicited = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -81,11 +98,21 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.received = True
         self.last_read = self._loop.time()
+        if not self.exchange:  # bytes nobody asked for (e.g. a 408 on an idle connection): never reuse it
+            self.abort()
+            return
+        head_pending = not self.head_done
         try:
             self.parser.feed_data(data)
+            if head_pending and not self.head_done:
+                # a head still incomplete after N bytes is at least N bytes long
+                self.raw_head += len(data)
+                if self.raw_head > _MAX_HEAD:
+                    raise httptools.HttpParserError("response head too large")
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError(f"the upstream sent a malformed HTTP response: {exc}"))
             self.abort()
+            return
         if self.buffered > _HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
@@ -96,7 +123,7 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.head_done and not self.done and self.headers.get("content-length") is None \
-                and "chunked" not in self.headers.get("transfer-encoding", "") and exc is None:
+                and "chunked" not in self.headers.get("transfer-encoding", "").lower() and exc is None:
             self.done = True  # a body delimited by the end of the connection
             self._wake()
             return
@@ -105,7 +132,19 @@ class _Conn(asyncio.Protocol):
                        else UpstreamError("the upstream closed the connection before its reply was complete"))
 
     # -- httptools callbacks -----------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.done:  # a second reply to one request: the connection can no longer be trusted
+            self.keep_alive = False
+            self.unsolicited = True
+
+    def on_status(self, reason: bytes) -> None:
+        self.head_bytes += len(reason)
+        if self.head_bytes > _MAX_HEAD:
+            raise httptools.HttpParserError("response status line too large")
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.unsolicited:
+            return
         self.head_bytes += len(name) + len(value)
         if self.head_bytes > _MAX_HEAD:
             raise httptools.HttpParserError("response headers too large")
@@ -117,20 +156,27 @@ class _Conn(asyncio.Protocol):
             self.headers[k] = v if old is None else old + ", " + v
 
     def on_headers_complete(self) -> None:
+        if self.unsolicited:
+            return
         self.status = self.parser.get_status_code()
         if 100 <= self.status < 200:  # an interim reply: the real head follows
             self.status, self.headers, self.head_bytes = 0, {}, 0
             return
         self.head_done = True
+        if self.no_body:  # a reply to HEAD: no body follows whatever its headers say; not reusable
+            self.done = True
+            self.keep_alive = False
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self.unsolicited:
+            return
         self.buf.append(body)
         self.buffered += len(body)
         self._wake()
 
     def on_message_complete(self) -> None:
-        if self.head_done:
+        if self.head_done and not self.unsolicited:
             self.keep_alive = self.parser.should_keep_alive()  # only valid inside the callback
             self.done = True
             self._wake()
@@ -148,6 +194,7 @@ class _Conn(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = True
+        self.cancel_watchdog()
         if self.transport is not None:
             self.transport.abort()
 
@@ -163,21 +210,39 @@ class _Conn(asyncio.Protocol):
         return data
 
     async def wait(self, seconds: float) -> bool:
-        """Until the parser has more for us; False when `seconds` passed first."""
+        """Until the parser has more for us; False when `seconds` passed first.
+
+        One watchdog timer per connection instead of a timer per wait: it is re-armed only when it
+        fires early, so a stream's chunks cost no timer operations.
+        """
         loop = self._loop
         w: asyncio.Future[bool] = loop.create_future()
         self.waiter = w
-        handle = loop.call_at(loop.time() + seconds, _expire, w)
+        self.wait_deadline = loop.time() + seconds
+        dog = self.watchdog
+        if dog is None or dog.when() > self.wait_deadline:
+            if dog is not None:
+                dog.cancel()
+            self.watchdog = loop.call_at(self.wait_deadline, self._watch)
         try:
             return not await w
         finally:
-            handle.cancel()
             self.waiter = None
 
+    def _watch(self) -> None:
+        self.watchdog = None
+        w = self.waiter
+        if w is None or w.done():
+            return
+        if self._loop.time() >= self.wait_deadline:
+            w.set_result(True)
+        else:
+            self.watchdog = self._loop.call_at(self.wait_deadline, self._watch)
 
-def _expire(w: asyncio.Future[bool]) -> None:
-    if not w.done():
-        w.set_result(True)
+    def cancel_watchdog(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
 
 
 class UpstreamResponse:
@@ -226,11 +291,14 @@ class UpstreamResponse:
             while self._conn is conn:
                 if conn.buf:
                     data = conn.take()
-                    if decoder is not None:
-                        data = decoder.decompress(data)
-                        if not data:
-                            continue
-                    yield data
+                    if decoder is None:
+                        yield data
+                        continue
+                    while data:  # bounded pieces, so read(limit) bounds memory for compressed bodies too
+                        out = decoder.decompress(data, _PIECE)
+                        data = decoder.unconsumed_tail
+                        if out:
+                            yield out
                     continue
                 if conn.done:
                     if decoder is not None and (tail := decoder.flush()):
@@ -316,13 +384,14 @@ class UpstreamClient:
         return None
 
     def _put(self, key: tuple[bool, str, int], conn: _Conn) -> None:
-        if self._closed or conn.closed or not conn.keep_alive or conn.error is not None:
+        if self._closed or conn.closed or not conn.keep_alive or conn.unsolicited or conn.error is not None:
             conn.abort()
             return
         idle = self._idle.setdefault(key, [])
         if len(idle) >= _MAX_IDLE_PER_HOST:
             conn.abort()
             return
+        conn.cancel_watchdog()
         conn._reset()
         conn.idle_since = time.monotonic()
         idle.append(conn)
@@ -340,21 +409,24 @@ class UpstreamClient:
         data = "".join(head).encode("latin-1")
         if body:
             data += body
-        for _ in range(2):
-            conn = self._get_idle(o.key)
+        for attempt in range(2):
+            conn = self._get_idle(o.key) if attempt == 0 else None
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(o, timeouts.connect)
             try:
-                return await self._exchange(conn, o, data, timeouts)
+                return await self._exchange(conn, o, data, timeouts, method)
             except UpstreamUnavailable:
                 # a pooled connection the upstream had already closed: retry once on a fresh one
                 if not reused:
                     raise
         raise UpstreamUnavailable("the upstream closed the connection")  # pragma: no cover
 
-    async def _exchange(self, conn: _Conn, o: _Origin, data: bytes, timeouts: Timeouts) -> UpstreamResponse:
+    async def _exchange(self, conn: _Conn, o: _Origin, data: bytes, timeouts: Timeouts,
+                        method: str) -> UpstreamResponse:
         assert conn.transport is not None
+        conn.exchange = True
+        conn.no_body = method == "HEAD"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeouts.total if timeouts.total else None
         wait = timeouts.first_byte if deadline is None else min(timeouts.first_byte, timeouts.total or 0.0)

@@ -209,8 +209,8 @@ class MemoryLimiter:
         slots_ok = True
         held = self._slots.get(scope)
         if spec.max_concurrency is not None:
-            if held is not None:
-                self._drop_stale(held, now)
+            if held is not None and len(held) >= spec.max_concurrency:
+                self._drop_stale(held, now)  # only when full: a scan per admission would be O(in flight)
             slots_ok = (held is not None and request_id in held) or len(held or ()) < spec.max_concurrency
         headers = conclude(scope, spec, cost, req, tok, slots_ok)  # raises when refused
         if spec.rpm is not None:

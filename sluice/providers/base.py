@@ -19,16 +19,9 @@ from typing import Any, Protocol
 
 from sluice.schema.chat import ChatRequest
 from sluice.schema.usage import Usage
+from sluice.upstream import Timeouts
 
-
-@dataclass(slots=True)
-class Timeouts:
-    """Seconds. `first_byte` bounds the wait for the upstream's answer; `idle` the gap between reads."""
-
-    connect: float = 10.0
-    first_byte: float = 600.0
-    idle: float = 300.0
-    total: float | None = None
+__all__ = ["Call", "Chunk", "ChunkStream", "Completion", "Provider", "Timeouts"]
 
 
 @dataclass(slots=True)

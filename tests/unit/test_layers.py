@@ -1,0 +1,107 @@
+"""The import contract of STYLE.md, checked on the source so the picture cannot rot.
+
+Dependencies point one way: cli -> http -> relay -> (routing, metering, auth, providers) ->
+(schema, errors, sse, upstream). Providers never import storage, metering, auth or http. Only
+`upstream.py` imports an HTTP client (httptools' parser here), only `cli/` imports the server
+(uvicorn), and only `config.py` reads the environment.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2] / "sluice"
+
+# layer -> the sluice modules it must never import
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "providers": ("sluice.storage", "sluice.metering", "sluice.auth", "sluice.http", "sluice.relay",
+                  "sluice.routing", "sluice.cli", "sluice.web"),
+    "schema": ("sluice.providers", "sluice.relay", "sluice.http", "sluice.metering", "sluice.storage",
+               "sluice.upstream", "sluice.routing", "sluice.auth", "sluice.cli"),
+    "errors": ("sluice.providers", "sluice.relay", "sluice.http", "sluice.metering", "sluice.storage",
+               "sluice.upstream", "sluice.routing", "sluice.auth", "sluice.cli"),
+    "sse": ("sluice.",),
+    "upstream": ("sluice.providers", "sluice.relay", "sluice.http", "sluice.metering", "sluice.storage",
+                 "sluice.routing", "sluice.auth", "sluice.cli", "sluice.schema"),
+    "relay": ("sluice.http", "sluice.cli", "sluice.web"),
+    "routing": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.metering", "sluice.storage"),
+    "metering": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers"),
+    "auth": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.metering"),
+    "storage": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.routing"),
+    "http": ("sluice.cli",),
+}
+
+# third-party module -> the only files (relative to sluice/) allowed to import it
+ONLY_IN: dict[str, tuple[str, ...]] = {
+    "httptools": ("upstream.py",),
+    "aiohttp": (),
+    "httpx": (),
+    "uvicorn": ("cli/",),
+    "asyncpg": ("storage/postgres.py",),
+    "redis": ("metering/redis_limits.py",),
+}
+
+
+def _modules() -> list[tuple[str, ast.Module]]:
+    return [(p.relative_to(ROOT).as_posix(), ast.parse(p.read_text(), str(p))) for p in sorted(ROOT.rglob("*.py"))]
+
+
+def _imports(tree: ast.Module) -> set[str]:
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+def _layer(rel: str) -> str:
+    return rel.split("/", 1)[0].removesuffix(".py")
+
+
+@pytest.mark.parametrize(("rel", "tree"), _modules(), ids=lambda v: v if isinstance(v, str) else "")
+def test_layering(rel: str, tree: ast.Module) -> None:
+    bad = [m for m in _imports(tree) for f in FORBIDDEN.get(_layer(rel), ())
+           if m == f or m.startswith(f if f.endswith(".") else f + ".")]
+    assert not bad, f"sluice/{rel} imports {bad}, against the layering in STYLE.md"
+
+
+@pytest.mark.parametrize(("rel", "tree"), _modules(), ids=lambda v: v if isinstance(v, str) else "")
+def test_third_party_boundaries(rel: str, tree: ast.Module) -> None:
+    for mod in _imports(tree):
+        top = mod.split(".")[0]
+        if top in ONLY_IN:
+            assert rel.startswith(ONLY_IN[top]) if ONLY_IN[top] else False, f"sluice/{rel} imports {mod}"
+
+
+def _reads_environment(tree: ast.Module) -> list[int]:
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("getenv", "environb") and \
+                isinstance(node.value, ast.Name) and node.value.id == "os":
+            lines.append(node.lineno)
+        if isinstance(node, ast.Attribute) and node.attr == "environ" and isinstance(node.ctx, ast.Load):
+            parent_store = False
+            for outer in ast.walk(tree):
+                if isinstance(outer, ast.Subscript) and outer.value is node and isinstance(outer.ctx, ast.Store):
+                    parent_store = True
+            if not parent_store:
+                lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize(("rel", "tree"), _modules(), ids=lambda v: v if isinstance(v, str) else "")
+def test_only_config_reads_the_environment(rel: str, tree: ast.Module) -> None:
+    if rel == "config.py":
+        return
+    assert not _reads_environment(tree), f"sluice/{rel} reads the environment (lines {_reads_environment(tree)})"
+
+
+def test_the_checks_can_fail() -> None:
+    bad = ast.parse("import os\nimport aiohttp\nx = os.environ.get('X')\nfrom sluice.storage import base\n")
+    assert _reads_environment(bad) == [3]
+    assert "aiohttp" in _imports(bad) and "sluice.storage" in _imports(bad)

@@ -86,12 +86,12 @@ class App:
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
                       ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable,
                       counter_factory=make_counter_factory(s.tokenizer.encoding_file))
-        open = self.drain.open
+        inflight = self.drain.inflight
         routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds,
-                              open=open)
+                              inflight=inflight)
         self._res = Resources(store, client, providers, ledger, relay, routes, AdminRoutes(s, relay),
                               DashboardRoutes(relay), MessagesRoute(relay, max_body=s.server.max_body_bytes,
-                                                                    open=open))
+                                                                    inflight=inflight))
         tune_gc()
         for hook in self.on_started:
             hook()

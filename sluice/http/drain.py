@@ -13,14 +13,14 @@ log = logging.getLogger("sluice")
 
 
 class Drain:
-    """One per app. `open` holds every relay request from authentication to its end (a set add and
+    """One per app. `inflight` holds every relay request from authentication to its end (a set add and
     discard per request, nothing per chunk); a request removes itself when it ends."""
 
-    __slots__ = ("draining", "open")
+    __slots__ = ("draining", "inflight")
 
     def __init__(self) -> None:
         self.draining = False
-        self.open: set[DisconnectWatch] = set()
+        self.inflight: set[DisconnectWatch] = set()
 
     def begin(self) -> bool:
         """Stop saying ready (everything is still served); True the first time. Safe in a signal handler."""
@@ -32,7 +32,7 @@ class Drain:
         """Cancel every open relay request; each ends itself with a `server_shutdown` error (a 503, or an
         error event on a stream) and is settled once. Returns how many were cut."""
         self.draining = True
-        n = sum(w.interrupt() for w in list(self.open))
+        n = sum(w.interrupt() for w in list(self.inflight))
         if n:
             log.warning("shutdown grace over: ending %d open request(s) with server_shutdown", n)
         return n

@@ -39,7 +39,7 @@ class Exchange:
 
 
 async def run_exchange(relay: Relay, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers, *,
-                       max_body: int, auth: bytes | None, open: set[DisconnectWatch],
+                       max_body: int, auth: bytes | None, inflight: set[DisconnectWatch],
                        serve: Callable[[Exchange], Awaitable[None]], send_error: SendError,
                        stream_error: StreamError) -> None:
     try:
@@ -52,7 +52,7 @@ async def run_exchange(relay: Relay, scope: Scope, receive: Receive, send: Send,
         return
     meter = relay.meter(rid)
     meter.key_id = key.id
-    ex = Exchange(key, raw, meter, DisconnectWatch(receive, open))
+    ex = Exchange(key, raw, meter, DisconnectWatch(receive, inflight))
     try:
         await serve(ex)
     except asyncio.CancelledError:

@@ -24,9 +24,9 @@ from sluice.schema.chat import ChatRequest, parse_json_object
 
 
 class MessagesRoute:
-    def __init__(self, relay: Relay, *, max_body: int, open: set[DisconnectWatch]) -> None:
+    def __init__(self, relay: Relay, *, max_body: int, inflight: set[DisconnectWatch]) -> None:
         self.relay = relay
-        self.open = open
+        self.inflight = inflight
         self.max_body = max_body
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers) -> None:
@@ -48,7 +48,7 @@ class MessagesRoute:
 
         await run_exchange(self.relay, scope, receive, send, rid, headers, max_body=self.max_body,
                            auth=b"Bearer " + api_key if api_key else header(scope, b"authorization"),
-                           open=self.open, serve=serve, send_error=_send_error, stream_error=error_event)
+                           inflight=self.inflight, serve=serve, send_error=_send_error, stream_error=error_event)
 
 
 async def _stream(send: Send, rs: RelayStream, model: str, headers: Headers) -> None:

@@ -29,9 +29,9 @@ STARTED = int(time.time())
 
 
 class OpenAIRoutes:
-    def __init__(self, relay: Relay, *, max_body: int, heartbeat: float, open: set[DisconnectWatch]) -> None:
+    def __init__(self, relay: Relay, *, max_body: int, heartbeat: float, inflight: set[DisconnectWatch]) -> None:
         self.relay = relay
-        self.open = open
+        self.inflight = inflight
         self.max_body = max_body
         self.heartbeat = heartbeat
 
@@ -53,7 +53,7 @@ class OpenAIRoutes:
                              [JSON_CT, *headers, *limit_headers, *_served_by(meter), *_charged(rec)])
 
         await run_exchange(self.relay, scope, receive, send, rid, headers, max_body=self.max_body,
-                           auth=header(scope, b"authorization"), open=self.open, serve=serve,
+                           auth=header(scope, b"authorization"), inflight=self.inflight, serve=serve,
                            send_error=send_error, stream_error=error_frame)
 
     async def list_models(self, scope: Scope, send: Send, headers: Headers) -> None:

@@ -24,13 +24,13 @@ SHUTDOWN = "server_shutdown"  # the cancel message of `DisconnectWatch.interrupt
 class DisconnectWatch:
     """Cancels the request's task when the client goes away; `gone` tells the task why it was cancelled.
 
-    It also registers the request in `open` (the app's drain set) until `stop()`, so that a stopping
+    It also registers the request in `inflight` (the app's drain set) until `stop()`, so that a stopping
     server can end it with `interrupt()` when its shutdown grace runs out; `stopped` tells the task so.
     """
 
-    __slots__ = ("_open", "_task", "_watcher", "done", "gone", "stopped")
+    __slots__ = ("_inflight", "_task", "_watcher", "done", "gone", "stopped")
 
-    def __init__(self, receive: Receive, open: set[DisconnectWatch] | None = None) -> None:
+    def __init__(self, receive: Receive, inflight: set[DisconnectWatch] | None = None) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._task = task
@@ -38,9 +38,9 @@ class DisconnectWatch:
         self.done = False
         self.stopped = False
         self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
-        self._open = open
-        if open is not None:
-            open.add(self)
+        self._inflight = inflight
+        if inflight is not None:
+            inflight.add(self)
 
     async def _watch(self, receive: Receive) -> None:
         while True:
@@ -77,8 +77,8 @@ class DisconnectWatch:
     def stop(self) -> None:
         self.done = True
         self._watcher.cancel()
-        if self._open is not None:
-            self._open.discard(self)
+        if self._inflight is not None:
+            self._inflight.discard(self)
 
 
 class _Beat:

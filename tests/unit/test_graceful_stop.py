@@ -49,7 +49,7 @@ async def _never() -> Message:
 
 async def _request(drain: Drain) -> str:
     """A request in flight as run_exchange holds one: registered with the drain until it ends."""
-    watch = DisconnectWatch(_never, drain.open)
+    watch = DisconnectWatch(_never, drain.inflight)
     try:
         await asyncio.sleep(60)
         return "finished"
@@ -74,7 +74,7 @@ async def test_ready_flips_at_once_the_server_hears_after_the_drain_and_open_req
     GracefulStop(drain, drain_seconds=0.4, grace_seconds=0.4).install()
     req = asyncio.create_task(_request(drain))
     await asyncio.sleep(0)
-    assert len(drain.open) == 1
+    assert len(drain.inflight) == 1
 
     sent = time.monotonic()
     signal.raise_signal(signal.SIGTERM)
@@ -85,7 +85,7 @@ async def test_ready_flips_at_once_the_server_hears_after_the_drain_and_open_req
     assert not req.done()                               # the grace has only begun
     assert await asyncio.wait_for(req, 10) == "stopped"
     assert time.monotonic() - server.got[0][1] >= 0.35
-    assert drain.open == set() and len(server.got) == 1
+    assert drain.inflight == set() and len(server.got) == 1
 
 
 async def test_a_second_signal_skips_the_rest_of_the_drain(server: ServerHandler) -> None:
@@ -113,7 +113,7 @@ async def test_cut_leaves_finished_and_disconnected_requests_alone() -> None:
     drain = Drain()
     req = asyncio.create_task(_request(drain))
     await asyncio.sleep(0)
-    (watch,) = drain.open
+    (watch,) = drain.inflight
     watch.done = True                                   # e.g. a plain reply already being written
     assert drain.cut() == 0 and not req.done()
     watch.done = False

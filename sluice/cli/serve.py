@@ -42,7 +42,8 @@ class GracefulStop:
     3. `grace_seconds` later, the relay requests still open are ended with a `server_shutdown` error
        (`Drain.cut`) and settled; then the app shuts down (ledger flushed) and the process exits.
 
-    A second signal skips what is left of the drain delay (a third SIGINT makes uvicorn quit at once).
+    A second signal skips what is left of the drain delay; once uvicorn has the signal, another SIGINT
+    makes it quit at once (its own force-exit).
     uvicorn's multiprocess supervisor builds its workers' servers itself, so this chains in front of the
     handlers uvicorn installed rather than subclassing its Server: `install()` runs once the app has
     started, in the serving process, where those handlers are in place.

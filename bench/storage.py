@@ -22,7 +22,8 @@ from pathlib import Path
 import asyncpg
 
 from bench.proc import TICK
-from sluice.storage.base import KeyRecord, LedgerRecord, Store
+from sluice.metering.reservations import ReservationBatcher
+from sluice.storage.base import KeyRecord, LedgerRecord, Reservation, Store
 from sluice.storage.postgres import PostgresStore
 from sluice.storage.sqlite import SQLiteStore
 
@@ -110,8 +111,16 @@ async def _make_keys(store: Store, n: int, tag: str) -> list[str]:
     return ids
 
 
-def _reserver(store: Store) -> Reserve:
-    return store.reserve
+def _reserver(store: Store, path: str) -> Reserve:
+    """What admission calls: the group-committing batcher, or (`--reserve-path store`) one store
+    transaction per reservation."""
+    if path == "store":
+        return store.reserve
+    batcher = ReservationBatcher(store)
+
+    async def reserve(key_id: str, request_id: str, nanos: int, tokens: int, instance_id: str) -> bool:
+        return await batcher.reserve(Reservation(key_id, request_id, nanos, tokens, instance_id))
+    return reserve
 
 
 async def _gather_reserve(reserve: Reserve, jobs: list[tuple[str, str]], concurrency: int) -> int:
@@ -133,7 +142,8 @@ async def bench_ledger(store: Store, backend: str, batch: int, n: int, keys: int
     ids = await _make_keys(store, keys, tag)
     now = time.time()
     records = [_record(f"{tag}-r{i}", ids[i % keys], now) for i in range(n)]
-    granted = await _gather_reserve(_reserver(store), [(r.key_id or "", r.request_id) for r in records], 64)
+    granted = await _gather_reserve(_reserver(store, "batched"), [(r.key_id or "", r.request_id) for r in records],
+                                    64)
     assert granted == n, "setup: every reservation should fit"
     with Meter(pg) as m:
         for i in range(0, n, batch):
@@ -141,11 +151,12 @@ async def bench_ledger(store: Store, backend: str, batch: int, n: int, keys: int
     return Figure(backend, "ledger", batch, n, m.seconds, m.cpu, m.loop_cpu, m.db_cpu)
 
 
-async def bench_reserve(store: Store, backend: str, concurrency: int, n: int, keys: int, pg: bool) -> Figure:
+async def bench_reserve(store: Store, backend: str, concurrency: int, n: int, keys: int, pg: bool,
+                        path: str) -> Figure:
     tag = f"r{concurrency}-{uuid.uuid4().hex[:6]}"
     ids = await _make_keys(store, keys, tag)
     jobs = [(ids[i % keys], f"{tag}-r{i}") for i in range(n)]
-    reserve = _reserver(store)
+    reserve = _reserver(store, path)
     with Meter(pg) as m:
         granted = await _gather_reserve(reserve, jobs, concurrency)
     assert granted == n, "every reservation should fit"
@@ -183,7 +194,8 @@ async def run(a: argparse.Namespace) -> list[Figure]:
                         figures.append(f := await bench_ledger(store, backend, batch, n, a.keys, pg))
                         print(f.row(), f"round {r}", flush=True)
                     for c in a.concurrency:
-                        figures.append(f := await bench_reserve(store, backend, c, a.reservations, a.keys, pg))
+                        figures.append(f := await bench_reserve(store, backend, c, a.reservations, a.keys, pg,
+                                                                 a.reserve_path))
                         print(f.row(), f"round {r}", flush=True)
                 finally:
                     await close()
@@ -215,11 +227,13 @@ HEADER = ("| backend  | what    |  size |      ops/s | cpu/10k | loop/10k|  db/1
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.storage", description=__doc__)
     ap.add_argument("--backend", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"])
-    ap.add_argument("--batch", type=int, nargs="+", default=[1, 32, 500], help="ledger batch sizes")
+    ap.add_argument("--batch", type=int, nargs="*", default=[1, 32, 500], help="ledger batch sizes")
     ap.add_argument("--records", type=int, default=10_000, help="ledger records per batch size (2,000 for 1)")
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 256], help="reserve() callers")
+    ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 32, 256], help="reserve() callers")
     ap.add_argument("--reservations", type=int, default=10_000, help="reservations per concurrency")
     ap.add_argument("--keys", type=int, default=16, help="keys the load is spread over")
+    ap.add_argument("--reserve-path", choices=["batched", "store"], default="batched",
+                    help="reserve through the group-committing batcher (what admission does) or store.reserve")
     ap.add_argument("--rounds", type=int, default=3, help="repeat everything; the summary shows medians")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
     a = ap.parse_args(argv)

@@ -17,9 +17,10 @@ from sluice.errors import QuotaExceeded
 from sluice.metering.limits import Limiter, LimitSpec
 from sluice.metering.meter import Meter
 from sluice.metering.pricing import Price
+from sluice.metering.reservations import ReservationBatcher
 from sluice.metering.tokens import estimate_prompt
 from sluice.schema.chat import ChatRequest
-from sluice.storage.base import KeyRecord, LedgerRecord, Store
+from sluice.storage.base import KeyRecord, LedgerRecord, Reservation, Store
 
 log = logging.getLogger("sluice.admission")
 
@@ -37,6 +38,7 @@ class Admission:
         g = settings.limits
         self._global = LimitSpec(rpm=g.rpm, tpm=g.tpm, max_concurrency=g.max_concurrency)
         self.instance_id = os.urandom(8).hex()
+        self._reservations = ReservationBatcher(store)
         self._task: asyncio.Task[None] | None = None
 
     def price(self, model: str) -> Price:
@@ -51,6 +53,7 @@ class Admission:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self._reservations.aclose()
         await self._limiter.aclose()
 
     async def _reconcile_loop(self) -> None:
@@ -81,7 +84,8 @@ class Admission:
             meter.limits.append((scope, spec, tokens))
         if key.metered:
             nanos = meter.price.cost_nanos(tokens - out_cap * req.n, out_cap * req.n)
-            ok = await self._store.reserve(key.id, meter.request_id, nanos, tokens, self.instance_id)
+            held = Reservation(key.id, meter.request_id, nanos, tokens, self.instance_id)
+            ok = await self._reservations.reserve(held)
             if not ok:
                 await self.release_limits(meter, 0)
                 raise QuotaExceeded(

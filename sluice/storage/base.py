@@ -8,6 +8,7 @@ insert, in one transaction, idempotent on request_id) charges and releases.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -107,6 +108,17 @@ class LedgerRecord:
         }
 
 
+@dataclass(slots=True, frozen=True)
+class Reservation:
+    """What one metered request holds on its key until it settles (nano-units and tokens)."""
+
+    key_id: str
+    request_id: str
+    nanos: int
+    tokens: int
+    instance_id: str
+
+
 @dataclass(slots=True)
 class UsageRow:
     key_id: str | None
@@ -169,8 +181,16 @@ class Store(Protocol):
         """Atomically hold `nanos` and `tokens` if they fit the key's budget and quota; False if not."""
         ...
 
+    async def reserve_many(self, batch: Sequence[Reservation]) -> list[bool]:
+        """`reserve` for each, in one transaction, one answer each in order. Every reservation is checked
+        by its own conditional update, in order per key, so the batch grants exactly what the same calls
+        made one by one would. A request_id that already holds a reservation (or comes twice) is refused."""
+        ...
+
     async def write_ledger(self, records: list[LedgerRecord]) -> None:
-        """Insert and settle, idempotent on request_id: a record written twice is charged once."""
+        """Insert and settle in one transaction, idempotent on request_id: a record written twice (in one
+        batch or in several, from any process) is charged once. A new record with a key takes its
+        reservation and charges the key: cost and tokens to spent, the reservation back from reserved."""
         ...
 
     async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float) -> int:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
 from sluice.storage import sql
-from sluice.storage.base import KEY_FIELDS, KeyRecord, LedgerQuery, LedgerRecord, UsageRow
+from sluice.storage.base import KEY_FIELDS, KeyRecord, LedgerQuery, LedgerRecord, Reservation, UsageRow
 from sluice.storage.migrations import POSTGRES_MIGRATIONS
 
 T = TypeVar("T")
@@ -54,13 +54,17 @@ class PostgresStore:
             pool, self._pool = self._pool, None
             await pool.close()
 
-    async def _tx(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def _tx(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *, explicit: bool = True) -> T:
         """Run `fn` in one transaction; retried when PostgreSQL picks it as a deadlock victim (it was
-        rolled back whole, so running it again cannot charge twice)."""
+        rolled back whole, so running it again cannot charge twice). `explicit=False` saves the BEGIN and
+        COMMIT round trips when `fn`'s writes are one statement or one executemany (atomic on its own)."""
         for attempt in range(_DEADLOCK_RETRIES + 1):
             try:
-                async with self.pool.acquire() as con, con.transaction():
-                    return await fn(con)
+                async with self.pool.acquire() as con:
+                    if not explicit:
+                        return await fn(con)
+                    async with con.transaction():
+                        return await fn(con)
             except asyncpg.DeadlockDetectedError:
                 if attempt == _DEADLOCK_RETRIES:
                     raise
@@ -116,13 +120,30 @@ class PostgresStore:
         return await self.get_key(key_id) if await self._tx(run) else None
 
     async def reserve(self, key_id: str, request_id: str, nanos: int, tokens: int, instance_id: str) -> bool:
-        async def run(con: asyncpg.Connection) -> bool:
-            if await con.fetchrow(_q(sql.RESERVE), nanos, tokens, key_id, nanos, tokens) is None:
-                return False
-            await con.execute(_q(sql.INSERT_RESERVATION), request_id, key_id, nanos, tokens, instance_id,
-                              time.time())
-            return True
-        return await self._tx(run)
+        return (await self.reserve_many([Reservation(key_id, request_id, nanos, tokens, instance_id)]))[0]
+
+    async def reserve_many(self, batch: Sequence[Reservation]) -> list[bool]:
+        if not batch:
+            return []
+        # Key rows are locked in id order (like settlement and reconciliation): concurrent batches from
+        # several processes queue on a key instead of deadlocking. The sort is stable, so each key still
+        # sees its reservations in arrival order; reservations on different keys do not affect each other.
+        now = time.time()
+        first = sql.first_flags(batch)
+        args = [(*sql.reserve_args(r), r.instance_id, now)
+                for r in sorted((r for r, f in zip(batch, first, strict=True) if f), key=lambda r: r.key_id)]
+
+        async def one(con: asyncpg.Connection) -> set[str]:
+            return {rid} if (rid := await con.fetchval(_RESERVE_ONE, *args[0])) is not None else set()
+
+        async def many(con: asyncpg.Connection) -> set[str]:
+            await con.executemany(_RESERVE_AND_HOLD, args)
+            # read back after the commit, by `now` (this batch's mark, so a request_id held before and
+            # refused above is not taken for granted); until its request settles, only reconciliation
+            # could remove a row, and it releases the amount as well: the answer would be a safe False
+            return {row[0] for row in await con.fetch(_HELD_SINCE, [a[5] for a in args], now)}
+        held = await self._tx(one if len(args) == 1 else many, explicit=False)
+        return [f and r.request_id in held for r, f in zip(batch, first, strict=True)]
 
     async def write_ledger(self, records: list[LedgerRecord]) -> None:
         if records:
@@ -177,21 +198,40 @@ async def _migrate(con: asyncpg.Connection) -> None:
 
 
 async def _settle(con: asyncpg.Connection, records: list[LedgerRecord]) -> None:
-    """Same effect as sqlite._settle, with locks taken in one order (ledger rows by request_id, then key
-    rows by id) so concurrent batches from several processes queue instead of deadlocking."""
-    charges: dict[str, list[int]] = {}
-    for rec in sorted(records, key=lambda r: r.request_id):
-        if await con.fetchrow(_q(sql.INSERT_LEDGER), *sql.ledger_row(rec)) is None:
-            continue  # already recorded: never charge twice
-        if rec.key_id is None:
-            continue
-        held = await con.fetchrow(_q(sql.TAKE_RESERVATION), rec.request_id)
-        amount, tokens = (held[0], held[1]) if held else (0, 0)
-        c = charges.setdefault(rec.key_id, [0, 0, 0, 0])
-        for i, v in enumerate((rec.cost or 0, amount, sql.charged_tokens(rec), tokens)):
-            c[i] += v
-    for key_id in sorted(charges):
-        await con.execute(_q(sql.SETTLE), *charges[key_id], key_id)
+    """Set-based settlement: one INSERT of the batch (columns as arrays) that returns only the rows it
+    added, so a record already written, here or by a concurrent transaction elsewhere, is never charged
+    again; one DELETE of their reservations; one UPDATE per key. Locks are taken in one order (ledger
+    rows by request_id, then key rows by id) so concurrent batches queue instead of deadlocking."""
+    batch = sorted(sql.first_per_request(records), key=lambda r: r.request_id)
+    columns = list(zip(*map(sql.ledger_row, batch), strict=True))
+    added = {row[0] for row in await con.fetch(_INSERT_LEDGER, *columns)}
+    new = [r for r in batch if r.request_id in added]
+    keyed = [r.request_id for r in new if r.key_id is not None]
+    held = await con.fetch(_TAKE_RESERVATIONS, keyed) if keyed else []
+    charges = sql.settlements(new, held)
+    if charges:
+        await con.executemany(_q(sql.SETTLE), charges)
+
+
+# PostgreSQL's types for each ledger column, to pass the batch as one array per column to unnest().
+_LEDGER_TYPES = {"request_id": "text", "key_id": "text", "model": "text", "provider": "text",
+                 "upstream_model": "text", "stream": "int4", "status": "int4", "prompt_tokens": "int8",
+                 "completion_tokens": "int8", "cached_tokens": "int8", "usage_source": "text",
+                 "ttft_ms": "float8", "duration_ms": "float8", "disconnected": "int4", "error_code": "text",
+                 "attempts": "int4", "cost": "int8", "created_at": "float8", "extra": "text"}
+_INSERT_LEDGER = (f"INSERT INTO ledger ({', '.join(sql.LEDGER_COLS)}) SELECT * FROM unnest("
+                  + ", ".join(f"${i}::{_LEDGER_TYPES[c]}[]" for i, c in enumerate(sql.LEDGER_COLS, 1))
+                  + ") ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
+_TAKE_RESERVATIONS = ("DELETE FROM reservations WHERE request_id = ANY($1::text[]) "
+                      "RETURNING request_id, key_id, amount, tokens")
+# The shared conditional UPDATE (sql.RESERVE, $1-$6) and, only when it passed, the reservation's row:
+# one statement per reservation, all of a batch sent at once by executemany (atomic: one implicit
+# transaction), or alone with RETURNING.
+_RESERVE_AND_HOLD = (f"WITH granted AS ({_q(sql.RESERVE)}) INSERT INTO reservations "
+                     "(request_id, key_id, amount, tokens, instance_id, created_at) "
+                     "SELECT $6, id, $1, $2, $7, $8 FROM granted")
+_RESERVE_ONE = _RESERVE_AND_HOLD + " RETURNING request_id"
+_HELD_SINCE = "SELECT request_id FROM reservations WHERE request_id = ANY($1::text[]) AND created_at = $2"
 
 
 def _rowcount(status: str) -> int:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from sluice.storage.base import KeyRecord, LedgerQuery, LedgerRecord, UsageRow
+from sluice.storage.base import KeyRecord, LedgerQuery, LedgerRecord, Reservation, UsageRow
 
 KEY_COLS = ("id", "name", "key_hash", "owner", "models", "enabled", "revoked", "created_at", "expires_at",
             "budget", "spent", "reserved", "token_quota", "tokens_used", "tokens_reserved", "period",
@@ -23,15 +24,17 @@ LEDGER_COLS = ("request_id", "key_id", "model", "provider", "upstream_model", "s
 SELECT_KEY = f"SELECT {', '.join(KEY_COLS)} FROM keys"
 INSERT_KEY = f"INSERT INTO keys ({', '.join(KEY_COLS)}) VALUES ({', '.join('?' * len(KEY_COLS))})"
 SELECT_LEDGER = f"SELECT {', '.join(LEDGER_COLS)} FROM ledger"
-INSERT_LEDGER = (f"INSERT INTO ledger ({', '.join(LEDGER_COLS)}) VALUES ({', '.join('?' * len(LEDGER_COLS))}) "
-                 "ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
+INSERT_LEDGER = f"INSERT INTO ledger ({', '.join(LEDGER_COLS)}) VALUES ({', '.join('?' * len(LEDGER_COLS))})"
 
+# The one check that keeps a key from overspending, run once per reservation (also in a batch): it
+# passes only if this amount still fits after everything already held, and the request holds nothing yet.
+# Parameters: nanos, tokens, key_id, nanos, tokens, request_id.
 RESERVE = ("UPDATE keys SET reserved = reserved + ?, tokens_reserved = tokens_reserved + ? "
            "WHERE id = ? AND (budget IS NULL OR spent + reserved + ? <= budget) "
-           "AND (token_quota IS NULL OR tokens_used + tokens_reserved + ? <= token_quota) RETURNING id")
+           "AND (token_quota IS NULL OR tokens_used + tokens_reserved + ? <= token_quota) "
+           "AND NOT EXISTS (SELECT 1 FROM reservations WHERE request_id = ?) RETURNING id")
 INSERT_RESERVATION = ("INSERT INTO reservations (request_id, key_id, amount, tokens, instance_id, created_at) "
                       "VALUES (?, ?, ?, ?, ?, ?)")
-TAKE_RESERVATION = "DELETE FROM reservations WHERE request_id = ? RETURNING amount, tokens"
 SETTLE = ("UPDATE keys SET spent = spent + ?, reserved = reserved - ?, tokens_used = tokens_used + ?, "
           "tokens_reserved = tokens_reserved - ? WHERE id = ?")
 RELEASE = "UPDATE keys SET reserved = reserved - ?, tokens_reserved = tokens_reserved - ? WHERE id = ?"
@@ -126,6 +129,49 @@ def charged_tokens(rec: LedgerRecord) -> int:
     if rec.quota_tokens is not None:
         return rec.quota_tokens
     return (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
+
+
+def reserve_args(r: Reservation) -> tuple[int, int, str, int, int, str]:
+    """RESERVE's parameters for one reservation."""
+    return (r.nanos, r.tokens, r.key_id, r.nanos, r.tokens, r.request_id)
+
+
+def first_flags(batch: Sequence[Reservation]) -> list[bool]:
+    """For each reservation, whether it is the first of its request_id in the batch (a repeat is refused)."""
+    seen: set[str] = set()
+    out = []
+    for r in batch:
+        out.append(r.request_id not in seen)
+        seen.add(r.request_id)
+    return out
+
+
+def first_per_request(records: list[LedgerRecord]) -> list[LedgerRecord]:
+    """The batch without repeats: the first record of each request_id, in order."""
+    seen: dict[str, LedgerRecord] = {}
+    for rec in records:
+        seen.setdefault(rec.request_id, rec)
+    return list(seen.values()) if len(seen) < len(records) else records
+
+
+def settlements(new: list[LedgerRecord], held: list[Any]) -> list[tuple[int, int, int, int, str]]:
+    """SETTLE parameters, one row per key sorted by id (one lock order for every writer): the cost and
+    tokens of the newly written records, and the reservations they took back (rows of request_id,
+    key_id, amount, tokens; released from the key that held them). Keys with nothing to do are left out."""
+    per_key: dict[str, list[int]] = {}
+    for rec in new:
+        if rec.key_id is None:
+            continue
+        cost, tokens = rec.cost or 0, charged_tokens(rec)
+        if cost or tokens:
+            c = per_key.setdefault(rec.key_id, [0, 0, 0, 0])
+            c[0] += cost
+            c[2] += tokens
+    for _, key_id, amount, tokens in held:
+        c = per_key.setdefault(key_id, [0, 0, 0, 0])
+        c[1] += amount
+        c[3] += tokens
+    return [(c[0], c[1], c[2], c[3], k) for k, c in sorted(per_key.items()) if any(c)]
 
 
 def ledger_where(q: LedgerQuery, alias: str = "") -> tuple[str, list[Any]]:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import orjson
+
 from sluice.config import sqlite_path
 from sluice.storage import sql
-from sluice.storage.base import KEY_FIELDS, KeyRecord, LedgerQuery, LedgerRecord, UsageRow
+from sluice.storage.base import KEY_FIELDS, KeyRecord, LedgerQuery, LedgerRecord, Reservation, UsageRow
 from sluice.storage.migrations import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
@@ -109,15 +111,14 @@ class SQLiteStore:
         return await self.get_key(key_id) if await self._tx(run) else None
 
     async def reserve(self, key_id: str, request_id: str, nanos: int, tokens: int, instance_id: str) -> bool:
-        def run(db: sqlite3.Connection) -> bool:
-            if db.execute(sql.RESERVE, (nanos, tokens, key_id, nanos, tokens)).fetchone() is None:
-                return False
-            db.execute(sql.INSERT_RESERVATION, (request_id, key_id, nanos, tokens, instance_id, time.time()))
-            return True
-        return await self._tx(run)
+        return (await self.reserve_many([Reservation(key_id, request_id, nanos, tokens, instance_id)]))[0]
+
+    async def reserve_many(self, batch: Sequence[Reservation]) -> list[bool]:
+        return await self._tx(lambda db: _reserve(db, batch)) if batch else []
 
     async def write_ledger(self, records: list[LedgerRecord]) -> None:
-        await self._tx(lambda db: _settle(db, records))
+        if records:
+            await self._tx(lambda db: _settle(db, records))
 
     async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float) -> int:
         now = time.time()
@@ -165,12 +166,38 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute(f"PRAGMA user_version = {i}")
 
 
+def _reserve(db: sqlite3.Connection, batch: Sequence[Reservation]) -> list[bool]:
+    """Under BEGIN IMMEDIATE (no other writer, in any process): each reservation's own conditional
+    UPDATE in order, then the granted ones' rows in one executemany."""
+    granted: list[bool] = []
+    rows: list[tuple[str, str, int, int, str, float]] = []
+    now = time.time()
+    for r, first in zip(batch, sql.first_flags(batch), strict=True):
+        ok = first and db.execute(sql.RESERVE, sql.reserve_args(r)).fetchone() is not None
+        granted.append(ok)
+        if ok:
+            rows.append((r.request_id, r.key_id, r.nanos, r.tokens, r.instance_id, now))
+    if rows:
+        db.executemany(sql.INSERT_RESERVATION, rows)
+    return granted
+
+
 def _settle(db: sqlite3.Connection, records: list[LedgerRecord]) -> None:
-    for rec in records:
-        if db.execute(sql.INSERT_LEDGER, sql.ledger_row(rec)).fetchone() is None:
-            continue  # already recorded: never charge twice
-        if rec.key_id is None:
-            continue
-        held = db.execute(sql.TAKE_RESERVATION, (rec.request_id,)).fetchone()
-        amount, tokens = held if held else (0, 0)
-        db.execute(sql.SETTLE, (rec.cost or 0, amount, sql.charged_tokens(rec), tokens, rec.key_id))
+    """Set-based settlement. BEGIN IMMEDIATE makes this transaction the only writer (in any process)
+    from its first statement, so what it reads as already recorded cannot change before it inserts."""
+    batch = sql.first_per_request(records)
+    ids = orjson.dumps([r.request_id for r in batch])
+    recorded = {row[0] for row in db.execute(_RECORDED, (ids,))}
+    new = [r for r in batch if r.request_id not in recorded] if recorded else batch
+    if not new:
+        return  # all already recorded: never charge twice
+    db.executemany(sql.INSERT_LEDGER, [sql.ledger_row(r) for r in new])
+    keyed = [r.request_id for r in new if r.key_id is not None]
+    held = db.execute(_TAKE_RESERVATIONS, (orjson.dumps(keyed),)).fetchall() if keyed else []
+    db.executemany(sql.SETTLE, sql.settlements(new, held))
+
+
+# A batch's request_ids go in as one JSON array: one statement text whatever the batch size.
+_RECORDED = "SELECT request_id FROM ledger WHERE request_id IN (SELECT value FROM json_each(?))"
+_TAKE_RESERVATIONS = ("DELETE FROM reservations WHERE request_id IN (SELECT value FROM json_each(?)) "
+                      "RETURNING request_id, key_id, amount, tokens")

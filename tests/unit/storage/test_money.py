@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from sluice.storage.base import LedgerQuery, Store
+from sluice.metering.reservations import ReservationBatcher
+from sluice.storage.base import LedgerQuery, Reservation, Store
 from tests.unit.storage.conftest import Backend, entry, key
 
 
@@ -148,3 +149,124 @@ async def test_reconcile_resets_ended_periods(store: Store) -> None:
 def _all() -> LedgerQuery:
     return LedgerQuery(limit=1_000)
 
+
+
+# --- batches: reserve_many and set-based write_ledger -------------------------------------------------
+
+
+async def test_reserve_many_answers_each_as_one_by_one_would(store: Store) -> None:
+    await store.create_key(key("k1", budget=100))
+    await store.create_key(key("k2", token_quota=10))
+    assert await store.reserve("k1", "held", 5, 0, "i1")
+    batch = [Reservation("k1", "a", 60, 0, "i1"), Reservation("k2", "b", 0, 6, "i1"),
+             Reservation("k1", "c", 50, 0, "i1"),     # does not fit after a: refused
+             Reservation("k1", "d", 35, 0, "i1"),     # still fits: 5 + 60 + 35 = 100
+             Reservation("k2", "e", 0, 5, "i1"),      # 6 + 5 > 10
+             Reservation("k2", "f", 0, 4, "i1"),
+             Reservation("nope", "g", 1, 1, "i1"),   # unknown key
+             Reservation("k1", "a", 0, 0, "i1"),      # the same request again: refused, not doubled
+             Reservation("k1", "held", 0, 0, "i1")]   # already holds a reservation
+    assert await store.reserve_many(batch) == [True, True, False, True, False, True, False, False, False]
+    k1, k2 = await store.get_key("k1"), await store.get_key("k2")
+    assert k1 is not None and k1.reserved == 100
+    assert k2 is not None and k2.tokens_reserved == 10
+    assert await store.count_reservations() == 5
+    assert await store.reserve_many([]) == []
+
+
+async def test_batched_reservations_across_processes_never_overspend(backend: Backend) -> None:
+    """Each process has its own batcher; 200 concurrent requests against a budget for 50, and 200 on
+    another key against a token quota for 30."""
+    stores = [await backend.store() for _ in range(backend.processes)]
+    await stores[0].create_key(key("k1", budget=50, token_quota=10**6))
+    await stores[0].create_key(key("k2", budget=10**6, token_quota=30))
+    batchers = [ReservationBatcher(s) for s in stores]
+    granted = await asyncio.gather(*(
+        batchers[i % len(stores)].reserve(Reservation(f"k{1 + i % 2}", f"r{i}", 1 + i % 2, 1, "i1"))
+        for i in range(400)))
+    assert sum(granted[0::2]) == 50 and sum(granted[1::2]) == 30
+    k1, k2 = await stores[-1].get_key("k1"), await stores[-1].get_key("k2")
+    assert k1 is not None and (k1.reserved, k1.tokens_reserved) == (50, 50)
+    assert k2 is not None and (k2.reserved, k2.tokens_reserved) == (60, 30)
+    assert await stores[0].count_reservations() == 80
+
+
+async def test_concurrent_batches_on_shared_keys_in_opposite_orders(backend: Backend) -> None:
+    """Batches from several processes over the same keys, listed in opposite orders, neither deadlock
+    nor grant more than fits."""
+    stores = [await backend.store() for _ in range(backend.processes)]
+    names = [f"k{i}" for i in range(8)]
+    for k in names:
+        await stores[0].create_key(key(k, budget=30))
+
+    def batch(p: int, n: int) -> list[Reservation]:
+        order = names if (p + n) % 2 else names[::-1]
+        return [Reservation(k, f"p{p}-b{n}-{k}", 1, 0, f"i{p}") for k in order]
+    answers = await asyncio.gather(*(stores[p].reserve_many(batch(p, n))
+                                     for n in range(20) for p in range(len(stores))))
+    assert sum(map(sum, answers)) == 30 * len(names)
+    for k in names:
+        got = await stores[0].get_key(k)
+        assert got is not None and got.reserved == 30
+
+
+async def test_write_ledger_charges_a_request_once_within_and_across_batches(store: Store) -> None:
+    await store.create_key(key("k1", budget=1_000, token_quota=1_000))
+    assert await store.reserve("k1", "r1", 100, 50, "i1")
+    assert await store.reserve("k1", "r2", 100, 50, "i1")
+    first = entry("r1", cost=30, prompt_tokens=10, completion_tokens=2)
+    again = entry("r1", cost=99, prompt_tokens=90, completion_tokens=9, status=500)   # a later copy
+    await store.write_ledger([first, again, entry("r2", cost=5, prompt_tokens=1), first])
+    await store.write_ledger([again, entry("r2", cost=7, prompt_tokens=3)])
+    got = await store.get_key("k1")
+    assert got is not None
+    assert (got.spent, got.reserved, got.tokens_used, got.tokens_reserved) == (35, 0, 13, 0)
+    assert await store.get_ledger("r1") == first        # the first copy is the one kept
+    assert await store.count_reservations() == 0
+
+
+async def test_write_ledger_aggregates_a_batch_mixing_keys(store: Store) -> None:
+    await store.create_key(key("k1", budget=10_000, token_quota=10_000))
+    await store.create_key(key("k2", budget=10_000))
+    await store.create_key(key("k3", spent=4))                   # unmetered: charged, never reserved
+    await store.create_key(key("k4", budget=100))                # only a failed request, nothing to charge
+    reserved = {"a": ("k1", 500, 100), "b": ("k1", 300, 60), "c": ("k2", 800, 0), "d": ("k2", 200, 0)}
+    for rid, (k, nanos, tokens) in reserved.items():
+        assert await store.reserve(k, rid, nanos, tokens, "i1")
+    assert await store.reserve("k1", "other", 11, 1, "i1")       # stays held: not in the batch
+    await store.write_ledger([
+        entry("a", "k1", cost=120, prompt_tokens=10, completion_tokens=20),
+        entry("c", "k2", cost=700, prompt_tokens=100, completion_tokens=100),
+        entry("x", "k3", cost=9, prompt_tokens=3),
+        entry("b", "k1", cost=None, status=502, error_code="upstream_error"),   # failed: releases only
+        entry("y", None, cost=1_000, prompt_tokens=5),            # no key: recorded, charged to no one
+        entry("d", "k2", cost=50, prompt_tokens=900, completion_tokens=900, quota_tokens=40),
+        entry("z", "k4", cost=None, status=429),
+    ])
+    k1, k2, k3, k4 = [await store.get_key(k) for k in ("k1", "k2", "k3", "k4")]
+    assert k1 is not None and (k1.spent, k1.reserved, k1.tokens_used, k1.tokens_reserved) == (120, 11, 30, 1)
+    assert k2 is not None and (k2.spent, k2.reserved, k2.tokens_used, k2.tokens_reserved) == (750, 0, 240, 0)
+    assert k3 is not None and (k3.spent, k3.tokens_used) == (13, 3)
+    assert k4 is not None and (k4.spent, k4.reserved, k4.tokens_used) == (0, 0, 0)
+    assert await store.count_reservations() == 1
+    assert len(await store.list_ledger(_all())) == 7
+
+
+async def test_reconcile_releases_batched_reservations_of_a_dead_process(backend: Backend) -> None:
+    dead, alive = await backend.store(), await backend.store()
+    await alive.create_key(key("k1", budget=100, token_quota=100))
+    await dead.reconcile("dead", 60, 3600)
+    batcher = ReservationBatcher(dead)
+    got = await asyncio.gather(*(batcher.reserve(Reservation("k1", f"r{i}", 10, 5, "dead")) for i in range(15)))
+    assert sum(got) == 10
+    await dead.close()                                          # the process dies holding the whole budget
+    assert not await alive.reserve("k1", "late", 1, 1, "alive")
+    await asyncio.sleep(0.3)
+    assert await alive.reconcile("alive", 0.2, 3600) == 10
+    k1 = await alive.get_key("k1")
+    assert k1 is not None and (k1.reserved, k1.tokens_reserved) == (0, 0)
+    assert await alive.reserve("k1", "late", 100, 100, "alive")
+    # a record the dead process wrote late still charges once and releases nothing twice
+    await alive.write_ledger([entry("r0", cost=7, prompt_tokens=2)])
+    k1 = await alive.get_key("k1")
+    assert k1 is not None and (k1.spent, k1.reserved, k1.tokens_used, k1.tokens_reserved) == (7, 100, 2, 100)

@@ -1,0 +1,95 @@
+"""Group commit for budget reservations: the reservations that arrive while one transaction is in flight
+go to the store together in the next one (`Store.reserve_many`), each still checked on its own.
+
+At low load a reservation goes out at once (one batch of one); as load rises the batches grow and the
+cost per reservation (thread hop or round trip, transaction, commit) falls. Each caller gets its own
+answer, or the store's exception if its batch failed (a failed transaction granted nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+from sluice.storage.base import Reservation
+
+
+class Reserves(Protocol):
+    """The part of the Store this needs."""
+
+    async def reserve_many(self, batch: Sequence[Reservation]) -> list[bool]: ...
+
+
+class _Waiting:
+    __slots__ = ("fut", "res", "sent")
+
+    def __init__(self, res: Reservation, fut: asyncio.Future[bool]) -> None:
+        self.res = res
+        self.fut = fut
+        self.sent = False
+
+
+class ReservationBatcher:
+    def __init__(self, store: Reserves, *, max_batch: int = 256) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self._queue: deque[_Waiting] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    async def reserve(self, res: Reservation) -> bool:
+        """True when `res` is held on its key. If the caller is cancelled once its reservation has been
+        sent, this still waits for that transaction to end before raising, so the reservation (if it was
+        granted) is in the database before the caller settles, and the settlement releases it."""
+        loop = asyncio.get_running_loop()
+        w = _Waiting(res, loop.create_future())
+        self._queue.append(w)
+        if self._task is None:
+            self._task = loop.create_task(self._drain(), name="sluice-reserve")
+        try:
+            return await asyncio.shield(w.fut)
+        except asyncio.CancelledError:
+            if not w.sent:
+                w.fut.cancel()          # not sent yet: the batch will leave it out
+            elif not w.fut.done():
+                await asyncio.wait([w.fut])
+            raise
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch: list[_Waiting] = []
+                while self._queue and len(batch) < self._max_batch:
+                    w = self._queue.popleft()
+                    if not w.fut.done():
+                        w.sent = True
+                        batch.append(w)
+                if batch:
+                    await self._send(batch)
+        finally:
+            self._task = None
+            while self._queue:          # only when this task was cancelled (loop shutting down)
+                self._queue.popleft().fut.cancel()
+
+    async def _send(self, batch: list[_Waiting]) -> None:
+        try:
+            granted = await self._store.reserve_many([w.res for w in batch])
+        except BaseException as exc:
+            for w in batch:
+                if not w.fut.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        w.fut.cancel()
+                    else:
+                        w.fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for w, ok in zip(batch, granted, strict=True):
+            if not w.fut.done():
+                w.fut.set_result(ok)
+
+    async def aclose(self) -> None:
+        """Wait for the reservations already queued."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -22,8 +22,7 @@ from pathlib import Path
 import asyncpg
 
 from bench.proc import TICK
-from sluice.metering.reservations import ReservationBatcher
-from sluice.storage.base import KeyRecord, LedgerRecord, Reservation, Store
+from sluice.storage.base import KeyRecord, LedgerRecord, Store
 from sluice.storage.postgres import PostgresStore
 from sluice.storage.sqlite import SQLiteStore
 
@@ -111,11 +110,22 @@ async def _make_keys(store: Store, n: int, tag: str) -> list[str]:
     return ids
 
 
+async def _settle_down(store: Store) -> None:
+    """Start each measurement from the same database state, whatever the setup wrote: SQLite's WAL
+    checkpointed (else a checkpoint the setup made due lands in the measurement)."""
+    if isinstance(store, SQLiteStore):
+        await store._run(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+
+
 def _reserver(store: Store, path: str) -> Reserve:
     """What admission calls: the group-committing batcher, or (`--reserve-path store`) one store
     transaction per reservation."""
     if path == "store":
         return store.reserve
+    # imported here so that `--reserve-path store` also runs on a checkout without the batcher
+    from sluice.metering.reservations import ReservationBatcher
+    from sluice.storage.base import Reservation
+
     batcher = ReservationBatcher(store)
 
     async def reserve(key_id: str, request_id: str, nanos: int, tokens: int, instance_id: str) -> bool:
@@ -137,14 +147,15 @@ async def _gather_reserve(reserve: Reserve, jobs: list[tuple[str, str]], concurr
     return granted
 
 
-async def bench_ledger(store: Store, backend: str, batch: int, n: int, keys: int, pg: bool) -> Figure:
+async def bench_ledger(store: Store, backend: str, batch: int, n: int, keys: int, pg: bool,
+                       path: str) -> Figure:
     tag = f"l{batch}-{uuid.uuid4().hex[:6]}"
     ids = await _make_keys(store, keys, tag)
     now = time.time()
     records = [_record(f"{tag}-r{i}", ids[i % keys], now) for i in range(n)]
-    granted = await _gather_reserve(_reserver(store, "batched"), [(r.key_id or "", r.request_id) for r in records],
-                                    64)
+    granted = await _gather_reserve(_reserver(store, path), [(r.key_id or "", r.request_id) for r in records], 64)
     assert granted == n, "setup: every reservation should fit"
+    await _settle_down(store)
     with Meter(pg) as m:
         for i in range(0, n, batch):
             await store.write_ledger(records[i:i + batch])
@@ -156,6 +167,7 @@ async def bench_reserve(store: Store, backend: str, concurrency: int, n: int, ke
     tag = f"r{concurrency}-{uuid.uuid4().hex[:6]}"
     ids = await _make_keys(store, keys, tag)
     jobs = [(ids[i % keys], f"{tag}-r{i}") for i in range(n)]
+    await _settle_down(store)
     reserve = _reserver(store, path)
     with Meter(pg) as m:
         granted = await _gather_reserve(reserve, jobs, concurrency)
@@ -191,7 +203,8 @@ async def run(a: argparse.Namespace) -> list[Figure]:
                 try:
                     for batch in a.batch:
                         n = a.records if batch > 1 else min(a.records, 2_000)
-                        figures.append(f := await bench_ledger(store, backend, batch, n, a.keys, pg))
+                        figures.append(f := await bench_ledger(store, backend, batch, n, a.keys, pg,
+                                                                a.reserve_path))
                         print(f.row(), f"round {r}", flush=True)
                     for c in a.concurrency:
                         figures.append(f := await bench_reserve(store, backend, c, a.reservations, a.keys, pg,
@@ -233,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reservations", type=int, default=10_000, help="reservations per concurrency")
     ap.add_argument("--keys", type=int, default=16, help="keys the load is spread over")
     ap.add_argument("--reserve-path", choices=["batched", "store"], default="batched",
-                    help="reserve through the group-committing batcher (what admission does) or store.reserve")
+                    help="reserve through the group-committing batcher (what admission does) or store.reserve; "
+                         "`store` also runs on a checkout from before the batcher existed")
     ap.add_argument("--rounds", type=int, default=3, help="repeat everything; the summary shows medians")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
     a = ap.parse_args(argv)

@@ -1,9 +1,11 @@
 """Group commit for budget reservations: the reservations that arrive while one transaction is in flight
 go to the store together in the next one (`Store.reserve_many`), each still checked on its own.
 
-At low load a reservation goes out at once (one batch of one); as load rises the batches grow and the
-cost per reservation (thread hop or round trip, transaction, commit) falls. Each caller gets its own
-answer, or the store's exception if its batch failed (a failed transaction granted nothing).
+When nothing is in flight a reservation goes at once, from its caller's own task (a batch of one, no
+hop through another task). Whatever arrives meanwhile queues, and a drain task sends the queue in
+batches until it is empty. So the cost per reservation (thread hop or round trip, transaction, commit)
+falls as load rises. Each caller gets its own answer, or the store's exception if its batch failed
+(a failed transaction granted nothing).
 """
 
 from __future__ import annotations
@@ -37,16 +39,22 @@ class ReservationBatcher:
         self._max_batch = max_batch
         self._queue: deque[_Waiting] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._alone = False
 
     async def reserve(self, res: Reservation) -> bool:
-        """True when `res` is held on its key. If the caller is cancelled once its reservation has been
-        sent, this still waits for that transaction to end before raising, so the reservation (if it was
-        granted) is in the database before the caller settles, and the settlement releases it."""
-        loop = asyncio.get_running_loop()
-        w = _Waiting(res, loop.create_future())
+        """True when `res` is held on its key.
+
+        A queued caller cancelled after its batch was sent still waits for that transaction to end before
+        raising, so a granted reservation is in the database before the request settles, and settling
+        releases it. A lone caller's store call gets the same from the stores: asyncpg waits for the
+        server to finish or cancel the statement before the connection goes back to the pool, and
+        SQLite's one thread runs jobs in order, so a later settlement comes after."""
+        if self._task is None and not self._alone:
+            return await self._reserve_alone(res)
+        # a batch is in flight (alone or from the drain task): queue; whichever is in flight starts or
+        # continues the drain when it ends
+        w = _Waiting(res, asyncio.get_running_loop().create_future())
         self._queue.append(w)
-        if self._task is None:
-            self._task = loop.create_task(self._drain(), name="sluice-reserve")
         try:
             return await asyncio.shield(w.fut)
         except asyncio.CancelledError:
@@ -55,6 +63,17 @@ class ReservationBatcher:
             elif not w.fut.done():
                 await asyncio.wait([w.fut])
             raise
+
+    async def _reserve_alone(self, res: Reservation) -> bool:
+        """Nothing in flight: send at once from the caller's task (no hop through another task); who
+        comes meanwhile queues for the next batch."""
+        self._alone = True
+        try:
+            return (await self._store.reserve_many([res]))[0]
+        finally:
+            self._alone = False
+            if self._queue:
+                self._task = asyncio.get_running_loop().create_task(self._drain(), name="sluice-reserve")
 
     async def _drain(self) -> None:
         try:

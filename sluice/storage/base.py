@@ -108,7 +108,7 @@ class LedgerRecord:
         }
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Reservation:
     """What one metered request holds on its key until it settles (nano-units and tokens)."""
 

@@ -1,6 +1,7 @@
-"""SQL shared by the SQLite and PostgreSQL stores (qmark placeholders; `to_dollar()` converts for asyncpg)
-and the mapping between rows and records. Both dialects run the same statements, so the same storage
-tests hold for both.
+"""SQL shared by the SQLite and PostgreSQL stores (qmark placeholders; `to_dollar()` converts for asyncpg),
+the mapping between rows and records, and the batch arithmetic both share (repeats, per-key settlement
+sums). Where the dialects agree they run the same statements; where batches need dialect features
+(json_each, unnest/ANY, data-modifying CTEs) the store keeps its own. The same storage tests hold for both.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ LEDGER_COLS = ("request_id", "key_id", "model", "provider", "upstream_model", "s
 SELECT_KEY = f"SELECT {', '.join(KEY_COLS)} FROM keys"
 INSERT_KEY = f"INSERT INTO keys ({', '.join(KEY_COLS)}) VALUES ({', '.join('?' * len(KEY_COLS))})"
 SELECT_LEDGER = f"SELECT {', '.join(LEDGER_COLS)} FROM ledger"
-INSERT_LEDGER = f"INSERT INTO ledger ({', '.join(LEDGER_COLS)}) VALUES ({', '.join('?' * len(LEDGER_COLS))})"
+INSERT_LEDGER = (f"INSERT INTO ledger ({', '.join(LEDGER_COLS)}) VALUES ({', '.join('?' * len(LEDGER_COLS))}) "
+                 "ON CONFLICT (request_id) DO NOTHING")
 
 # The one check that keeps a key from overspending, run once per reservation (also in a batch): it
 # passes only if this amount still fits after everything already held, and the request holds nothing yet.

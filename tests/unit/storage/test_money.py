@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
 
 from sluice.metering.reservations import ReservationBatcher
 from sluice.storage.base import LedgerQuery, Reservation, Store
@@ -270,3 +276,54 @@ async def test_reconcile_releases_batched_reservations_of_a_dead_process(backend
     await alive.write_ledger([entry("r0", cost=7, prompt_tokens=2)])
     k1 = await alive.get_key("k1")
     assert k1 is not None and (k1.spent, k1.reserved, k1.tokens_used, k1.tokens_reserved) == (7, 100, 2, 100)
+
+
+async def test_cancelled_reservations_leave_nothing_held_once_their_requests_settle(backend: Backend) -> None:
+    """Clients that go away while their reservation waits on a busy database: alone (sent from the
+    caller's task) or queued in a batch, what they may have reserved is released when they settle."""
+    store = await backend.store()
+    await store.create_key(key("k1", budget=100))
+    batcher = ReservationBatcher(store)
+    async with _writer_lock(backend):
+        alone = asyncio.ensure_future(batcher.reserve(Reservation("k1", "alone", 10, 1, "i1")))
+        await asyncio.sleep(0.1)
+        queued = asyncio.ensure_future(batcher.reserve(Reservation("k1", "queued", 10, 1, "i1")))
+        never_sent = asyncio.ensure_future(batcher.reserve(Reservation("k1", "never", 10, 1, "i1")))
+        await asyncio.sleep(0.1)
+        never_sent.cancel()
+        alone.cancel()           # its queue goes out as the next batch, which waits for the lock too
+        with pytest.raises(asyncio.CancelledError):
+            await alone
+        await asyncio.sleep(0.1)
+        queued.cancel()
+        await asyncio.sleep(0.1)
+        assert not queued.done()  # sent: waits for its transaction to end
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    await store.write_ledger([entry(rid, status=499) for rid in ("alone", "queued", "never")])
+    got = await store.get_key("k1")
+    assert got is not None and (got.spent, got.reserved, got.tokens_reserved) == (0, 0, 0)
+    assert await store.count_reservations() == 0
+    assert await store.reserve("k1", "after", 100, 0, "i1")
+
+
+@contextlib.asynccontextmanager
+async def _writer_lock(backend: Backend) -> AsyncIterator[None]:
+    """Another process holding what a reservation needs: SQLite's write lock, or PostgreSQL's row lock on
+    key k1."""
+    if backend.name == "sqlite":
+        db = sqlite3.connect(backend.url[len("sqlite:///"):], isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+        return
+    con = await asyncpg.connect(backend.url)
+    try:
+        async with con.transaction():
+            await con.execute("SELECT 1 FROM keys WHERE id = 'k1' FOR UPDATE")
+            yield
+    finally:
+        await con.close()

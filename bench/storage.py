@@ -57,42 +57,45 @@ def _process_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _postgres_ticks() -> dict[int, int]:
-    """utime+stime (clock ticks) of every process named `postgres` (the server runs on this machine)."""
+def _backend_ticks(db: str) -> dict[int, int]:
+    """utime+stime (clock ticks) of the PostgreSQL backends serving database `db` (the server runs on
+    this machine; a backend's process title names its database). Other databases' backends, e.g. other
+    test runs on the same server, and the shared background processes are left out."""
     out: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if f" {db} ".encode() not in f.read():
+                    continue
             with open(f"/proc/{entry}/stat") as f:
-                head, tail = f.read().rsplit(")", 1)
-        except OSError:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
             continue
-        if head.endswith("(postgres"):
-            fields = tail.split()
-            out[int(entry)] = int(fields[11]) + int(fields[12])
+        out[int(entry)] = int(fields[11]) + int(fields[12])
     return out
 
 
-def _postgres_cpu_since(before: dict[int, int]) -> float:
+def _backend_cpu_since(db: str, before: dict[int, int]) -> float:
     """Server CPU seconds since `before`; a backend started meanwhile (the pool grows) counts from zero."""
-    return sum(t - before.get(pid, 0) for pid, t in _postgres_ticks().items()) / TICK
+    return sum(t - before.get(pid, 0) for pid, t in _backend_ticks(db).items()) / TICK
 
 
 class Meter:
-    def __init__(self, pg: bool) -> None:
-        self._pg = pg
+    def __init__(self, db: str | None) -> None:
+        self._db = db
 
     def __enter__(self) -> Meter:
         self.t0, self.c0, self.l0 = time.perf_counter(), _process_cpu(), time.thread_time()
-        self.d0 = _postgres_ticks() if self._pg else {}
+        self.d0 = _backend_ticks(self._db) if self._db else {}
         return self
 
     def __exit__(self, *_: object) -> None:
         self.seconds = time.perf_counter() - self.t0
         self.cpu = _process_cpu() - self.c0
         self.loop_cpu = time.thread_time() - self.l0
-        self.db_cpu: float | None = _postgres_cpu_since(self.d0) if self._pg else None
+        self.db_cpu: float | None = _backend_cpu_since(self._db, self.d0) if self._db else None
 
 
 def _record(rid: str, key_id: str, now: float) -> LedgerRecord:
@@ -114,7 +117,8 @@ async def _settle_down(store: Store) -> None:
     """Start each measurement from the same database state, whatever the setup wrote: SQLite's WAL
     checkpointed (else a checkpoint the setup made due lands in the measurement)."""
     if isinstance(store, SQLiteStore):
-        await store._run(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+        # fetchall: a cursor handed back unfinished would keep a statement in progress (no COMMIT then)
+        await store._run(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
 
 
 def _reserver(store: Store, path: str) -> Reserve:
@@ -147,7 +151,7 @@ async def _gather_reserve(reserve: Reserve, jobs: list[tuple[str, str]], concurr
     return granted
 
 
-async def bench_ledger(store: Store, backend: str, batch: int, n: int, keys: int, pg: bool,
+async def bench_ledger(store: Store, backend: str, batch: int, n: int, keys: int, db: str | None,
                        path: str) -> Figure:
     tag = f"l{batch}-{uuid.uuid4().hex[:6]}"
     ids = await _make_keys(store, keys, tag)
@@ -156,30 +160,31 @@ async def bench_ledger(store: Store, backend: str, batch: int, n: int, keys: int
     granted = await _gather_reserve(_reserver(store, path), [(r.key_id or "", r.request_id) for r in records], 64)
     assert granted == n, "setup: every reservation should fit"
     await _settle_down(store)
-    with Meter(pg) as m:
+    with Meter(db) as m:
         for i in range(0, n, batch):
             await store.write_ledger(records[i:i + batch])
     return Figure(backend, "ledger", batch, n, m.seconds, m.cpu, m.loop_cpu, m.db_cpu)
 
 
-async def bench_reserve(store: Store, backend: str, concurrency: int, n: int, keys: int, pg: bool,
+async def bench_reserve(store: Store, backend: str, concurrency: int, n: int, keys: int, db: str | None,
                         path: str) -> Figure:
     tag = f"r{concurrency}-{uuid.uuid4().hex[:6]}"
     ids = await _make_keys(store, keys, tag)
     jobs = [(ids[i % keys], f"{tag}-r{i}") for i in range(n)]
     await _settle_down(store)
     reserve = _reserver(store, path)
-    with Meter(pg) as m:
+    with Meter(db) as m:
         granted = await _gather_reserve(reserve, jobs, concurrency)
     assert granted == n, "every reservation should fit"
     return Figure(backend, "reserve", concurrency, n, m.seconds, m.cpu, m.loop_cpu, m.db_cpu)
 
 
-async def _open(backend: str, workdir: Path) -> tuple[Store, Callable[[], Awaitable[None]]]:
+async def _open(backend: str, workdir: Path) -> tuple[Store, Callable[[], Awaitable[None]], str | None]:
+    """The store, how to close it, and the PostgreSQL database's name (None for SQLite)."""
     if backend == "sqlite":
         s: Store = SQLiteStore(f"sqlite:///{workdir / 'bench.db'}")
         await s.open()
-        return s, s.close
+        return s, s.close, None
     admin = await asyncpg.connect(PG_ADMIN_URL)
     db = f"sluice_bench_{uuid.uuid4().hex[:10]}"
     await admin.execute(f"CREATE DATABASE {db}")
@@ -190,7 +195,7 @@ async def _open(backend: str, workdir: Path) -> tuple[Store, Callable[[], Awaita
         await s.close()
         await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         await admin.close()
-    return s, close
+    return s, close, db
 
 
 async def run(a: argparse.Namespace) -> list[Figure]:
@@ -198,16 +203,15 @@ async def run(a: argparse.Namespace) -> list[Figure]:
     for r in range(1, a.rounds + 1):
         for backend in a.backend:
             with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
-                store, close = await _open(backend, Path(tmp))
-                pg = backend == "postgres"
+                store, close, db = await _open(backend, Path(tmp))
                 try:
                     for batch in a.batch:
                         n = a.records if batch > 1 else min(a.records, 2_000)
-                        figures.append(f := await bench_ledger(store, backend, batch, n, a.keys, pg,
+                        figures.append(f := await bench_ledger(store, backend, batch, n, a.keys, db,
                                                                 a.reserve_path))
                         print(f.row(), f"round {r}", flush=True)
                     for c in a.concurrency:
-                        figures.append(f := await bench_reserve(store, backend, c, a.reservations, a.keys, pg,
+                        figures.append(f := await bench_reserve(store, backend, c, a.reservations, a.keys, db,
                                                                  a.reserve_path))
                         print(f.row(), f"round {r}", flush=True)
                 finally:
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
     figures = uvloop.run(run(a))
     print(f"\nmedian of {a.rounds} rounds; cpu = this process (all threads), loop = the event loop's thread, "
-          "db = PostgreSQL server processes; seconds per 10k operations")
+          "db = the PostgreSQL backends serving the bench's database; seconds per 10k operations")
     print(HEADER)
     print("\n".join(medians(figures)))
     if a.json:

@@ -203,13 +203,18 @@ async def _settle(con: asyncpg.Connection, records: list[LedgerRecord]) -> None:
     again; one DELETE of their reservations; one UPDATE per key. Locks are taken in one order (ledger
     rows by request_id, then key rows by id) so concurrent batches queue instead of deadlocking."""
     batch = sorted(sql.first_per_request(records), key=lambda r: r.request_id)
-    columns = list(zip(*map(sql.ledger_row, batch), strict=True))
-    added = {row[0] for row in await con.fetch(_INSERT_LEDGER, *columns)}
+    if len(batch) == 1:     # the common batch at low load: plain parameters cost less than arrays
+        added = {row[0] for row in await con.fetch(_INSERT_LEDGER_ONE, *sql.ledger_row(batch[0]))}
+    else:
+        columns = list(zip(*map(sql.ledger_row, batch), strict=True))
+        added = {row[0] for row in await con.fetch(_INSERT_LEDGER, *columns)}
     new = [r for r in batch if r.request_id in added]
     keyed = [r.request_id for r in new if r.key_id is not None]
     held = await con.fetch(_TAKE_RESERVATIONS, keyed) if keyed else []
     charges = sql.settlements(new, held)
-    if charges:
+    if len(charges) == 1:   # executemany's pipeline costs more than one execute
+        await con.execute(_q(sql.SETTLE), *charges[0])
+    elif charges:
         await con.executemany(_q(sql.SETTLE), charges)
 
 
@@ -222,6 +227,7 @@ _LEDGER_TYPES = {"request_id": "text", "key_id": "text", "model": "text", "provi
 _INSERT_LEDGER = (f"INSERT INTO ledger ({', '.join(sql.LEDGER_COLS)}) SELECT * FROM unnest("
                   + ", ".join(f"${i}::{_LEDGER_TYPES[c]}[]" for i, c in enumerate(sql.LEDGER_COLS, 1))
                   + ") ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
+_INSERT_LEDGER_ONE = _q(sql.INSERT_LEDGER) + " RETURNING request_id"
 _TAKE_RESERVATIONS = ("DELETE FROM reservations WHERE request_id = ANY($1::text[]) "
                       "RETURNING request_id, key_id, amount, tokens")
 # The shared conditional UPDATE (sql.RESERVE, $1-$6) and, only when it passed, the reservation's row:

@@ -1,4 +1,5 @@
-"""Budgets on both backends: top-ups, atomic reservations across processes, settlement and reconciliation."""
+"""Budgets on both backends: top-ups, atomic reservations (one by one and in batches) across processes,
+settlement in batches, and reconciliation."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """Group commit for budget reservations: the reservations that arrive while one transaction is in flight
 go to the store together in the next one (`Store.reserve_many`), each still checked on its own.
 
-When nothing is in flight a reservation goes at once, from its caller's own task (a batch of one, no
-hop through another task). Whatever arrives meanwhile queues, and a drain task sends the queue in
-batches until it is empty. So the cost per reservation (thread hop or round trip, transaction, commit)
+When nothing is in flight a reservation goes from its caller's own task (a batch of one, no hop
+through another task), after one yield to the loop so that callers ready in the same iteration queue
+behind it. Whatever arrives meanwhile queues, and a drain task sends the queue in batches until it is
+empty. So the cost per reservation (thread hop or round trip, transaction, commit)
 falls as load rises. Each caller gets its own answer, or the store's exception if its batch failed
 (a failed transaction granted nothing).
 """
@@ -69,6 +70,10 @@ class ReservationBatcher:
         comes meanwhile queues for the next batch."""
         self._alone = True
         try:
+            # Callers already ready in this loop iteration queue behind this one during the yield: a
+            # store that commits without yielding (SQLite on the loop's thread) would else take a burst
+            # one transaction at a time.
+            await asyncio.sleep(0)
             return (await self._store.reserve_many([res]))[0]
         finally:
             self._alone = False

@@ -16,8 +16,9 @@ class FakeStore:
     """Grants while the budget lasts. A batch holding a request_id in `holds` waits for that event (a
     transaction in flight); one holding a request_id in `fail_on` raises that exception."""
 
-    def __init__(self, budget: int = 10**9) -> None:
+    def __init__(self, budget: int = 10**9, *, yields: bool = True) -> None:
         self.budget = budget
+        self.yields = yields        # False: answers without giving the loop a turn (SQLite's inline commit)
         self.batches: list[list[str]] = []
         self.holds: dict[str, asyncio.Event] = {}
         self.fail_on: dict[str, Exception] = {}
@@ -26,7 +27,8 @@ class FakeStore:
     async def reserve_many(self, batch: Sequence[Reservation]) -> list[bool]:
         self.batches.append([r.request_id for r in batch])
         self.tasks.append(asyncio.current_task())
-        await asyncio.sleep(0)
+        if self.yields:
+            await asyncio.sleep(0)
         for r in batch:
             if r.request_id in self.holds:
                 await self.holds[r.request_id].wait()
@@ -71,6 +73,13 @@ async def test_callers_arriving_together_or_during_a_batch_share_the_next_one() 
     assert await lone
     assert await asyncio.gather(*queued) == [True, True, True, True, False, False]  # 1, 2, 1, 2 fit in 6
     assert store.batches == [["lone"], ["q0", "q1", "q2", "q3", "q4", "q5"]]
+
+
+async def test_a_burst_is_batched_even_when_the_store_answers_without_yielding() -> None:
+    store = FakeStore(yields=False)
+    b = ReservationBatcher(store)
+    assert all(await asyncio.gather(*(b.reserve(res(f"r{i}")) for i in range(5))))
+    assert store.batches == [["r0"], ["r1", "r2", "r3", "r4"]]
 
 
 async def test_batches_are_capped() -> None:

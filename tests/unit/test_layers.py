@@ -2,7 +2,7 @@
 
 Dependencies point one way: cli -> http -> relay -> (routing, metering, auth, providers) ->
 (schema, errors, sse, upstream). Providers never import storage, metering, auth or http. Only
-`upstream.py` imports an HTTP client (httptools' parser here), only `cli/` imports the server
+`upstream/` imports an HTTP client (httptools' parser here), only `cli/` imports the server
 (uvicorn), and only `config.py` reads the environment.
 """
 
@@ -36,7 +36,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 
 # third-party module -> the only files (relative to sluice/) allowed to import it
 ONLY_IN: dict[str, tuple[str, ...]] = {
-    "httptools": ("upstream.py",),
+    "httptools": ("upstream/",),
     "aiohttp": (),
     "httpx": (),
     "uvicorn": ("cli/",),

@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -369,3 +369,65 @@ http {{
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+# --- one instance on the simulated provider: a fast model and a slow one (crash and drain tests) ----
+
+
+@contextlib.contextmanager
+def storage_for(kind: str, tmp_path: Path, prefix: str) -> Iterator[str]:
+    """A fresh store URL: a SQLite file under `tmp_path`, or a throwaway PostgreSQL database."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'sluice.db'}"
+        return
+    with pg_database(prefix) as url:
+        yield url
+
+
+def two_speed_config(tmp_path: Path, storage_url: str, *, slow_tps: float, server: str = "",
+                     sections: str = "", extra: str = "") -> Path:
+    """A config with models `fast-sim` and `slow-sim` (`slow_tps` tokens per second), both priced.
+    `server` goes into [server]; `sections` after [storage]; `extra` (more providers/models) at the end."""
+    cfg = tmp_path / "sluice.toml"
+    cfg.write_text(f"""
+[server]
+{server}
+
+[storage]
+url = "{storage_url}"
+{sections}
+[[providers]]
+name = "fast"
+kind = "simulated"
+
+[[providers]]
+name = "slow"
+kind = "simulated"
+tokens_per_second = {slow_tps}
+
+[[models]]
+name = "fast-sim"
+pricing = {{ input = "1", output = "10" }}
+targets = [{{ provider = "fast", model = "fast-sim" }}]
+
+[[models]]
+name = "slow-sim"
+pricing = {{ input = "1", output = "10" }}
+targets = [{{ provider = "slow", model = "slow-sim" }}]
+{extra}""")
+    return cfg
+
+
+@contextlib.asynccontextmanager
+async def serving(cfg: Path, tmp_path: Path, name: str, ready_timeout: float = 30.0) -> AsyncIterator[SluiceServer]:
+    """A started `sluice serve` on a free port, ready; stopped on exit."""
+    s = SluiceServer(cfg, free_port(), tmp_path / f"{name}.log").start()
+    try:
+        await asyncio.to_thread(s.wait_ready, ready_timeout)
+        yield s
+    finally:
+        await asyncio.to_thread(s.stop)
+
+
+def chat_body(model: str, stream: bool) -> dict[str, Any]:
+    return {"model": model, "stream": stream, "messages": [{"role": "user", "content": "Tell me something"}]}

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,16 @@ import aiohttp
 import pytest
 
 from sluice.providers.simulated import DEFAULT_REPLY, tokenize
-from tests.e2e.cluster import ADMIN_TOKEN, SluiceServer, aquery, free_port, pg_database
+from tests.e2e.cluster import (
+    ADMIN_TOKEN,
+    SluiceServer,
+    aquery,
+    chat_body,
+    free_port,
+    serving,
+    storage_for,
+    two_speed_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -30,55 +39,13 @@ WORDS = len(tokenize(DEFAULT_REPLY))  # the simulated model's reply, in its toke
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'sluice.db'}"
-        return
-    with pg_database("sluice_crash") as url:
+    with storage_for(request.param, tmp_path, "sluice_crash") as url:
         yield url
 
 
 def _config(tmp_path: Path, storage_url: str, *, slow_tps: float, grace: float = 5.0) -> Path:
-    cfg = tmp_path / "sluice.toml"
-    cfg.write_text(f"""
-[server]
-shutdown_grace_seconds = {grace}
-
-[storage]
-url = "{storage_url}"
-
-[budgets]
-instance_timeout_seconds = 2
-
-[[providers]]
-name = "fast"
-kind = "simulated"
-
-[[providers]]
-name = "slow"
-kind = "simulated"
-tokens_per_second = {slow_tps}
-
-[[models]]
-name = "fast-sim"
-pricing = {{ input = "1", output = "10" }}
-targets = [{{ provider = "fast", model = "fast-sim" }}]
-
-[[models]]
-name = "slow-sim"
-pricing = {{ input = "1", output = "10" }}
-targets = [{{ provider = "slow", model = "slow-sim" }}]
-""")
-    return cfg
-
-
-@contextlib.asynccontextmanager
-async def _server(cfg: Path, tmp_path: Path, name: str) -> AsyncIterator[SluiceServer]:
-    s = SluiceServer(cfg, free_port(), tmp_path / f"{name}.log").start()
-    try:
-        await asyncio.to_thread(s.wait_ready)
-        yield s
-    finally:
-        await asyncio.to_thread(s.stop)
+    return two_speed_config(tmp_path, storage_url, slow_tps=slow_tps, server=f"shutdown_grace_seconds = {grace}",
+                            sections="\n[budgets]\ninstance_timeout_seconds = 2\n")
 
 
 async def _admin(session: aiohttp.ClientSession, url: str, method: str = "GET",
@@ -89,12 +56,8 @@ async def _admin(session: aiohttp.ClientSession, url: str, method: str = "GET",
         return doc
 
 
-def _body(model: str, stream: bool) -> dict[str, Any]:
-    return {"model": model, "stream": stream, "messages": [{"role": "user", "content": "Tell me something"}]}
-
-
 async def _finish(session: aiohttp.ClientSession, base: str, secret: str, stream: bool) -> str:
-    async with session.post(base + "/v1/chat/completions", json=_body("fast-sim", stream),
+    async with session.post(base + "/v1/chat/completions", json=chat_body("fast-sim", stream),
                             headers={"authorization": f"Bearer {secret}"}) as r:
         data = await r.read()
         assert r.status == 200, data
@@ -105,7 +68,7 @@ async def _finish(session: aiohttp.ClientSession, base: str, secret: str, stream
 
 async def _open_stream(session: aiohttp.ClientSession, base: str, secret: str) -> aiohttp.ClientResponse:
     """A slow stream, read until its first content event: admitted, reserved and under way."""
-    r = await session.post(base + "/v1/chat/completions", json=_body("slow-sim", True),
+    r = await session.post(base + "/v1/chat/completions", json=chat_body("slow-sim", True),
                            headers={"authorization": f"Bearer {secret}"})
     assert r.status == 200, await r.read()
     while b'"content":"' not in (line := await r.content.readuntil(b"\n\n")) or b'"content":""' in line:
@@ -143,7 +106,7 @@ async def test_sigkill_mid_stream_leaves_no_money_locked(storage_url: str, tmp_p
     finally:
         first.kill()
 
-    async with _server(cfg, tmp_path, "second") as second, aiohttp.ClientSession() as session:
+    async with serving(cfg, tmp_path, "second") as second, aiohttp.ClientSession() as session:
         while True:
             now = await _admin(session, f"{second.url}/admin/keys/{kid}")
             left = await aquery(storage_url, "SELECT count(*) FROM reservations")

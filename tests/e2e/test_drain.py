@@ -11,7 +11,7 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,16 @@ import aiohttp
 import pytest
 
 from sluice.providers.simulated import DEFAULT_REPLY, tokenize
-from tests.e2e.cluster import ADMIN_TOKEN, SluiceServer, UpstreamSim, aquery, free_port, pg_database
+from tests.e2e.cluster import (
+    ADMIN_TOKEN,
+    SluiceServer,
+    UpstreamSim,
+    aquery,
+    chat_body,
+    serving,
+    storage_for,
+    two_speed_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +38,7 @@ WORDS = len(tokenize(DEFAULT_REPLY))  # 39: at 4 tokens per second a slow stream
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'sluice.db'}"
-        return
-    with pg_database("sluice_drain") as url:
+    with storage_for(request.param, tmp_path, "sluice_drain") as url:
         yield url
 
 
@@ -49,46 +55,12 @@ name = "late"
 pricing = {{ input = "1", output = "10" }}
 targets = [{{ provider = "late", model = "late" }}]
 """
-    cfg = tmp_path / "sluice.toml"
-    cfg.write_text(f"""
-[server]
-workers = {workers}
-drain_seconds = {drain}
-shutdown_grace_seconds = {grace}
-
-[storage]
-url = "{storage_url}"
-
-[[providers]]
-name = "fast"
-kind = "simulated"
-
-[[providers]]
-name = "slow"
-kind = "simulated"
-tokens_per_second = 4
-
-[[models]]
-name = "fast-sim"
-pricing = {{ input = "1", output = "10" }}
-targets = [{{ provider = "fast", model = "fast-sim" }}]
-
-[[models]]
-name = "slow-sim"
-pricing = {{ input = "1", output = "10" }}
-targets = [{{ provider = "slow", model = "slow-sim" }}]
-{late}""")
-    return cfg
+    server = f"workers = {workers}\ndrain_seconds = {drain}\nshutdown_grace_seconds = {grace}"
+    return two_speed_config(tmp_path, storage_url, slow_tps=4, server=server, extra=late)
 
 
-@contextlib.asynccontextmanager
-async def _server(cfg: Path, tmp_path: Path, name: str) -> AsyncIterator[SluiceServer]:
-    s = SluiceServer(cfg, free_port(), tmp_path / f"{name}.log").start()
-    try:
-        await asyncio.to_thread(s.wait_ready, 60)
-        yield s
-    finally:
-        await asyncio.to_thread(s.stop)
+def _server(cfg: Path, tmp_path: Path, name: str) -> contextlib.AbstractAsyncContextManager[SluiceServer]:
+    return serving(cfg, tmp_path, name, ready_timeout=60)
 
 
 async def _key(session: aiohttp.ClientSession, base: str, name: str) -> dict[str, Any]:
@@ -99,13 +71,9 @@ async def _key(session: aiohttp.ClientSession, base: str, name: str) -> dict[str
         return doc
 
 
-def _chat(model: str, stream: bool) -> dict[str, Any]:
-    return {"model": model, "stream": stream, "messages": [{"role": "user", "content": "Tell me something"}]}
-
-
 async def _open_stream(session: aiohttp.ClientSession, base: str, secret: str) -> aiohttp.ClientResponse:
     """A slow chat stream, read until its first content event: admitted, reserved and under way."""
-    r = await session.post(base + "/v1/chat/completions", json=_chat("slow-sim", True),
+    r = await session.post(base + "/v1/chat/completions", json=chat_body("slow-sim", True),
                            headers={"authorization": f"Bearer {secret}"})
     assert r.status == 200, await r.read()
     while b'"content":"' not in (line := await r.content.readuntil(b"\n\n")) or b'"content":""' in line:
@@ -168,7 +136,8 @@ async def test_sigterm_says_503_at_once_serves_through_the_drain_then_lets_strea
         await _poll(server.url, "/ready", 503, within=5)
         assert await _probe(server.url, "/health") == 200
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh, \
-                fresh.post(server.url + "/v1/chat/completions", json=_chat("fast-sim", False), headers=auth) as late:
+                fresh.post(server.url + "/v1/chat/completions", json=chat_body("fast-sim", False),
+                           headers=auth) as late:
             assert late.status == 200, await late.read()
             assert late.headers["connection"] == "close"  # a balancer's kept-alive connection closes after it
             late_rid = late.headers["x-request-id"]
@@ -206,7 +175,7 @@ async def test_requests_open_past_the_grace_end_with_server_shutdown_and_are_set
             while b"content_block_delta" not in await messages.content.readuntil(b"\n\n"):
                 pass
             waiting = asyncio.ensure_future(session.post(server.url + "/v1/chat/completions",
-                                                         json=_chat("late", True), headers=auth))
+                                                         json=chat_body("late", True), headers=auth))
             deadline = time.monotonic() + 20
             while not upstream.seen():
                 assert time.monotonic() < deadline, "the late request never reached the upstream"

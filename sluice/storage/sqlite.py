@@ -44,13 +44,7 @@ class SQLiteStore:
         """Run `fn` inside BEGIN IMMEDIATE ... COMMIT (rolled back on error)."""
         def run(db: sqlite3.Connection) -> T:
             db.execute("BEGIN IMMEDIATE")
-            try:
-                out = fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return out
+            return _finish_tx(db, fn)
         return await self._run(run)
 
     async def _hot_tx(self, fn: Callable[[sqlite3.Connection], T], size: int) -> T:
@@ -65,14 +59,7 @@ class SQLiteStore:
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:  # another writer (thread or process) holds the lock
                 return await self._tx(fn)
-            try:
-                out = fn(db)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-            return out
+            return _finish_tx(db, fn)
         return await self._tx(fn)
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -192,6 +179,18 @@ class SQLiteStore:
     async def count_reservations(self) -> int:
         row = await self._run(lambda db: db.execute("SELECT count(*) FROM reservations").fetchone())
         return int(row[0])
+
+
+def _finish_tx(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Inside a transaction just begun: run `fn`, commit; roll back if either fails."""
+    try:
+        out = fn(db)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return out
 
 
 def _migrate(db: sqlite3.Connection) -> None:

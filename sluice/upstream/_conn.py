@@ -29,7 +29,6 @@ class Conn(asyncio.Protocol):
     def _reset(self) -> None:
         self.status = 0
         self.headers: dict[str, str] = {}
-        self._hname = b""
         self.head_done = False
         self.done = False
         self.keep_alive = False
@@ -104,8 +103,7 @@ class Conn(asyncio.Protocol):
         if self.head_bytes > MAX_HEAD:
             raise httptools.HttpParserError("response headers too large")
         if name:
-            self._hname = name.lower()
-            k = self._hname.decode("latin-1")
+            k = name.lower().decode("latin-1")
             v = value.decode("latin-1")
             old = self.headers.get(k)
             self.headers[k] = v if old is None else old + ", " + v

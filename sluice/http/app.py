@@ -12,7 +12,18 @@ from sluice.auth.principal import Authenticator
 from sluice.config import Settings
 from sluice.errors import InvalidRequest, NotFound, SluiceError
 from sluice.http.admin_routes import AdminRoutes, DashboardRoutes
-from sluice.http.asgi import Headers, Message, Receive, Scope, Send, header, send_error, send_json
+from sluice.http.asgi import (
+    JSON_CT,
+    Headers,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    header,
+    send_bytes,
+    send_error,
+    send_json,
+)
 from sluice.http.drain import Drain
 from sluice.http.messages_route import MessagesRoute
 from sluice.http.openai_routes import OpenAIRoutes
@@ -20,6 +31,7 @@ from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
 from sluice.metering.limits import Limiter, MemoryLimiter
 from sluice.metering.tokenizer import make_counter_factory
+from sluice.providers.anthropic.inbound import error_body as anthropic_error_body
 from sluice.providers.base import Provider
 from sluice.providers.registry import build_providers
 from sluice.relay import Relay, new_request_id
@@ -55,8 +67,12 @@ class Resources:
 
 
 class App:
-    def __init__(self, settings: Settings) -> None:
+    """The ASGI application. `store` is injected by tests (the seam); by default the lifespan opens the one
+    `settings.storage` names."""
+
+    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
         self.settings = settings
+        self._injected_store = store
         self._res: Resources | None = None
         self.drain = Drain()
         # run once the app has started, in the serving process (cli/serve.py installs its signal handling)
@@ -74,7 +90,7 @@ class App:
 
     async def startup(self) -> None:
         s = self.settings
-        store = open_store(s)
+        store = self._injected_store or open_store(s)
         await store.open()
         client = UpstreamClient()
         providers = build_providers(s.providers, client)
@@ -110,7 +126,11 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            rid = new_request_id()
+            try:
+                await self._http(scope, receive, send, rid)
+            except Exception:  # the outermost boundary: nothing escapes to the server's plain-text 500
+                await self._internal_error(scope, send, rid)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -141,8 +161,22 @@ class App:
             headers.append((b"access-control-expose-headers", _EXPOSE))
         return headers
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rid = new_request_id()
+    async def _internal_error(self, scope: Scope, send: Send, rid: str) -> None:
+        """Answer an exception no route caught with the OpenAI envelope and x-request-id. If the response had
+        already started, the send fails and the server closes the connection: the client sees a cut, not a
+        fake end."""
+        log.exception("unhandled error in %s %s (%s)", scope.get("method"), scope.get("path"), rid)
+        err = SluiceError("The server had an error processing your request.")
+        headers = self._base_headers(scope, rid)
+        try:
+            if scope.get("path", "").startswith(("/v1/messages", "/messages")):
+                await send_bytes(send, err.status, anthropic_error_body(err), [JSON_CT, *headers])
+            else:
+                await send_error(send, err, headers)
+        except Exception:
+            log.debug("could not send the error response for %s", rid, exc_info=True)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
         headers = self._base_headers(scope, rid)
         path: str = scope["path"]
         method: str = scope["method"]
@@ -238,5 +272,5 @@ def make_limiter(s: Settings) -> Limiter:
     return MemoryLimiter()
 
 
-def create_app(settings: Settings) -> App:
-    return App(settings)
+def create_app(settings: Settings, *, store: Store | None = None) -> App:
+    return App(settings, store=store)

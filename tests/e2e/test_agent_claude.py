@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e.sluice_proc import ROOT, SluiceProcess
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer
+from tests.sim.openai_sim import Fault, OpenAISim, chat_events
 
 pytestmark = pytest.mark.agents
 
@@ -105,6 +106,51 @@ targets = [{{ provider = "anth", model = "{MODEL}" }}]
         assert len(tool_turn) == 1
         assert tool_turn[0]["prompt_tokens"] == 10 + 20 + 30 and tool_turn[0]["cached_tokens"] == 30
         assert tool_turn[0]["completion_tokens"] == 7
+
+
+def openai_script(path: Path) -> Any:
+    """The same turn from an OpenAI-compatible upstream (Sluice translates Claude Code's requests)."""
+    def script(body: dict[str, Any]) -> list[bytes]:
+        results = [m["content"] for m in body["messages"] if m["role"] == "tool"]
+        if results:
+            return chat_events(text=f"The file says: {results[0].strip()}")
+        if any(t["function"]["name"] == "Read" for t in body.get("tools") or []):
+            return chat_events(text="Reading it.", calls=(("call_1", "Read", json.dumps({"file_path": str(path)})),),
+                               usage=(40, 9))
+        return chat_events(text="ok")
+    return script
+
+
+async def test_claude_code_through_a_translated_openai_upstream(tmp_path: Path) -> None:
+    claude = _claude_binary()
+    work = tmp_path / "work"
+    work.mkdir()
+    target = work / "note.txt"
+    target.write_text(MARKER + "\n")
+    async with OpenAISim() as sim, SluiceProcess(tmp_path, f"""
+[[providers]]
+name = "oai"
+kind = "openai"
+base_url = "{sim.base_url}"
+api_key = "sk-oai-upstream"
+
+[[models]]
+name = "{MODEL}"
+targets = [{{ provider = "oai", model = "gpt-sim" }}]
+""") as s:
+        sim.always(Fault(script=openai_script(target)))
+        proc = await _run(claude, work, _env(tmp_path / "home", s.port, s.create_key("claude-code")), str(target))
+        assert proc.returncode == 0, (proc.stdout, proc.stderr, s.log.read_text())
+        result = json.loads(proc.stdout)
+        assert result["is_error"] is False and result["result"].startswith("The file says:"), result
+        assert MARKER in result["result"]
+        turns = [r.body for r in sim.requests if r.body.get("tools")]
+        assert turns[0]["messages"][0]["role"] == "system"  # Claude Code's system entries, hoisted
+        assert all(m["role"] != "system" for t in turns for m in t["messages"][1:])
+        assert any(MARKER in m["content"] for t in turns for m in t["messages"] if m["role"] == "tool")
+        rows = _ledger(s)
+        assert any(r["prompt_tokens"] == 40 and r["completion_tokens"] == 9 for r in rows), rows
+        assert all(r["status"] == 200 for r in rows)
 
 
 async def _run(claude: Path, cwd: Path, env: dict[str, str], path: str) -> subprocess.CompletedProcess[str]:

@@ -98,10 +98,15 @@ class Relay:
                     native)
 
     def native_provider(self, target: Target, native: NativeBody | None) -> NativeProvider | None:
-        """The target's provider when it speaks the request's own wire format (a pass-through serves it)."""
+        """The target's provider when it speaks the request's own wire format (a pass-through serves it);
+        None when the translated request serves, which raises what makes a translation unservable."""
+        if native is None:
+            return None
         prov = self.providers[target.provider]
-        if native is not None and isinstance(prov, NativeProvider) and prov.dialect == native.dialect:
+        if isinstance(prov, NativeProvider) and prov.dialect == native.dialect:
             return prov
+        if native.unservable is not None:
+            raise native.unservable
         return None
 
     async def complete(self, key: KeyRecord, req: ChatRequest, meter: Meter,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 
@@ -35,7 +36,7 @@ from sluice.providers.anthropic.inbound import (
     error_body,
     error_event,
 )
-from sluice.providers.anthropic.inbound_request import request_to_openai
+from sluice.providers.anthropic.inbound_request import translate_request
 from sluice.providers.base import NativeBody
 from sluice.relay import Relay, RelayStream
 from sluice.schema.chat import ChatRequest, parse_json_object
@@ -58,7 +59,7 @@ class MessagesRoute:
 
         async def serve(ex: Exchange) -> None:
             relay, meter = self.relay, ex.meter
-            req, native = _parse(scope, ex.raw)
+            req, native = _requests(scope, ex.raw, parse_json_object(ex.raw))
             meter.model = req.model
             if req.stream:
                 ex.stream = rs = await relay.stream(ex.key, req, meter, native)
@@ -83,8 +84,7 @@ class MessagesRoute:
             key = await self.relay.auth.authenticate(credentials(scope))
             body = parse_json_object(raw)
             check_messages_request(body, count_only=True)
-            req = ChatRequest(request_to_openai({**body, "max_tokens": 1}))
-            native = NativeBody("anthropic", raw, req.model, _protocol_headers(scope))
+            req, native = _requests(scope, raw, {**body, "max_tokens": 1})
             out, estimated = await self.relay.count_tokens(key, req, native, rid)
         except ClientGone:
             return
@@ -99,10 +99,11 @@ class MessagesRoute:
         await send_bytes(send, 200, out, [JSON_CT, *headers, (b"x-sluice-token-count", source)])
 
 
-def _parse(scope: Scope, raw: bytes) -> tuple[ChatRequest, NativeBody]:
+def _requests(scope: Scope, raw: bytes, body: dict[str, Any]) -> tuple[ChatRequest, NativeBody]:
     """The canonical request (admission, routing, translated upstreams) and the body as sent (pass-through)."""
-    req = ChatRequest(request_to_openai(parse_json_object(raw)))
-    return req, NativeBody("anthropic", raw, req.model, _protocol_headers(scope))
+    translated, unservable = translate_request(body)
+    req = ChatRequest(translated)
+    return req, NativeBody("anthropic", raw, req.model, _protocol_headers(scope), unservable)
 
 
 def _protocol_headers(scope: Scope) -> dict[str, str]:

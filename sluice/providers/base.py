@@ -34,6 +34,8 @@ class NativeBody:
     raw: bytes                   # the body as the client sent it
     model: str                   # the model named in it (rewritten only when the target's differs)
     headers: dict[str, str] = field(default_factory=dict)  # protocol headers to forward (versions, betas)
+    # why a target that does not speak this format cannot serve it (e.g. a forced server tool), or None
+    unservable: Exception | None = None
 
 
 @dataclass(slots=True)

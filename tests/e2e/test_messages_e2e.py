@@ -21,7 +21,7 @@ import pytest
 
 from sluice.providers.anthropic.inbound import PING_FRAME
 from tests.e2e.sluice_proc import SluiceProcess
-from tests.sim.anthropic_sim import AnthropicSim, Reply, answer, frames, stream_events
+from tests.sim.anthropic_sim import AnthropicSim, Reply, answer, error_body, frames, stream_events
 from tests.sim.gemini_sim import GeminiSim, Script, text_events
 from tests.sim.openai_sim import OpenAISim, fixture_bytes, fixture_payloads
 
@@ -63,6 +63,8 @@ def _config(anth: str, gem: str, oai: str) -> str:
     models = {"claude": ("anth", "claude-sonnet-4-5"), "claude-sonnet-4-5": ("anth", "claude-sonnet-4-5"),
               "gpt": ("oai", "fx-text"), "gpt-tools": ("oai", "fx-tool_calls"), "gemini": ("gem", "gemini-2.5-flash"),
               "sim": ("local", "sim-1")}
+    ha = ('\n[[models]]\nname = "ha"\ntargets = [{ provider = "anth", model = "claude-sonnet-4-5", priority = 0 },'
+          ' { provider = "oai", model = "fx-text", priority = 1 }]\n')
     out = f"""
 [[providers]]
 name = "anth"
@@ -90,7 +92,7 @@ reply = "Bonjour from the simulated model."
 """
     for name, (prov, model) in models.items():
         out += f'\n[[models]]\nname = "{name}"\ntargets = [{{ provider = "{prov}", model = "{model}" }}]\n'
-    return out
+    return out + ha
 
 
 @asynccontextmanager
@@ -211,6 +213,37 @@ async def test_silent_upstream_gets_ping_frames(tmp_path: Path) -> None:
         assert b"event: message_stop" in got and b'"text":"late"' in got
 
 
+async def test_failover_from_the_passthrough_to_a_translated_target(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as g:
+        g.anth.replies.append(Reply(status=529, body=error_body("overloaded_error", "busy")))
+        client = g.client()
+        async with client.messages.stream(model="ha", max_tokens=50,
+                                          messages=[{"role": "user", "content": "hi"}]) as stream:
+            text = "".join([t async for t in stream.text_stream])
+        sent = b"".join(orjson.loads(p)["choices"][0]["delta"].get("content", "").encode()
+                        for p in fixture_payloads("text") if p != b"[DONE]" and orjson.loads(p)["choices"])
+        assert text == sent.decode() and text
+        assert len(g.anth.received) == 1 and g.oai.requests[-1].body["model"] == "fx-text"
+        (row,) = await _rows(g, 1)
+        assert row["provider"] == "oai" and row["attempts"] == 2 and row["status"] == 200
+
+
+async def test_a_forced_server_tool_passes_through_and_is_a_400_when_translated(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as g:
+        client = g.client()
+        tools: Any = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 1}]
+        choice: Any = {"type": "tool", "name": "web_search"}
+        msgs: Any = [{"role": "user", "content": "news?"}]
+        msg = await client.messages.create(model="claude", max_tokens=50, messages=msgs, tools=tools,
+                                           tool_choice=choice)
+        assert msg.content[0].type == "text"
+        assert g.anth.received[-1].body["tool_choice"] == choice and g.anth.received[-1].body["tools"] == tools
+        with pytest.raises(anthropic.BadRequestError, match=r"tool_choice\.name") as info:
+            await client.messages.create(model="gpt", max_tokens=50, messages=msgs, tools=tools, tool_choice=choice)
+        assert info.value.response.headers["request-id"] == info.value.response.headers["x-request-id"]
+        assert g.oai.requests == []
+
+
 # --- translated upstreams --------------------------------------------------------------------------
 
 
@@ -314,7 +347,7 @@ async def test_models_in_both_dialects(tmp_path: Path) -> None:
     async with gateway(tmp_path) as g:
         client = g.client()
         ids = [m.id async for m in client.models.list(limit=2)]  # pages through after_id
-        assert ids == ["claude", "claude-sonnet-4-5", "gpt", "gpt-tools", "gemini", "sim"]
+        assert ids == ["claude", "claude-sonnet-4-5", "gpt", "gpt-tools", "gemini", "sim", "ha"]
         page = await client.models.list(limit=3)
         assert [m.id for m in page.data] == ids[:3] and page.has_more and page.last_id == "gpt"
         back = await client.models.list(before_id="gpt", limit=5)

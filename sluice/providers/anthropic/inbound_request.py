@@ -22,7 +22,17 @@ _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "
 
 
 def request_to_openai(body: Mapping[str, Any]) -> dict[str, Any]:
-    """An Anthropic Messages request body -> an OpenAI chat request body (InvalidRequest if malformed)."""
+    """An Anthropic Messages request body -> an OpenAI chat request body (InvalidRequest if malformed, or
+    if it cannot be served by a non-Anthropic upstream)."""
+    out, unservable = translate_request(body)
+    if unservable is not None:
+        raise unservable
+    return out
+
+
+def translate_request(body: Mapping[str, Any]) -> tuple[dict[str, Any], InvalidRequest | None]:
+    """(the OpenAI chat body, why only an Anthropic upstream can serve it or None); InvalidRequest if
+    malformed. The error is kept, not raised, because an Anthropic target serves the body as sent."""
     check_messages_request(body)
     system: list[str] = []
     if body.get("system"):
@@ -49,11 +59,11 @@ def request_to_openai(body: Mapping[str, Any]) -> dict[str, Any]:
     user = (body.get("metadata") or {}).get("user_id")
     if user:
         out["user"] = user
-    _tools_to_openai(body, out)
+    unservable = _tools_to_openai(body, out)
     effort = reasoning_effort(body)
     if effort is not None:
         out["reasoning_effort"] = effort
-    return out
+    return out, unservable
 
 
 def reasoning_effort(body: Mapping[str, Any]) -> str | None:
@@ -131,7 +141,7 @@ def _assistant_to_openai(content: Any, param: str) -> list[dict[str, Any]]:
     return [msg]
 
 
-def _tools_to_openai(body: Mapping[str, Any], out: dict[str, Any]) -> None:
+def _tools_to_openai(body: Mapping[str, Any], out: dict[str, Any]) -> InvalidRequest | None:
     # A tool without a type (or `custom`) is the client's own; a typed one is an Anthropic server tool.
     tools = [t for t in body.get("tools") or [] if t.get("type") in (None, "custom")]
     if tools:
@@ -140,14 +150,16 @@ def _tools_to_openai(body: Mapping[str, Any], out: dict[str, Any]) -> None:
             "parameters": t.get("input_schema") or {"type": "object", "properties": {}}}} for t in tools]
     choice = body.get("tool_choice")
     if choice is None:
-        return
+        return None
     kind = choice["type"]
-    if kind == "tool":
-        if not any(t["name"] == choice["name"] for t in tools):
-            raise InvalidRequest("tool_choice.name: names no client tool in `tools` (server tools run only "
-                                 "on Anthropic upstreams)", param="tool_choice.name")
-        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
-    elif tools or kind == "none":
-        out["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[kind]
     if choice.get("disable_parallel_tool_use") and tools:
         out["parallel_tool_calls"] = False
+    if kind != "tool":
+        if tools or kind == "none":
+            out["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[kind]
+        return None
+    if any(t["name"] == choice["name"] for t in tools):
+        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+        return None
+    return InvalidRequest("tool_choice.name: names no client tool in `tools` (server tools run only on "
+                          "Anthropic upstreams)", param="tool_choice.name")

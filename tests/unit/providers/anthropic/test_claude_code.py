@@ -9,7 +9,7 @@ import pytest
 
 from sluice.errors import InvalidRequest
 from sluice.providers.anthropic.checks import check_messages_request
-from sluice.providers.anthropic.inbound_request import reasoning_effort, request_to_openai
+from sluice.providers.anthropic.inbound_request import reasoning_effort, request_to_openai, translate_request
 from sluice.providers.anthropic.models import models_page
 
 
@@ -124,3 +124,12 @@ def test_models_page_cursors() -> None:
     for bad in ("0", "1001", "x", "-1"):
         with pytest.raises(InvalidRequest):
             models_page(ids, {"limit": bad}, 0)
+
+
+def test_an_unservable_translation_is_returned_not_raised() -> None:
+    body = _body(tools=[{"type": "web_search_20250305", "name": "web_search"}],
+                 tool_choice={"type": "tool", "name": "web_search"})
+    out, unservable = translate_request(body)
+    assert unservable is not None and unservable.param == "tool_choice.name"
+    assert "tool_choice" not in out and "tools" not in out
+    assert translate_request(_body())[1] is None

@@ -213,6 +213,19 @@ async def test_silent_upstream_gets_ping_frames(tmp_path: Path) -> None:
         assert b"event: message_stop" in got and b'"text":"late"' in got
 
 
+async def test_a_passthrough_stream_cut_short_ends_in_an_error_event(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as g:
+        fixture = frames((FIX / "anthropic" / "thinking_tool.sse").read_bytes())
+        g.anth.replies.append(Reply(sse=fixture, drop_after=3))
+        raw = await _raw_stream(g, {"model": "claude", "max_tokens": 50, "stream": True,
+                                    "messages": [{"role": "user", "content": "x"}]}, VERSION)
+        body = raw.replace(PING_FRAME, b"")
+        assert body.startswith(b"".join(fixture[:3]))  # what did arrive went through unchanged
+        assert body.count(b"event: error\n") == 1 and b"message_stop" not in body
+        (row,) = await _rows(g, 1)
+        assert row["error_code"] and row["prompt_tokens"] == 50  # message_start's usage was read
+
+
 async def test_failover_from_the_passthrough_to_a_translated_target(tmp_path: Path) -> None:
     async with gateway(tmp_path) as g:
         g.anth.replies.append(Reply(status=529, body=error_body("overloaded_error", "busy")))
@@ -337,6 +350,10 @@ async def test_count_tokens_upstream_or_estimated(tmp_path: Path) -> None:
         base = (await plain.parse()).input_tokens
         assert 0 < base < with_system.input_tokens and base < with_tools.input_tokens
         assert g.ledger() == []  # counts are neither billed nor recorded
+        g.anth.replies.append(Reply(status=529, body=error_body("overloaded_error", "busy")))
+        fallback = await client.messages.with_raw_response.count_tokens(model="claude", messages=msgs)
+        assert fallback.headers["x-sluice-token-count"] == "estimated"  # the upstream was unavailable
+        assert (await fallback.parse()).input_tokens == base
         async with anthropic.AsyncAnthropic(base_url=g.s.base_url.removesuffix("/v1"), api_key="sk-wrong",
                                             max_retries=0) as bad:
             with pytest.raises(anthropic.AuthenticationError):

@@ -130,11 +130,14 @@ class AnthropicSim:
         return resp
 
     async def _count(self, request: web.Request) -> web.Response:
-        """A count the test can recognise: 1000 + the number of messages."""
+        """A count the test can recognise: 1000 + the number of messages; a queued error reply fails it."""
         raw = await request.read()
         body = orjson.loads(raw)
         self.received.append(Received(request.path, {k.lower(): v for k, v in request.headers.items()}, body,
                                       raw, request.query_string))
+        if self.replies and self.replies[0].status != 200:
+            reply = self.replies.pop(0)
+            return web.json_response(reply.body or {}, status=reply.status)
         return web.json_response({"input_tokens": 1000 + len(body.get("messages") or [])})
 
 

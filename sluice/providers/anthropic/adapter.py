@@ -96,6 +96,7 @@ class AnthropicProvider:
         native = call.native
         assert isinstance(native, NativeBody)
         headers = native_headers({"accept": accept, **self._headers}, native, self._cfg.strip_betas)
+        headers.update(self._cfg.headers)  # what the operator pinned (a version, betas) wins over the client
         return await self._post(call, url, headers, native_body(native, call.upstream_model))
 
     async def _send(self, call: Call, *, stream: bool, accept: str = "application/json") -> UpstreamResponse:

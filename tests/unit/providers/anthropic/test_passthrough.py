@@ -93,3 +93,26 @@ async def test_stream_errors_and_truncation_raise() -> None:
                 assert got[0].usage is not None and got[0].usage.prompt_tokens == 3
         finally:
             await client.aclose()
+
+
+async def test_headers_the_operator_pinned_win_over_the_clients() -> None:
+    from sluice.config import ProviderConfig
+    from sluice.providers.anthropic import AnthropicProvider
+    from sluice.providers.base import Call
+    from sluice.schema.chat import ChatRequest
+
+    native = NativeBody("anthropic", b'{"model":"a","max_tokens":5,"messages":[]}', "a",
+                        {"anthropic-version": "2026-10-21", "anthropic-beta": "x-1,y-2"})
+    req = ChatRequest({"model": "a", "messages": [{"role": "user", "content": "x"}]})
+    async with AnthropicSim() as sim:
+        client = UpstreamClient()
+        cfg = ProviderConfig(name="p", kind="anthropic", base_url=sim.base_url, api_key="sk-up",
+                             headers={"anthropic-version": "2023-06-01"}, strip_betas=["y-2"])
+        try:
+            done = await AnthropicProvider(cfg, client).complete_native(Call(req, "b", "req_1", native=native))
+        finally:
+            await client.aclose()
+    got = sim.received[0]
+    assert got.headers["anthropic-version"] == "2023-06-01" and got.headers["anthropic-beta"] == "x-1"
+    assert got.raw == b'{"model":"b","max_tokens":5,"messages":[]}'
+    assert done.native and done.usage is not None and done.usage.prompt_tokens == 5

@@ -3,8 +3,10 @@ the Anthropic simulator: a turn that calls a tool (Read on a temp file), gets it
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -154,8 +156,6 @@ targets = [{{ provider = "oai", model = "gpt-sim" }}]
 
 
 async def _run(claude: Path, cwd: Path, env: dict[str, str], path: str) -> subprocess.CompletedProcess[str]:
-    import asyncio
-
     args = [str(claude), "-p", f"Read the file {path} and tell me what it says.", "--output-format", "json",
             "--model", MODEL, "--max-turns", "4", "--allowedTools", "Read"]
     return await asyncio.to_thread(subprocess.run, args, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
@@ -163,8 +163,6 @@ async def _run(claude: Path, cwd: Path, env: dict[str, str], path: str) -> subpr
 
 
 def _ledger(s: SluiceProcess) -> list[dict[str, Any]]:
-    import sqlite3
-
     db = sqlite3.connect(f"file:{s.db}?mode=ro", uri=True, timeout=10)
     db.row_factory = sqlite3.Row
     try:

@@ -8,9 +8,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from sluice.config import ProviderConfig
 from sluice.errors import UpstreamError
+from sluice.providers.anthropic import AnthropicProvider
 from sluice.providers.anthropic.passthrough import PassthroughStream, native_body, native_headers, replace_model
-from sluice.providers.base import NativeBody
+from sluice.providers.base import Call, NativeBody
+from sluice.schema.chat import ChatRequest
 from sluice.sse import encode_event
 from sluice.upstream import Timeouts, UpstreamClient
 from tests.sim.anthropic_sim import AnthropicSim, Reply, frames
@@ -96,11 +99,6 @@ async def test_stream_errors_and_truncation_raise() -> None:
 
 
 async def test_headers_the_operator_pinned_win_over_the_clients() -> None:
-    from sluice.config import ProviderConfig
-    from sluice.providers.anthropic import AnthropicProvider
-    from sluice.providers.base import Call
-    from sluice.schema.chat import ChatRequest
-
     native = NativeBody("anthropic", b'{"model":"a","max_tokens":5,"messages":[]}', "a",
                         {"anthropic-version": "2026-10-21", "anthropic-beta": "x-1,y-2"})
     req = ChatRequest({"model": "a", "messages": [{"role": "user", "content": "x"}]})

@@ -325,6 +325,16 @@ async def test_gemini_and_simulated_upstreams_with_the_anthropic_client(tmp_path
                                           messages=[{"role": "user", "content": "hi"}]) as stream:
             pieces = [t async for t in stream.text_stream]
         assert "".join(pieces) == "Hello wörld 🌍"
+        raw = (FIX / "gemini" / "parallel_calls.sse").read_bytes()
+        g.gem.push(Script(raw=raw))
+        tools: Any = [{"name": n, "input_schema": {"type": "object"}} for n in ("get_weather", "get_time", "ping")]
+        async with client.messages.stream(model="gemini", max_tokens=50, tools=tools,
+                                          messages=[{"role": "user", "content": "all three"}]) as stream:
+            final = await stream.get_final_message()
+        sent = orjson.loads(raw.split(b"data: ", 1)[1])["candidates"][0]["content"]["parts"]
+        assert [(b.name, b.input) for b in final.content if b.type == "tool_use"] == [
+            (p["functionCall"]["name"], p["functionCall"].get("args", {})) for p in sent]
+        assert final.stop_reason == "tool_use" and final.usage.output_tokens == 22
         msg = await client.messages.create(model="sim", max_tokens=50, messages=[{"role": "user", "content": "x"}])
         assert msg.content[0].type == "text" and msg.content[0].text == "Bonjour from the simulated model."
 

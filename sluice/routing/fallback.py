@@ -22,7 +22,9 @@ MAX_RETRY_WAIT = 2.0  # seconds we will wait on an upstream's retry-after before
 class Cooldowns:
     """A target that failed `threshold` times in a row is skipped for `seconds` (unless all are)."""
 
-    def __init__(self, threshold: int = 3, seconds: float = 30.0) -> None:
+    def __init__(self, threshold: int = 3, seconds: float = 30.0,
+                 on_cooldown: Callable[[str], None] | None = None) -> None:
+        self._on_cooldown = on_cooldown  # told the provider's name when one of its targets starts cooling
         self._threshold = threshold
         self._seconds = seconds
         self._fails: dict[tuple[str, str], int] = {}
@@ -39,6 +41,8 @@ class Cooldowns:
         if n >= self._threshold:
             self._until[k] = time.monotonic() + self._seconds
             self._fails[k] = 0
+            if self._on_cooldown is not None:
+                self._on_cooldown(t.provider)
 
     def succeeded(self, t: Target) -> None:
         if self._fails.get((t.provider, t.model)):

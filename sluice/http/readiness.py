@@ -18,8 +18,9 @@ PROBE_TIMEOUT = 2.0
 
 
 class Readiness:
-    def __init__(self, probes: dict[str, Probe], *, ttl: float) -> None:
+    def __init__(self, probes: dict[str, Probe], *, ttl: float, timeout: float = PROBE_TIMEOUT) -> None:
         self._probes = probes
+        self._timeout = timeout
         self._ttl = ttl
         self._down: list[str] = []
         self._at = -float("inf")
@@ -49,7 +50,7 @@ class Readiness:
 
     async def _probe(self, name: str) -> bool:
         try:
-            async with asyncio.timeout(PROBE_TIMEOUT):
+            async with asyncio.timeout(self._timeout):
                 await self._probes[name]()
         except Exception as exc:  # any failure means "not ready"; the reason goes to the log, not the body
             log.debug("readiness probe %s failed: %r", name, exc)

@@ -5,7 +5,7 @@ per-run directory (prometheus_client's multiprocess mode) and any of them can re
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -95,45 +95,64 @@ def stream_opened() -> None:
     STREAMS.inc()
 
 
+class _Series:
+    """The children of one (route, model, provider), looked up once: `.labels()` costs a lock and a dict."""
+
+    __slots__ = ("attempts", "cost", "duration", "failovers", "per_token", "retries", "tokens", "ttft")
+
+    def __init__(self, route: str, model: str, provider: str) -> None:
+        self.duration = DURATION.labels(route, model, provider)
+        self.ttft = TTFT.labels(model, provider)
+        self.per_token = PER_TOKEN.labels(model, provider)
+        self.tokens = [TOKENS.labels(model, provider, t) for t in ("input", "output", "cached", "reasoning")]
+        self.cost = COST.labels(model, provider)
+        self.attempts = ATTEMPTS.labels(provider)
+        self.retries = RETRIES.labels(provider)
+        self.failovers = FAILOVERS.labels(provider)
+
+
+_series: dict[tuple[str, str, str], _Series] = {}
+_requests: dict[tuple[str, str, str, int, str], Any] = {}
+
+
 def settled(labels: Labels, meter: Meter, rec: LedgerRecord) -> None:
     """Everything a finished request adds, once, from its ledger record."""
     IN_FLIGHT.dec()
-    model, provider = labels.model(rec.model), labels.provider(rec.provider)
-    route = meter.route
+    model, provider, route = labels.model(rec.model), labels.provider(rec.provider), meter.route
     if rec.stream and rec.status == 200:  # a stream was opened (Relay.stream sets 200 only then)
         STREAMS.dec()
-    REQUESTS.labels(route, model, provider, f"{rec.status // 100}xx", labels.error_code(rec.error_code)).inc()
+    code = labels.error_code(rec.error_code)
+    counter = _requests.get((route, model, provider, rec.status, code))
+    if counter is None:
+        counter = REQUESTS.labels(route, model, provider, f"{rec.status // 100}xx", code)
+        _requests[(route, model, provider, rec.status, code)] = counter
+    counter.inc()
     if rec.disconnected:
         DISCONNECTS.labels(route, model).inc()
-    DURATION.labels(route, model, provider).observe(rec.duration_ms / 1000)
+    series = _series.get((route, model, provider))
+    if series is None:
+        series = _series[(route, model, provider)] = _Series(route, model, provider)
+    series.duration.observe(rec.duration_ms / 1000)
     if rec.provider is None:
         return  # refused before any upstream was chosen: no tokens, no attempts
     if rec.ttft_ms is not None:
-        TTFT.labels(model, provider).observe(rec.ttft_ms / 1000)
+        series.ttft.observe(rec.ttft_ms / 1000)
         out = rec.completion_tokens or 0
         if rec.stream and out > 1:
-            PER_TOKEN.labels(model, provider).observe((rec.duration_ms - rec.ttft_ms) / 1000 / (out - 1))
-    _tokens(model, provider, meter, rec)
-    if rec.cost:
-        COST.labels(model, provider).inc(rec.cost / 1e9)
-    if rec.attempts:
-        ATTEMPTS.labels(provider).inc(rec.attempts)
-        if rec.attempts > 1:
-            RETRIES.labels(provider).inc(rec.attempts - 1)
-    if meter.failovers:
-        FAILOVERS.labels(provider).inc(meter.failovers)
-
-
-def _tokens(model: str, provider: str, meter: Meter, rec: LedgerRecord) -> None:
-    if rec.prompt_tokens:
-        TOKENS.labels(model, provider, "input").inc(rec.prompt_tokens)
-    if rec.completion_tokens:
-        TOKENS.labels(model, provider, "output").inc(rec.completion_tokens)
-    if rec.cached_tokens:
-        TOKENS.labels(model, provider, "cached").inc(rec.cached_tokens)
+            series.per_token.observe((rec.duration_ms - rec.ttft_ms) / 1000 / (out - 1))
     reasoning = meter.usage.reasoning_tokens if meter.usage is not None else 0
-    if reasoning:
-        TOKENS.labels(model, provider, "reasoning").inc(reasoning)
+    for child, n in zip(series.tokens, (rec.prompt_tokens, rec.completion_tokens, rec.cached_tokens, reasoning),
+                        strict=True):
+        if n:
+            child.inc(n)
+    if rec.cost:
+        series.cost.inc(rec.cost / 1e9)
+    if rec.attempts:
+        series.attempts.inc(rec.attempts)
+        if rec.attempts > 1:
+            series.retries.inc(rec.attempts - 1)
+    if meter.failovers:
+        series.failovers.inc(meter.failovers)
 
 
 def cooled_down(provider: str) -> None:

@@ -4,22 +4,14 @@ With SLUICE_SCREENSHOTS=docs/img it refreshes the README's 1,280 px screenshots.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
-from tests.e2e.browser_env import (
-    ADMIN_TOKEN,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    Gateway,
-    require_browser,
-    screenshot_dir,
-    start_gateway,
-    stop_gateway,
-)
+from tests.e2e import browser_env as env
 from tests.sim.browser_sim import OpenAISim
 
 pytestmark = pytest.mark.browser
@@ -34,39 +26,38 @@ OVERFLOW_JS = """() => [...document.querySelectorAll('[role=tabpanel]:not([hidde
 })"""
 
 
-@pytest.fixture(scope="module")
-def traffic_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """A gateway with keys as an operator has them (long names, owners, model lists, limits) and real
-    requests through them: successes, a refused model, on two front doors' worth of keys."""
-    require_browser()
-    sim = OpenAISim().start()
-    gw = start_gateway(tmp_path_factory.mktemp("widths"), sim.base_url)
-    try:
-        keys = [gw.admin("POST", "/admin/keys", {
-            "name": f"team-{name}-production-service", "owner": f"{name}.operations@example-company.com",
-            "models": ["fast-model", "sim-model", "cjk-model", "slow-model"], "budget": "1250.00",
-            "token_quota": 25_000_000, "period": "month", "rpm": 6000, "tpm": 2_000_000, "max_concurrency": 64})
-            for name in ("search", "billing", "support")]
-        for key in keys:
-            with openai.OpenAI(api_key=key["key"], base_url=gw.base_url + "/v1", max_retries=0) as client:
-                for _ in range(3):
-                    client.chat.completions.create(model="fast-model", messages=MSG)  # type: ignore[arg-type]
-                with pytest.raises(openai.NotFoundError):
-                    client.chat.completions.create(model="no-such-model", messages=MSG)  # type: ignore[arg-type]
-        yield gw
-    finally:
-        stop_gateway(gw)
-        sim.stop()
+def _traffic(gw: env.Gateway) -> None:
+    """Keys as an operator has them (long names, owners, model lists, limits) and real requests through
+    them: successes and a refused model."""
+    keys = [gw.admin("POST", "/admin/keys", {
+        "name": f"team-{name}-production-service", "owner": f"{name}.operations@example-company.com",
+        "models": ["fast-model", "sim-model", "cjk-model", "slow-model"], "budget": "1250.00",
+        "token_quota": 25_000_000, "period": "month", "rpm": 6000, "tpm": 2_000_000, "max_concurrency": 64})
+        for name in ("search", "billing", "support")]
+    for key in keys:
+        with openai.OpenAI(api_key=key["key"], base_url=gw.base_url + "/v1", max_retries=0) as client:
+            for _ in range(3):
+                client.chat.completions.create(model="fast-model", messages=MSG)  # type: ignore[arg-type]
+            with pytest.raises(openai.NotFoundError):
+                client.chat.completions.create(model="no-such-model", messages=MSG)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
-def browser(traffic_gateway: Gateway) -> Iterator[Any]:
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[env.Gateway, Any]]:
+    """A gateway after real traffic, and a headless Chromium to look at its console."""
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
+    env.require_browser()
+    with contextlib.ExitStack() as stack:
+        sim = OpenAISim().start()
+        stack.callback(sim.stop)
+        gw = env.start_gateway(tmp_path_factory.mktemp("widths"), sim.base_url)
+        stack.callback(env.stop_gateway, gw)
+        _traffic(gw)
+        pw = stack.enter_context(sync_playwright())
+        chromium = pw.chromium.launch(executable_path=env.CHROMIUM, args=env.CHROMIUM_ARGS, headless=True)
+        stack.callback(chromium.close)
+        yield gw, chromium
 
 
 def _tab(page: Any, name: str, ready: str) -> None:
@@ -74,20 +65,25 @@ def _tab(page: Any, name: str, ready: str) -> None:
     page.wait_for_selector(ready)
 
 
+def _overflowing(page: Any) -> list[dict[str, Any]]:
+    return [o for o in page.evaluate(OVERFLOW_JS) if o["scroll"] > 1 or o["card"] > 1]
+
+
 @pytest.mark.parametrize("width", [1280, 1920])
-def test_console_tables_fit_their_cards(browser: Any, traffic_gateway: Gateway, width: int) -> None:
-    ctx = browser.new_context(base_url=traffic_gateway.base_url, viewport={"width": width, "height": 900})
+def test_console_tables_fit_their_cards(console: tuple[env.Gateway, Any], width: int) -> None:
+    gw, chromium = console
+    ctx = chromium.new_context(base_url=gw.base_url, viewport={"width": width, "height": 900})
     page = ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    shots = screenshot_dir() if width == 1280 else None
+    shots = env.screenshot_dir() if width == 1280 else None
     try:
         page.goto("/console")
-        page.fill("#admin-token", ADMIN_TOKEN)
+        page.fill("#admin-token", env.ADMIN_TOKEN)
         page.click("#token-form button[type=submit]")
         page.wait_for_function("() => document.querySelectorAll('#keys-table tbody tr').length >= 4")
         assert errors == []
-        assert [o for o in page.evaluate(OVERFLOW_JS) if o["scroll"] > 1 or o["card"] > 1] == []
+        assert _overflowing(page) == []
         for row in page.locator("#keys-table tbody tr").all():
             assert row.bounding_box()["height"] <= 64, row.inner_text()  # compact: one or two text lines
             for button in row.get_by_role("button").all():  # every action on screen, none clipped
@@ -101,7 +97,7 @@ def test_console_tables_fit_their_cards(browser: Any, traffic_gateway: Gateway, 
         _tab(page, "Requests", "#requests-table tbody [data-request]")
         page.click("#requests-form button[type=submit]")
         page.wait_for_function("() => document.querySelectorAll('#requests-table tbody [data-request]').length >= 12")
-        assert [o for o in page.evaluate(OVERFLOW_JS) if o["scroll"] > 1 or o["card"] > 1] == []
+        assert _overflowing(page) == []
         ids = page.locator("#requests-table tbody [data-request]")
         shown = ids.evaluate_all("els => els.map(e => e.textContent)")
         full = ids.evaluate_all("els => els.map(e => e.dataset.request)")
@@ -113,9 +109,9 @@ def test_console_tables_fit_their_cards(browser: Any, traffic_gateway: Gateway, 
         _tab(page, "Usage", "#usage-form")
         page.click("#usage-form button[type=submit]")
         page.wait_for_selector("#usage-table tbody tr")
-        assert [o for o in page.evaluate(OVERFLOW_JS) if o["scroll"] > 1 or o["card"] > 1] == []
+        assert _overflowing(page) == []
         _tab(page, "Providers", "#models-table tbody tr:has-text('cjk-model')")
-        assert [o for o in page.evaluate(OVERFLOW_JS) if o["scroll"] > 1 or o["card"] > 1] == []
+        assert _overflowing(page) == []
         assert errors == []
     finally:
         ctx.close()

@@ -16,6 +16,7 @@ from sluice.errors import ServerShutdown, SluiceError
 from sluice.http.asgi import ClientGone, Headers, Receive, Scope, Send, read_body
 from sluice.http.streaming import DisconnectWatch
 from sluice.metering.meter import Meter
+from sluice.observability import metrics
 from sluice.relay import Relay, RelayStream
 from sluice.storage.base import KeyRecord
 
@@ -48,6 +49,7 @@ async def run_exchange(relay: Relay, scope: Scope, receive: Receive, send: Send,
     except ClientGone:
         return
     except SluiceError as exc:
+        metrics.rejected(_front_door(scope["path"]), exc.code)
         await send_error(send, exc, headers)
         return
     meter = relay.meter(rid, _front_door(scope["path"]))

@@ -28,6 +28,8 @@ _COMMIT = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
 REQUESTS = Counter("sluice_requests", "Requests written to the ledger, by front door, public model, provider, "
                    "status class and error code.", ["route", "model", "provider", "status_class", "error_code"],
                    registry=REGISTRY)
+REJECTED = Counter("sluice_requests_rejected", "Requests refused before authentication succeeded (no ledger "
+                   "record): bad or missing key, unreadable body.", ["route", "code"], registry=REGISTRY)
 DISCONNECTS = Counter("sluice_client_disconnects", "Requests whose client went away before the end.",
                       ["route", "model"], registry=REGISTRY)
 DURATION = Histogram("gen_ai_server_request_duration_seconds", "Request duration, from the body read to the "
@@ -153,6 +155,11 @@ def settled(labels: Labels, meter: Meter, rec: LedgerRecord) -> None:
             series.retries.inc(rec.attempts - 1)
     if meter.failovers:
         series.failovers.inc(meter.failovers)
+
+
+def rejected(route: str, code: str | None) -> None:
+    """Our own refusals (a fixed set of codes), counted without a record: scanners leave a trace here."""
+    REJECTED.labels(route, code or "unknown").inc()
 
 
 def cooled_down(provider: str) -> None:

@@ -96,6 +96,7 @@ async def test_upstream_retry_and_metrics_need_the_admin_token(settings: Setting
     app = create_app(settings)
     kid, secret = new_key()
     retries = value("sluice_upstream_retries_total", provider="sim")
+    rejected = value("sluice_requests_rejected_total", route="chat_completions", code="invalid_api_key")
     async with serving(app) as base:
         await app.resources.store.create_key(KeyRecord(kid, "unit", hash_key(secret)))
         sim.push(Fault.http_error(503))  # retryable: the lone target is tried again, and answers
@@ -105,10 +106,14 @@ async def test_upstream_retry_and_metrics_need_the_admin_token(settings: Setting
             async with http.get(base + "/metrics") as r:
                 assert r.status == 401 and (await r.json())["error"]["code"] == "invalid_admin_token"
                 assert r.headers["x-request-id"].startswith("req_")
+            async with http.post(base + "/v1/chat/completions", json={"model": "reasoner", "messages": MSG},
+                                 headers={"authorization": f"Bearer {secret[:-1]}x"}) as r:
+                assert r.status == 401
             async with http.get(base + "/metrics", headers={"authorization": f"Bearer {secret}"}) as r:
                 assert r.status == 401  # a client key is not the admin token
             async with http.get(base + "/metrics", headers={"authorization": f"Bearer {ADMIN}"}) as r:
                 assert r.status == 200 and r.content_type == "text/plain"
                 text = await r.text()
     assert value("sluice_upstream_retries_total", provider="sim") == retries + 1
+    assert value("sluice_requests_rejected_total", route="chat_completions", code="invalid_api_key") == rejected + 1
     assert 'sluice_upstream_retries_total{provider="sim"}' in text

@@ -54,7 +54,7 @@ class Relay:
         self.auth = auth
         self.admission = admission
         self.durable = durable
-        self.cooldowns = Cooldowns(on_cooldown=metrics.cooled_down)
+        self.cooldowns = Cooldowns(on_change=metrics.target_state)
         self.labels = metrics.Labels(table.names(), list(providers))
 
     def meter(self, request_id: str, route: str = "") -> Meter:

@@ -49,6 +49,8 @@ FAILOVERS = Counter("sluice_upstream_failovers", "Retries that moved to another 
                     registry=REGISTRY)
 COOLDOWNS = Counter("sluice_upstream_cooldowns", "Targets put to cool down after repeated failures.",
                     ["provider"], registry=REGISTRY)
+TARGET_COOLING = Gauge("sluice_upstream_target_cooling", "1 from a target's cooldown until it answers again "
+                       "(any worker).", ["provider", "model"], registry=REGISTRY, multiprocess_mode="livemax")
 IN_FLIGHT = Gauge("sluice_requests_in_flight", "Authenticated requests not settled yet.", registry=REGISTRY,
                   multiprocess_mode="livesum")
 STREAMS = Gauge("sluice_streams_open", "Streams open to clients.", registry=REGISTRY, multiprocess_mode="livesum")
@@ -162,8 +164,11 @@ def rejected(route: str, code: str | None) -> None:
     REJECTED.labels(route, code or "unknown").inc()
 
 
-def cooled_down(provider: str) -> None:
-    COOLDOWNS.labels(provider).inc()
+def target_state(provider: str, model: str, cooling: bool) -> None:
+    """Cooldowns' callback: count a cooldown, and keep each target's state (labels: configured targets)."""
+    if cooling:
+        COOLDOWNS.labels(provider).inc()
+    TARGET_COOLING.labels(provider, model).set(1 if cooling else 0)
 
 
 def render() -> bytes:

@@ -117,3 +117,22 @@ async def test_upstream_retry_and_metrics_need_the_admin_token(settings: Setting
     assert value("sluice_upstream_retries_total", provider="sim") == retries + 1
     assert value("sluice_requests_rejected_total", route="chat_completions", code="invalid_api_key") == rejected + 1
     assert 'sluice_upstream_retries_total{provider="sim"}' in text
+
+
+async def test_a_target_cooling_down_is_counted_and_shown_until_it_answers(settings: Settings,
+                                                                          sim: ThreadedSim) -> None:
+    app = create_app(settings)
+    kid, secret = new_key()
+    cooldowns = value("sluice_upstream_cooldowns_total", provider="sim")
+    async with serving(app) as base:
+        await app.resources.store.create_key(KeyRecord(kid, "unit", hash_key(secret)))
+        async with openai.AsyncOpenAI(base_url=base + "/v1", api_key=secret, max_retries=0) as client:
+            sim.always(Fault.http_error(503))
+            for _ in range(2):  # two attempts each (the lone target's retry): the third failure starts a cooldown
+                with pytest.raises(openai.APIStatusError):
+                    await client.chat.completions.create(model="reasoner", messages=MSG)  # type: ignore[arg-type]
+            assert value("sluice_upstream_cooldowns_total", provider="sim") == cooldowns + 1
+            assert value("sluice_upstream_target_cooling", provider="sim", model="fx-reasoning") == 1
+            sim.reset()
+            await client.chat.completions.create(model="reasoner", messages=MSG)  # type: ignore[arg-type]
+    assert value("sluice_upstream_target_cooling", provider="sim", model="fx-reasoning") == 0

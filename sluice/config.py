@@ -36,6 +36,8 @@ class ServerConfig(_Strict):
     drain_seconds: float = 0.0            # after SIGTERM: /ready says 503 while requests are still served
     shutdown_grace_seconds: float = 30.0  # then: how long open requests and streams may go on
     key_cache_seconds: float = 2.0
+    metrics_listen: str | None = None     # "host:port": /metrics there without a token (else admin token)
+    ready_cache_seconds: float = 2.0      # /ready re-probes the database and Redis at most this often
 
 
 class StorageConfig(_Strict):
@@ -116,6 +118,12 @@ class LedgerConfig(_Strict):
     batch: int = 500
 
 
+class LogConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    access: bool = True         # one line per request (sluice.access)
+
+
 class TokenizerConfig(_Strict):
     encoding_file: str | None = None  # a local tiktoken BPE file (e.g. cl100k_base.tiktoken)
 
@@ -132,6 +140,7 @@ class Settings(_Strict):
     budgets: BudgetsConfig = msgspec.field(default_factory=BudgetsConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     tokenizer: TokenizerConfig = msgspec.field(default_factory=TokenizerConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
 
     def provider(self, name: str) -> ProviderConfig:
         for p in self.providers:
@@ -188,6 +197,16 @@ def _env_overrides(raw: dict[str, Any]) -> None:
     redis_url = os.environ.get("SLUICE_REDIS_URL")
     if redis_url:
         raw.setdefault("redis", {})["url"] = redis_url
+    for name in ("level", "format"):
+        value = os.environ.get(f"SLUICE_LOG_{name.upper()}")
+        if value:
+            raw.setdefault("log", {})[name] = value.lower()
+
+
+def metrics_dir() -> str | None:
+    """The directory where `--workers N` processes share their metrics (set by `sluice serve`, read by the
+    Prometheus client itself when it is imported); None in a single process."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 def _substitute(value: Any, where: str) -> Any:
@@ -220,6 +239,10 @@ def _check(s: Settings) -> None:
         raise ConfigError("server.workers: must be at least 1")
     if s.server.max_body_bytes < 1024:
         raise ConfigError("server.max_body_bytes: must be at least 1024")
+    if s.server.metrics_listen is not None:
+        split_listen(s.server.metrics_listen)
+    if not 0 <= s.server.ready_cache_seconds <= 3600:
+        raise ConfigError("server.ready_cache_seconds: must be between 0 and 3600")
     if s.server.heartbeat_seconds <= 0:
         raise ConfigError("server.heartbeat_seconds: must be positive")
     for name in ("drain_seconds", "shutdown_grace_seconds"):
@@ -268,6 +291,14 @@ def _check_price(where: str, p: PricingConfig) -> None:
             raise ConfigError(f"{where}.{name}: not a decimal number: {v!r}") from None
         if not d.is_finite() or d < 0:
             raise ConfigError(f"{where}.{name}: must be a non-negative number")
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::1]:9464`) -> (host, port); ConfigError naming server.metrics_listen."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("server.metrics_listen: must be host:port, e.g. 127.0.0.1:9464")
+    return host.strip("[]"), int(port)
 
 
 def sqlite_path(url: str) -> Path:

@@ -7,7 +7,6 @@ Owner: its own balance, limits, usage and requests, with nothing but its own key
 
 from __future__ import annotations
 
-import hmac
 import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -16,6 +15,7 @@ from urllib.parse import parse_qs
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from sluice.auth.admin_token import AdminToken
 from sluice.auth.keys import hash_key, new_key
 from sluice.config import Settings
 from sluice.errors import AuthenticationFailed, InvalidRequest, NotFound, SluiceError
@@ -46,7 +46,7 @@ class KeyFields(msgspec.Struct, forbid_unknown_fields=True):
 
 class AdminRoutes:
     def __init__(self, settings: Settings, relay: Relay) -> None:
-        self._token = settings.admin.token
+        self.token = AdminToken.from_settings(settings)
         self._settings = settings
         self.relay = relay
         self.store = relay.store
@@ -63,12 +63,10 @@ class AdminRoutes:
         await send_json(send, status, doc, headers)
 
     def _check_admin(self, scope: Scope) -> None:
-        if not self._token:
+        if not self.token.enabled:
             raise AuthenticationFailed("The admin API is disabled: set admin.token in the config or "
                                        "SLUICE_ADMIN_TOKEN in the environment.", code="admin_disabled")
-        got = header(scope, b"authorization") or b""
-        scheme, _, value = got.decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self._token.encode()):
+        if not self.token.check(header(scope, b"authorization")):
             raise AuthenticationFailed("Admin credentials required: Authorization: Bearer <admin token>.",
                                        code="invalid_admin_token")
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
+from sluice.observability.metrics import LEDGER_COMMIT
 from sluice.storage.base import LedgerRecord, Store
 
 log = logging.getLogger("sluice.ledger")
@@ -32,6 +34,11 @@ class LedgerWriter:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sluice-ledger")
+
+    @property
+    def depth(self) -> int:
+        """Records waiting to be written (a metric, sampled)."""
+        return len(self._pending)
 
     def submit(self, rec: LedgerRecord) -> None:
         self._pending.append(rec)
@@ -62,7 +69,9 @@ class LedgerWriter:
             for i in range(0, len(pending), self._batch):
                 batch = pending[i:i + self._batch]
                 try:
+                    t0 = time.perf_counter()
                     await self._store.write_ledger(batch)
+                    LEDGER_COMMIT.observe(time.perf_counter() - t0)
                 except Exception:
                     log.exception("ledger write failed; %d records kept for the next flush", len(pending) - i)
                     self._pending[:0] = pending[i:][-self._max_pending:]

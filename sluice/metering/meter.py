@@ -16,12 +16,14 @@ if TYPE_CHECKING:
 
 
 class Meter:
-    __slots__ = ("_done", "attempts", "budgeted", "counter", "disconnected", "error_code", "extra", "key_id",
-                 "limits", "model", "price", "prompt_estimate", "provider", "record", "request", "request_id",
-                 "reserved", "started", "status", "stream", "ttft", "upstream_model", "usage", "wall_start")
+    __slots__ = ("_done", "account", "attempts", "budgeted", "counter", "disconnected", "error_code", "extra",
+                 "failovers", "key_id", "key_name", "limits", "model", "price", "prompt_estimate", "provider",
+                 "record", "request", "request_id", "reserved", "route", "started", "status", "stream", "ttft",
+                 "upstream_model", "usage", "wall_start")
 
-    def __init__(self, request_id: str) -> None:
+    def __init__(self, request_id: str, route: str = "") -> None:
         self.request_id = request_id
+        self.route = route          # the front door, e.g. chat_completions (a metrics label and log field)
         self._done = False
         self.price: Price | None = None
         self.limits: list[tuple[str, Any, int]] = []       # (scope, LimitSpec, tokens reserved) admitted
@@ -31,6 +33,8 @@ class Meter:
         self.started = time.monotonic()
         self.wall_start = time.time()
         self.key_id: str | None = None
+        self.key_name: str | None = None
+        self.account: str | None = None     # the key's owner, for the access log
         self.model = ""
         self.request: ChatRequest | None = None
         self.provider: str | None = None
@@ -44,6 +48,7 @@ class Meter:
         self.disconnected = False
         self.error_code: str | None = None
         self.attempts = 0
+        self.failovers = 0          # attempts that moved to another target than the one before
         self.extra: dict[str, object] = {}
 
     def first_token(self) -> None:

@@ -91,6 +91,7 @@ class ModelConfig(_Strict):
     targets: list[TargetConfig]
     owned_by: str = "sluice"
     pricing: PricingConfig | None = None
+    free: bool = False                     # no price on purpose: served without charge (else refused)
     max_output_reserve: int | None = None  # tokens reserved when a request sets no max_tokens
 
 
@@ -243,6 +244,10 @@ def _check(s: Settings) -> None:
     for i, m in enumerate(s.models):
         if m.pricing is not None:
             _check_price(f"models[{i}].pricing", m.pricing)
+            if m.free:
+                raise ConfigError(f"models[{i}].free: a model with a pricing is not free; set one or the other")
+        if m.max_output_reserve is not None and not 1 <= m.max_output_reserve <= 10_000_000:
+            raise ConfigError(f"models[{i}].max_output_reserve: must be between 1 and 10000000")
         if m.name in models:
             raise ConfigError(f"models[{i}].name: duplicate model name {m.name!r}")
         models.add(m.name)

@@ -54,7 +54,9 @@ class Meter:
         """(prompt, completion, source): reported when the upstream said, else estimated, else none."""
         if self.usage is not None:
             return self.usage.prompt_tokens, self.usage.completion_tokens, "reported"
-        if self.request is None or self.provider is None:
+        if self.request is None or self.provider is None or self.ttft is None:
+            # no upstream produced anything (refused, unreachable, failed or left before its first
+            # byte): there is nothing to estimate, and nothing is charged
             return None, None, "none"
         if self.prompt_estimate is None:
             self.prompt_estimate = estimate_prompt(self.request.messages)

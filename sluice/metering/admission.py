@@ -13,12 +13,15 @@ import logging
 import os
 from decimal import Decimal
 
+from sluice.accounts.records import AccountRecord
+from sluice.accounts.store import AccountStore
+from sluice.accounts.view import AccountView, multiplier
 from sluice.config import Settings
 from sluice.errors import PermissionDenied, QuotaExceeded
 from sluice.metering.fit import MIN_ADAPTED_OUTPUT, affordable_output
 from sluice.metering.limits import Limiter, LimitSpec
 from sluice.metering.meter import Meter
-from sluice.metering.pricing import Price
+from sluice.metering.pricing import Price, fmt_money
 from sluice.metering.reservations import ReservationBatcher
 from sluice.metering.tokens import estimate_prompt
 from sluice.schema.chat import ChatRequest
@@ -45,6 +48,7 @@ class Admission:
         self._global = LimitSpec(rpm=g.rpm, tpm=g.tpm, max_concurrency=g.max_concurrency)
         self.instance_id = os.urandom(8).hex()
         self._reservations = ReservationBatcher(store)
+        self.accounts = AccountView(AccountStore(store), ttl=settings.server.key_cache_seconds)
         self._task: asyncio.Task[None] | None = None
 
     def price(self, model: str) -> Price:
@@ -80,12 +84,19 @@ class Admission:
         Money comes first so that a refusal for money uses none of the rate limits' allowance; a request
         then refused by a rate limit gives its reservation back when it settles (uncharged)."""
         meter.price = self.priced(req.model)
+        account: AccountRecord | None = None
+        if key.account_id is not None:   # the account pays, at its group's prices
+            account, group = await self.accounts.payer(key.account_id)
+            meter.account_id = account.id
+            mult = multiplier(group, req.model)
+            meter.list_price, meter.price = meter.price, meter.price.scaled(mult)
+            meter.extra["multiplier"] = str(mult)
         out_cap = req.max_tokens or self._out_caps.get(req.model) or self._budgets.max_output_reserve
         prompt = estimate_prompt(req.messages)
         meter.prompt_estimate = prompt
         headers: Headers = []
         if key.metered:
-            out_cap = await self._reserve(key, req, meter, prompt * 5 // 4 + 16, out_cap)
+            out_cap = await self._reserve(key, account, req, meter, prompt * 5 // 4 + 16, out_cap)
             if "capped_max_tokens" in meter.extra:  # tell the caller why the reply may stop early
                 headers.append((b"x-sluice-max-tokens", str(out_cap).encode()))
         tokens = (prompt * 5 // 4 + 16 + out_cap * req.n)
@@ -106,7 +117,8 @@ class Admission:
                 "it a pricing (or mark it `free = true`).", param="model", code="model_not_priced")
         return price
 
-    async def _reserve(self, key: KeyRecord, req: ChatRequest, meter: Meter, base: int, out_cap: int) -> int:
+    async def _reserve(self, key: KeyRecord, account: AccountRecord | None, req: ChatRequest, meter: Meter,
+                       base: int, out_cap: int) -> int:
         """Hold the most the request can cost; returns the output cap held for. Without `max_tokens` the
         cap shrinks to what the balance still allows (re-read once if the cached key proves stale) and
         the upstream request gets that cap as its `max_tokens`."""
@@ -115,7 +127,7 @@ class Admission:
             cap = out_cap
             if adapt:
                 cap = affordable_output(meter.price or self._default_price, base, req.n, out_cap,
-                                        _money_left(key), _tokens_left(key))
+                                        _money_left(key, account), _tokens_left(key))
             if cap >= min(out_cap, MIN_ADAPTED_OUTPUT) and await self._hold(key, meter, base, cap, req.n):
                 if cap < out_cap:
                     req.max_tokens = cap
@@ -124,19 +136,21 @@ class Admission:
                 return cap
             if attempt == 0 and adapt:
                 key = await self._store.get_key(key.id) or key
+                if account is not None:
+                    account = (await self.accounts.payer(account.id, fresh=True))[0]
         raise QuotaExceeded(
-            "You exceeded your current quota: this key's remaining budget does not cover the most this "
-            "request can cost. Top up the key or lower max_tokens.")
+            "You exceeded your current quota: the remaining balance does not cover the most this request can "
+            "cost. Top up (or redeem a code) or lower max_tokens.")
 
     async def _hold(self, key: KeyRecord, meter: Meter, base: int, cap: int, n: int) -> bool:
         price = meter.price or self._default_price
         tokens = base + cap * n
         nanos = price.cost_nanos(base, cap * n)
         if not await self._reservations.reserve(Reservation(key.id, meter.request_id, nanos, tokens,
-                                                            self.instance_id)):
+                                                            self.instance_id, meter.account_id)):
             return False
         meter.reserved = (nanos, tokens)
-        meter.budgeted = (key.budget is not None, key.token_quota is not None)
+        meter.budgeted = (key.budget is not None or meter.account_id is not None, key.token_quota is not None)
         return True
 
     async def release_limits(self, meter: Meter, used: int) -> None:
@@ -165,10 +179,14 @@ class Admission:
             if quota_capped and prompt + completion > tokens:
                 rec.quota_tokens = tokens
         rec.cost = cost
+        if meter.list_price is not None:   # an account's price: say what the list price was
+            rec.extra["list_cost"] = fmt_money(meter.list_price.cost_nanos(prompt, completion, rec.cached_tokens or 0))
 
 
-def _money_left(key: KeyRecord) -> int | None:
-    return None if key.budget is None else key.budget - key.spent - key.reserved
+def _money_left(key: KeyRecord, account: AccountRecord | None) -> int | None:
+    left = [v for v in (None if key.budget is None else key.budget - key.spent - key.reserved,
+                        None if account is None else account.available) if v is not None]
+    return min(left) if left else None
 
 
 def _tokens_left(key: KeyRecord) -> int | None:

@@ -16,14 +16,17 @@ if TYPE_CHECKING:
 
 
 class Meter:
-    __slots__ = ("_done", "attempts", "budgeted", "counter", "disconnected", "error_code", "extra", "key_id",
-                 "limits", "model", "price", "prompt_estimate", "provider", "record", "request", "request_id",
-                 "reserved", "started", "status", "stream", "ttft", "upstream_model", "usage", "wall_start")
+    __slots__ = ("_done", "account_id", "attempts", "budgeted", "counter", "disconnected", "error_code", "extra",
+                 "key_id", "limits", "list_price", "model", "price", "prompt_estimate", "provider", "record",
+                 "request", "request_id", "reserved", "started", "status", "stream", "ttft", "upstream_model",
+                 "usage", "wall_start")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
         self._done = False
         self.price: Price | None = None
+        self.list_price: Price | None = None               # before the account group's multiplier
+        self.account_id: str | None = None                  # the account that pays, if any
         self.limits: list[tuple[str, Any, int]] = []       # (scope, LimitSpec, tokens reserved) admitted
         self.reserved: tuple[int, int] | None = None        # (nanos, tokens) held on the key
         self.budgeted: tuple[bool, bool] = (False, False)   # (money budget, token quota) caps apply
@@ -78,6 +81,6 @@ class Meter:
             duration_ms=round((time.monotonic() - self.started) * 1000, 3),
             disconnected=self.disconnected, error_code=self.error_code, attempts=self.attempts,
             created_at=self.wall_start, extra=self.extra,
-            cached_tokens=self.usage.cached_tokens if self.usage is not None else None)
+            cached_tokens=self.usage.cached_tokens if self.usage is not None else None, account_id=self.account_id)
         self.record = rec
         return rec

@@ -78,5 +78,51 @@ CREATE TABLE topups (
 )
 """
 
-SQLITE_MIGRATIONS: list[str] = [_schema(_V1, "REAL", "INTEGER")]
-POSTGRES_MIGRATIONS: list[str] = [_schema(_V1, "DOUBLE PRECISION", "BIGINT")]
+# Accounts (a balance that keys spend from), groups with price multipliers, redemption codes (hashed)
+# and balance events (top-ups, redemptions, adjustments; request charges are summed from the ledger).
+ACCOUNTS = """
+CREATE TABLE groups (
+    name TEXT PRIMARY KEY,
+    multiplier TEXT NOT NULL,
+    model_multipliers TEXT,
+    created_at {REAL} NOT NULL
+);
+CREATE TABLE accounts (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    group_name TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    credit {BIGINT} NOT NULL DEFAULT 0,
+    spent {BIGINT} NOT NULL DEFAULT 0,
+    reserved {BIGINT} NOT NULL DEFAULT 0,
+    created_at {REAL} NOT NULL
+);
+ALTER TABLE keys ADD COLUMN account_id TEXT;
+ALTER TABLE reservations ADD COLUMN account_id TEXT;
+ALTER TABLE ledger ADD COLUMN account_id TEXT;
+CREATE INDEX ledger_account_time ON ledger (account_id, created_at);
+CREATE TABLE balance_events (
+    account_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    amount {BIGINT} NOT NULL,
+    note TEXT,
+    ref TEXT,
+    created_at {REAL} NOT NULL
+);
+CREATE INDEX balance_events_account_time ON balance_events (account_id, created_at);
+CREATE TABLE redemption_codes (
+    code_hash TEXT PRIMARY KEY,
+    batch_id TEXT NOT NULL,
+    amount {BIGINT} NOT NULL,
+    group_name TEXT,
+    expires_at {REAL},
+    created_at {REAL} NOT NULL,
+    redeemed_at {REAL},
+    redeemed_by TEXT,
+    account_id TEXT
+)
+"""
+
+SQLITE_MIGRATIONS: list[str] = [_schema(_V1, "REAL", "INTEGER"), _schema(ACCOUNTS, "REAL", "INTEGER")]
+POSTGRES_MIGRATIONS: list[str] = [_schema(_V1, "DOUBLE PRECISION", "BIGINT"),
+                                  _schema(ACCOUNTS, "DOUBLE PRECISION", "BIGINT")]

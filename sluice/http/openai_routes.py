@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from sluice.errors import ModelNotFound, SluiceError
+from sluice.http.account_routes import caller_prices
 from sluice.http.asgi import (
     JSON_CT,
     Headers,
@@ -60,7 +62,8 @@ class OpenAIRoutes:
         key = await self._auth(scope, send, headers)
         if key is None:
             return
-        data = [_model(r) for r in self.relay.models_for(key)]
+        prices = {p["model"]: p for p in await caller_prices(self.relay, key)}
+        data = [_model(r, prices.get(r.name)) for r in self.relay.models_for(key)]
         await send_json(send, 200, {"object": "list", "data": data}, headers)
 
     async def get_model(self, scope: Scope, send: Send, headers: Headers, model_id: str) -> None:
@@ -72,7 +75,8 @@ class OpenAIRoutes:
         except SluiceError:
             await send_error(send, ModelNotFound(model_id), headers)  # never reveal models the key can't use
             return
-        await send_json(send, 200, _model(route), headers)
+        prices = {p["model"]: p for p in await caller_prices(self.relay, key)}
+        await send_json(send, 200, _model(route, prices.get(route.name)), headers)
 
     async def _auth(self, scope: Scope, send: Send, headers: Headers) -> KeyRecord | None:
         try:
@@ -98,5 +102,8 @@ def _charged(rec: LedgerRecord | None) -> Headers:
     return out
 
 
-def _model(route: Route) -> dict[str, object]:
-    return {"id": route.name, "object": "model", "created": STARTED, "owned_by": route.owned_by}
+def _model(route: Route, price: dict[str, Any] | None = None) -> dict[str, object]:
+    doc: dict[str, object] = {"id": route.name, "object": "model", "created": STARTED, "owned_by": route.owned_by}
+    if price is not None and price["priced"]:   # what this caller pays, per million tokens (an extension)
+        doc["pricing"] = {k: price[k] for k in ("input", "cached_input", "output", "multiplier")}
+    return doc

@@ -113,6 +113,8 @@ class LedgerConfig(_Strict):
     durable: bool = True        # the record is committed before the response's last byte
     flush_interval: float = 0.2
     batch: int = 500
+    retention_days: float | None = None      # older request-log rows become daily sums (None: keep all)
+    retention_check_seconds: float = 3600.0  # how often an instance tries to do that (one at a time)
 
 
 class TokenizerConfig(_Strict):
@@ -239,6 +241,10 @@ def _check(s: Settings) -> None:
         to = p.timeouts
         if min(to.connect, to.first_byte, to.idle) <= 0:
             raise ConfigError(f"providers[{i}].timeouts: must be positive")
+    if s.ledger.retention_days is not None and not 1 <= s.ledger.retention_days <= 36500:
+        raise ConfigError("ledger.retention_days: must be between 1 and 36500 (or absent to keep every row)")
+    if not 1 <= s.ledger.retention_check_seconds <= 86400:
+        raise ConfigError("ledger.retention_check_seconds: must be between 1 and 86400")
     _check_price("pricing", s.pricing)
     models = set()
     for i, m in enumerate(s.models):

@@ -140,9 +140,11 @@ class AccountStore:
         events = [BalanceEvent(r[0], int(r[1]), float(r[4]), r[2], r[3]) for r in await self._db.fetch_rows(
             "SELECT kind, amount, note, ref, created_at FROM balance_events WHERE account_id = ? AND created_at >= ?",
             (account_id, since))]
-        for day, cost, n in await self._db.fetch_rows(
-                "SELECT floor(created_at / 86400) * 86400 AS day, sum(cost), count(*) FROM ledger "
-                "WHERE account_id = ? AND created_at >= ? AND cost > 0 GROUP BY day", (account_id, since)):
+        for day, cost, n in await self._db.fetch_rows(   # the log, and the days retention rolled up
+                "SELECT day, sum(cost), sum(n) FROM (SELECT floor(created_at / 86400) * 86400 AS day, cost, 1 AS n "
+                "FROM ledger WHERE account_id = ? AND created_at >= ? AND cost > 0 UNION ALL SELECT day, cost, "
+                "requests FROM usage_daily WHERE account_id = ? AND day >= ? AND cost > 0) c GROUP BY day",
+                (account_id, since, account_id, since)):
             events.append(BalanceEvent("charges", -int(cost), float(day), None, f"{int(n)} requests"))
         events.sort(key=lambda e: e.created_at, reverse=True)
         return events[:max(1, min(limit, 10_000))]

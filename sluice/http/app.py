@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sluice.accounts.retention import Retention
 from sluice.auth.principal import Authenticator
 from sluice.config import Settings
 from sluice.errors import InvalidRequest, NotFound, SluiceError
@@ -81,6 +82,7 @@ class App:
         self._any_origin = "*" in origins
         self._origins = {o.encode() for o in origins}
         self.web = WebAssets()
+        self._retention: Retention | None = None
 
     @property
     def resources(self) -> Resources:
@@ -99,6 +101,8 @@ class App:
         auth = Authenticator(store, ttl=s.server.key_cache_seconds)
         admission = Admission(s, store, make_limiter(s))
         await admission.start()
+        self._retention = Retention(store, s.ledger.retention_days, s.ledger.retention_check_seconds)
+        self._retention.start()
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
                       ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable,
                       counter_factory=make_counter_factory(s.tokenizer.encoding_file))
@@ -116,6 +120,8 @@ class App:
         res, self._res = self._res, None
         if res is None:
             return
+        if self._retention is not None:
+            await self._retention.aclose()
         await res.relay.admission.aclose()
         await res.ledger.close()
         for p in res.providers.values():

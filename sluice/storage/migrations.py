@@ -123,6 +123,32 @@ CREATE TABLE redemption_codes (
 )
 """
 
-SQLITE_MIGRATIONS: list[str] = [_schema(_V1, "REAL", "INTEGER"), _schema(ACCOUNTS, "REAL", "INTEGER")]
+# Retention: request-log rows older than the configured age become per-day sums (several rows of one
+# day, key and model may exist: readers sum them) and are deleted; a lease row lets one instance do it.
+RETENTION = """
+CREATE TABLE usage_daily (
+    day {REAL} NOT NULL,
+    key_id TEXT,
+    account_id TEXT,
+    model TEXT NOT NULL,
+    requests {BIGINT} NOT NULL,
+    prompt_tokens {BIGINT} NOT NULL,
+    completion_tokens {BIGINT} NOT NULL,
+    errors {BIGINT} NOT NULL,
+    cost {BIGINT} NOT NULL
+);
+CREATE INDEX usage_daily_day ON usage_daily (day);
+CREATE INDEX usage_daily_account_day ON usage_daily (account_id, day);
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until {REAL} NOT NULL
+);
+INSERT INTO leases (name, holder, until) VALUES ('retention', '', 0)
+"""
+
+SQLITE_MIGRATIONS: list[str] = [_schema(_V1, "REAL", "INTEGER"), _schema(ACCOUNTS, "REAL", "INTEGER"),
+                                _schema(RETENTION, "REAL", "INTEGER")]
 POSTGRES_MIGRATIONS: list[str] = [_schema(_V1, "DOUBLE PRECISION", "BIGINT"),
-                                  _schema(ACCOUNTS, "DOUBLE PRECISION", "BIGINT")]
+                                  _schema(ACCOUNTS, "DOUBLE PRECISION", "BIGINT"),
+                                  _schema(RETENTION, "DOUBLE PRECISION", "BIGINT")]

@@ -49,9 +49,15 @@ RESET_PERIODS = ("UPDATE keys SET spent = 0, tokens_used = 0, period_start = ? W
 TOP_UP = ("UPDATE keys SET budget = CASE WHEN budget IS NULL THEN spent + ? ELSE budget + ? END "
           "WHERE id = ? RETURNING id")
 INSERT_TOPUP = "INSERT INTO topups (key_id, amount, created_at) VALUES (?, ?, ?)"
-USAGE_SUMMARY = ("SELECT l.key_id, k.name, l.model, count(*), coalesce(sum(l.prompt_tokens), 0), "
-                 "coalesce(sum(l.completion_tokens), 0), sum(CASE WHEN l.status >= 400 THEN 1 ELSE 0 END), "
-                 "coalesce(sum(l.cost), 0) FROM ledger l LEFT JOIN keys k ON k.id = l.key_id "
+# What usage reads: the request log and, for the periods retention rolled up, its daily sums (status 0,
+# so a status filter reads the log alone). One row stands for `n` requests, `errs` of them failed.
+USAGE_SOURCE = ("(SELECT key_id, model, status, created_at, 1 AS n, prompt_tokens, completion_tokens, "
+                "CASE WHEN status >= 400 THEN 1 ELSE 0 END AS errs, cost FROM ledger UNION ALL "
+                "SELECT key_id, model, 0, day, requests, prompt_tokens, completion_tokens, errors, cost "
+                "FROM usage_daily)")
+USAGE_SUMMARY = ("SELECT l.key_id, k.name, l.model, sum(l.n), coalesce(sum(l.prompt_tokens), 0), "
+                 "coalesce(sum(l.completion_tokens), 0), sum(l.errs), "
+                 f"coalesce(sum(l.cost), 0) FROM {USAGE_SOURCE} l LEFT JOIN keys k ON k.id = l.key_id "
                  "GROUP BY l.key_id, k.name, l.model ORDER BY k.name, l.model")
 
 _BUCKETS = {"hour": 3600, "day": 86400}
@@ -208,9 +214,9 @@ def usage(q: LedgerQuery, group: str | None) -> tuple[str, list[Any]]:
     where, vals = ledger_where(q, "l")
     width = _BUCKETS.get(group or "")
     bucket = f"floor(l.created_at / {width}) * {width}" if width else "NULL"
-    sql = (f"SELECT l.key_id, k.name, l.model, count(*), coalesce(sum(l.prompt_tokens), 0), "
-           f"coalesce(sum(l.completion_tokens), 0), sum(CASE WHEN l.status >= 400 THEN 1 ELSE 0 END), "
-           f"coalesce(sum(l.cost), 0), {bucket} AS bucket FROM ledger l LEFT JOIN keys k ON k.id = l.key_id"
+    sql = (f"SELECT l.key_id, k.name, l.model, sum(l.n), coalesce(sum(l.prompt_tokens), 0), "
+           f"coalesce(sum(l.completion_tokens), 0), sum(l.errs), "
+           f"coalesce(sum(l.cost), 0), {bucket} AS bucket FROM {USAGE_SOURCE} l LEFT JOIN keys k ON k.id = l.key_id"
            f"{where} GROUP BY l.key_id, k.name, l.model, bucket ORDER BY bucket, k.name, l.model")
     return sql, vals
 

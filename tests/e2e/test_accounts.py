@@ -6,6 +6,8 @@ its balance, history and prices, and one code redeemed 50 times at once across t
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -123,3 +125,21 @@ async def test_one_code_redeemed_50_times_across_three_instances_credits_once(
         final = await admin(http, a.url, "GET", f"/admin/accounts/{acct['id']}")
         assert final["balance"] == "7" and final["credit"] == "7"
         assert await aquery(pg_url, "SELECT count(*) FROM balance_events WHERE kind = 'redeem'") == [(1,)]
+
+
+async def test_the_retention_job_rolls_up_old_rows_in_a_running_server(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sluice.db'}"
+    cfg = two_speed_config(tmp_path, url, slow_tps=50,
+                           sections="[ledger]\nretention_days = 1\nretention_check_seconds = 1\n")
+    async with serving(cfg, tmp_path, "retention"):
+        with sqlite3.connect(tmp_path / "sluice.db", timeout=30) as db:   # commits on leaving
+            db.execute("INSERT INTO ledger (request_id, key_id, model, stream, status, usage_source, duration_ms, "
+                       "disconnected, attempts, cost, created_at) "
+                       "VALUES ('req_old', 'k1', 'fast-sim', 0, 200, 'reported', 1, 0, 1, 42, ?)",
+                       (time.time() - 3 * 86400,))
+        db.close()
+        deadline = time.monotonic() + 20
+        while await aquery(url, "SELECT count(*) FROM ledger") != [(0,)]:
+            assert time.monotonic() < deadline, "the retention job did not run"
+            await asyncio.sleep(0.1)
+        assert await aquery(url, "SELECT key_id, requests, cost FROM usage_daily") == [("k1", 1, 42)]

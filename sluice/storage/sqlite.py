@@ -258,7 +258,9 @@ def _settle(db: sqlite3.Connection, batch: list[LedgerRecord], recorded: set[str
     else:   # none, or one (the common batch at low load, where json_each would cost a third more)
         held = db.execute(_TAKE_RESERVATION, keyed).fetchall() if keyed else []
     db.executemany(sql.SETTLE, sql.settlements(new, held))
-    db.executemany(account_sql.SETTLE_ACCOUNT, account_sql.account_settlements(new, held))
+    accounts = account_sql.account_settlements(new, held)
+    if accounts:
+        db.executemany(account_sql.SETTLE_ACCOUNT, accounts)
 
 
 # A batch's request_ids go in as one JSON array: one statement text whatever the batch size.

@@ -101,12 +101,13 @@ class Admission:
                 headers.append((b"x-sluice-max-tokens", str(out_cap).encode()))
         tokens = (prompt * 5 // 4 + 16 + out_cap * req.n)
         key_spec = LimitSpec(rpm=key.rpm, tpm=key.tpm, max_concurrency=key.max_concurrency)
+        limit_headers: Headers = []
         for scope, spec in (("global", self._global), ("key:" + key.id, key_spec)):
             if spec.empty:
                 continue
-            headers = [*headers, *await self._limiter.admit(scope, spec, meter.request_id, tokens)]
+            limit_headers = await self._limiter.admit(scope, spec, meter.request_id, tokens)  # the key's win
             meter.limits.append((scope, spec, tokens))
-        return headers
+        return [*headers, *limit_headers]
 
     def priced(self, model: str) -> Price:
         """The model's price; a model without one is refused unless the operator marked it free."""

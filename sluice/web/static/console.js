@@ -22,6 +22,7 @@ const FIELDS = [
   { name: "tpm", label: "Tokens / min", type: "number" },
   { name: "max_concurrency", label: "Max concurrent", type: "number" },
   { name: "expires_at", label: "Expires", type: "datetime-local" },
+  { name: "account_id", label: "Account id", hint: "spends from this account (Accounts tab); empty = none" },
 ];
 
 function buildFields(container, prefix) {

@@ -37,7 +37,7 @@ function renderFacts(me) {
   const state = me.revoked ? "revoked" : !me.enabled ? "disabled" : "active";
   const facts = [
     ["Name", me.name], ["Key id", el("code", {}, me.id)], ["Status", state],
-    ["Balance", me.balance === null ? "no budget set" : fmtMoney(me.balance)],
+    ["Balance", me.account ? `${fmtMoney(me.account.balance)} (account)` : me.balance === null ? "no budget set" : fmtMoney(me.balance)],
     ["Budget", limit(me.budget, fmtMoney)], ["Spent", fmtMoney(me.spent)],
     ["Budget period", me.period ? `resets every ${me.period}` : "does not reset"],
     ["Tokens used", `${fmtNum(me.tokens_used)} of ${limit(me.token_quota)}`],

@@ -65,6 +65,8 @@ class ProviderConfig(_Strict):
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
     stream_options: bool = True      # ask the upstream for usage with stream_options.include_usage
     max_tokens_default: int = 4096   # for upstreams that require max_tokens (Anthropic)
+    # Anthropic pass-through: client `anthropic-beta` values this upstream rejects (e.g. a cloud-hosted variant)
+    strip_betas: list[str] = msgspec.field(default_factory=list)
     # simulated provider
     ttft_ms: float = 0.0
     tokens_per_second: float = 0.0   # 0: as fast as possible

@@ -111,6 +111,7 @@ class App:
                               inflight=inflight)
         self._res = Resources(store, client, providers, ledger, relay, routes, AdminRoutes(s, relay),
                               DashboardRoutes(relay), MessagesRoute(relay, max_body=s.server.max_body_bytes,
+                                                                    heartbeat=s.server.heartbeat_seconds,
                                                                     inflight=inflight))
         tune_gc()
         for hook in self.on_started:
@@ -197,6 +198,9 @@ class App:
         elif path in ("/v1/messages", "/messages") and method == "POST":
             await res.messages.handle(scope, receive, send, rid, headers)
             return
+        elif path in ("/v1/messages/count_tokens", "/messages/count_tokens") and method == "POST":
+            await res.messages.count_tokens(scope, receive, send, rid, headers)
+            return
         elif path in ("/v1/models", "/models") and method == "GET":
             await res.routes.list_models(scope, send, headers)
             return
@@ -235,7 +239,8 @@ class App:
     async def _not_found(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
         await _drain(receive)
         path, method = scope["path"], scope["method"]
-        known = ("/v1/chat/completions", "/v1/messages", "/v1/models", "/health", "/ready")
+        known = ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/v1/models", "/health",
+                 "/ready")
         err: SluiceError
         if path in known:
             err = InvalidRequest(f"Method {method} is not allowed on {path}.", code="method_not_allowed",

@@ -73,6 +73,10 @@ class Meter:
             return None
         self._done = True
         prompt, completion, source = self.final_usage()
+        u = self.usage
+        if u is not None and (u.cache_write_5m_tokens or u.cache_write_1h_tokens):
+            self.extra["cache_write_5m_tokens"] = u.cache_write_5m_tokens
+            self.extra["cache_write_1h_tokens"] = u.cache_write_1h_tokens
         rec = LedgerRecord(
             request_id=self.request_id, key_id=self.key_id, model=self.model, provider=self.provider,
             upstream_model=self.upstream_model, stream=self.stream, status=self.status,

@@ -12,6 +12,9 @@ class Usage:
     completion_tokens: int
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    # prompt-cache writes (Anthropic), part of prompt_tokens: 5-minute and 1-hour entries
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,7 @@ class Fault:
     error_after: int | None = None             # after N events, send `data: {"error":...}` and end
     error_then_done: bool = False              # ... followed by `data: [DONE]` (as vLLM does)
     fixture: str | None = None                 # replay this fixture instead of the model's
+    script: Callable[[dict[str, Any]], list[bytes]] | None = None  # stream these events (e.g. an agent's turn)
 
     # --- the faults tests ask for, by name ---
     @classmethod
@@ -250,7 +252,7 @@ class OpenAISim:
                       body: dict[str, Any]) -> web.StreamResponse:
         model = str(body.get("model", ""))
         name = f.fixture or (model[3:] if model.startswith("fx-") else "text")
-        events = fixture_events(name)
+        events = f.script(body) if f.script is not None else fixture_events(name)
         resp = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
                                            "cache-control": "no-cache, must-revalidate",
                                            "x-request-id": "req_sim_" + str(len(self.requests)), **f.headers})
@@ -281,6 +283,27 @@ class OpenAISim:
         rec.completed = True
         await resp.write_eof()
         return resp
+
+
+def chat_events(*, text: str = "", calls: tuple[tuple[str, str, str], ...] = (), model: str = "gpt-sim",
+                usage: tuple[int, int] = (10, 7)) -> list[bytes]:
+    """A whole chat stream (text, then tool calls as (id, name, arguments), a usage chunk, [DONE])."""
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        doc = {"id": "chatcmpl-script", "object": "chat.completion.chunk", "created": 1, "model": model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    if text:
+        out.append(chunk({"content": text}))
+    for i, (call_id, name, args) in enumerate(calls):
+        out.append(chunk({"tool_calls": [{"index": i, "id": call_id, "type": "function",
+                                          "function": {"name": name, "arguments": args}}]}))
+    out.append(chunk({}, "tool_calls" if calls else "stop"))
+    usage_doc = {"id": "chatcmpl-script", "object": "chat.completion.chunk", "created": 1, "model": model,
+                 "choices": [], "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
+                                          "total_tokens": sum(usage)}}
+    return [*out, b"data: " + json.dumps(usage_doc).encode() + b"\n\n", b"data: [DONE]\n\n"]
 
 
 class ThreadedSim:

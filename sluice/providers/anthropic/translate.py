@@ -263,13 +263,28 @@ def _assistant_blocks(m: Mapping[str, Any], i: int) -> list[dict[str, Any]]:
 
 
 def usage_from(u: Any) -> Usage | None:
-    """Anthropic usage -> OpenAI usage: input_tokens excludes cache reads and writes, so add them back."""
-    if not isinstance(u, dict) or not isinstance(u.get("output_tokens"), int):
+    """Anthropic usage -> Usage; the one reader of Anthropic usage, translated and passed-through alike.
+
+    input_tokens excludes cache reads and writes, so they are added back into prompt_tokens; cache
+    writes are split into 5-minute and 1-hour entries (all 5-minute when no breakdown is given).
+    """
+    if not isinstance(u, dict) or _count(u.get("output_tokens"), -1) < 0:
         return None
-    cache_read = u.get("cache_read_input_tokens") or 0
-    cache_write = u.get("cache_creation_input_tokens") or 0
-    prompt = (u.get("input_tokens") or 0) + cache_read + cache_write
-    return Usage(prompt_tokens=prompt, completion_tokens=u["output_tokens"], cached_tokens=cache_read)
+    cache_read = _count(u.get("cache_read_input_tokens"))
+    cache_write = _count(u.get("cache_creation_input_tokens"))
+    detail = u.get("cache_creation")
+    if isinstance(detail, dict):
+        write_5m = _count(detail.get("ephemeral_5m_input_tokens"))
+        write_1h = _count(detail.get("ephemeral_1h_input_tokens"))
+    else:
+        write_5m, write_1h = cache_write, 0
+    prompt = _count(u.get("input_tokens")) + cache_read + cache_write
+    return Usage(prompt_tokens=prompt, completion_tokens=u["output_tokens"], cached_tokens=cache_read,
+                 cache_write_5m_tokens=write_5m, cache_write_1h_tokens=write_1h)
+
+
+def _count(v: Any, default: int = 0) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else default
 
 
 def from_message(msg: Mapping[str, Any], *, created: int, model: str) -> dict[str, Any]:

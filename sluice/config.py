@@ -95,6 +95,7 @@ class ModelConfig(_Strict):
     targets: list[TargetConfig]
     owned_by: str = "sluice"
     pricing: PricingConfig | None = None
+    free: bool = False                     # no price on purpose: served without charge (else refused)
     max_output_reserve: int | None = None  # tokens reserved when a request sets no max_tokens
 
 
@@ -116,6 +117,8 @@ class LedgerConfig(_Strict):
     durable: bool = True        # the record is committed before the response's last byte
     flush_interval: float = 0.2
     batch: int = 500
+    retention_days: float | None = None      # older request-log rows become daily sums (None: keep all)
+    retention_check_seconds: float = 3600.0  # how often an instance tries to do that (one at a time)
 
 
 class LogConfig(_Strict):
@@ -263,11 +266,19 @@ def _check(s: Settings) -> None:
         to = p.timeouts
         if min(to.connect, to.first_byte, to.idle) <= 0:
             raise ConfigError(f"providers[{i}].timeouts: must be positive")
+    if s.ledger.retention_days is not None and not 1 <= s.ledger.retention_days <= 36500:
+        raise ConfigError("ledger.retention_days: must be between 1 and 36500 (or absent to keep every row)")
+    if not 1 <= s.ledger.retention_check_seconds <= 86400:
+        raise ConfigError("ledger.retention_check_seconds: must be between 1 and 86400")
     _check_price("pricing", s.pricing)
     models = set()
     for i, m in enumerate(s.models):
         if m.pricing is not None:
             _check_price(f"models[{i}].pricing", m.pricing)
+            if m.free:
+                raise ConfigError(f"models[{i}].free: a model with a pricing is not free; set one or the other")
+        if m.max_output_reserve is not None and not 1 <= m.max_output_reserve <= 10_000_000:
+            raise ConfigError(f"models[{i}].max_output_reserve: must be between 1 and 10000000")
         if m.name in models:
             raise ConfigError(f"models[{i}].name: duplicate model name {m.name!r}")
         models.add(m.name)

@@ -19,6 +19,7 @@ from sluice.auth.admin_token import AdminToken
 from sluice.auth.keys import hash_key, new_key
 from sluice.config import Settings
 from sluice.errors import AuthenticationFailed, InvalidRequest, NotFound, SluiceError
+from sluice.http.account_routes import AccountAdmin, account_doc, decode_body, owner_account
 from sluice.http.asgi import Headers, Receive, Scope, Send, header, read_body, send_error, send_json
 from sluice.http.openapi import OPENAPI
 from sluice.metering.pricing import to_nanos
@@ -42,6 +43,7 @@ class KeyFields(msgspec.Struct, forbid_unknown_fields=True):
     tpm: int | UnsetType | None = UNSET
     max_concurrency: int | UnsetType | None = UNSET
     metadata: dict[str, Any] | UnsetType | None = UNSET
+    account_id: str | UnsetType | None = UNSET
 
 
 class AdminRoutes:
@@ -50,6 +52,7 @@ class AdminRoutes:
         self._settings = settings
         self.relay = relay
         self.store = relay.store
+        self.accounts = AccountAdmin(relay)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
         try:
@@ -81,6 +84,8 @@ class AdminRoutes:
                 return 201, await self._create_key(body)
         if len(parts) >= 2 and parts[0] == "keys":
             return await self._key(method, parts[1], parts[2:], body)
+        if parts and parts[0] in ("accounts", "groups", "codes"):
+            return await self.accounts.dispatch(method, parts, q, body)
         if parts == ["usage"] and method == "GET":
             rows = await self.store.usage(_ledger_query(q), _group(q))
             return 200, {"data": [r.public() for r in rows]}
@@ -99,6 +104,7 @@ class AdminRoutes:
         f = _fields(body)
         if not isinstance(f.name, str) or not f.name:
             raise InvalidRequest("'name' is required", param="name")
+        await self.accounts.check_account(None if f.account_id is UNSET else f.account_id)
         kid, secret = new_key()
         rec = KeyRecord(kid, f.name, hash_key(secret), created_at=time.time())
         for k, v in _changes(f).items():
@@ -118,7 +124,9 @@ class AdminRoutes:
         elif method == "GET":
             rec = await self.store.get_key(kid)
         elif method == "PATCH":
-            rec = await self.store.update_key(kid, _changes(_fields(body)))
+            f = _fields(body)
+            await self.accounts.check_account(None if f.account_id is UNSET else f.account_id)
+            rec = await self.store.update_key(kid, _changes(f))
             self.relay.auth.forget(kid)
         elif method == "DELETE":
             if not await self.store.revoke_key(kid) and await self.store.get_key(kid) is None:
@@ -152,9 +160,13 @@ class DashboardRoutes:
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
         try:
-            await read_body(scope, receive, 1 << 16)
+            body = await read_body(scope, receive, 1 << 16)
             key = await self.relay.auth.authenticate(header(scope, b"authorization"))
-            doc = await self._dispatch(key, scope["path"][len("/v1/dashboard/"):].strip("/"), _query(scope))
+            path = scope["path"][len("/v1/dashboard/"):].strip("/")
+            if path in ("history", "redeem", "prices"):
+                doc = await owner_account(self.relay, key, scope["method"], path, _query(scope), body)
+            else:
+                doc = await self._dispatch(key, path, _query(scope))
         except SluiceError as exc:
             await send_error(send, exc, headers)
             return
@@ -164,7 +176,8 @@ class DashboardRoutes:
         store = self.relay.store
         fresh = await store.get_key(key.id) or key
         if path in ("", "me"):
-            return {**fresh.public(), "models_available": [r.name for r in self.relay.models_for(fresh)]}
+            return {**fresh.public(), "models_available": [r.name for r in self.relay.models_for(fresh)],
+                    **await account_doc(self.relay, fresh)}
         lq = _ledger_query(q)
         lq.key_id = key.id
         if path == "usage":
@@ -204,12 +217,8 @@ def _group(q: dict[str, str]) -> str | None:
 
 
 def _fields(body: bytes) -> KeyFields:
-    try:
-        return msgspec.json.decode(body or b"{}", type=KeyFields)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"invalid key fields: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    fields: KeyFields = decode_body(body, KeyFields, "key fields")
+    return fields
 
 
 def _changes(f: KeyFields) -> dict[str, Any]:

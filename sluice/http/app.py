@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sluice.accounts.retention import Retention
 from sluice.auth.principal import Authenticator
 from sluice.config import Settings
 from sluice.errors import InvalidRequest, NotFound, SluiceError
@@ -88,6 +89,7 @@ class App:
         self._any_origin = "*" in origins
         self._origins = {o.encode() for o in origins}
         self.web = WebAssets()
+        self._retention: Retention | None = None
 
     @property
     def resources(self) -> Resources:
@@ -107,6 +109,8 @@ class App:
         limiter = make_limiter(s)
         admission = Admission(s, store, limiter)
         await admission.start()
+        self._retention = Retention(store, s.ledger.retention_days, s.ledger.retention_check_seconds)
+        self._retention.start()
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
                       ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable,
                       counter_factory=make_counter_factory(s.tokenizer.encoding_file))
@@ -133,6 +137,8 @@ class App:
         if res is None:
             return
         await res.sampler.aclose()
+        if self._retention is not None:
+            await self._retention.aclose()
         await res.relay.admission.aclose()
         await res.ledger.close()
         for p in res.providers.values():

@@ -63,3 +63,36 @@ OPENAPI: dict[str, Any] = {
         "/admin/providers": {"get": _op("Providers and models with target health")},
     },
 }
+
+# Accounts, groups and redemption codes (sluice/http/account_routes.py).
+OPENAPI["components"]["schemas"].update({
+    "AccountFields": {"type": "object", "additionalProperties": False, "properties": {
+        "name": {"type": "string"}, "group": {"type": "string"}, "enabled": {"type": "boolean"},
+        "balance": {"type": ["string", "number"], "description": "on create only: the opening top-up"}}},
+    "Credit": {"type": "object", "required": ["amount"], "properties": {
+        "amount": {"type": ["string", "number"], "description": "money; negative allowed for adjust"},
+        "note": {"type": "string"}}},
+    "GroupFields": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+        "name": {"type": "string"}, "multiplier": {"type": ["string", "number"]},
+        "models": {"type": "object", "additionalProperties": {"type": ["string", "number"]},
+                   "description": "per-model multipliers over the group's"}}},
+    "CodeBatch": {"type": "object", "required": ["count", "amount"], "additionalProperties": False, "properties": {
+        "count": {"type": "integer", "minimum": 1, "maximum": 10000}, "amount": {"type": ["string", "number"]},
+        "expires_at": {"type": ["number", "null"]}, "group": {"type": ["string", "null"]}}},
+})
+OPENAPI["components"]["schemas"]["KeyFields"]["properties"]["account_id"] = {"type": ["string", "null"]}
+OPENAPI["paths"].update({
+    "/admin/accounts": {"get": _op("List accounts with balance and spend"),
+                        "post": _op("Create an account", body="AccountFields", status="201")},
+    "/admin/accounts/{id}": {"get": _op("One account and its key ids", path_id="id"),
+                             "patch": _op("Rename, regroup, enable or disable", body="AccountFields", path_id="id")},
+    "/admin/accounts/{id}/topup": {"post": _op("Add to the balance", body="Credit", path_id="id")},
+    "/admin/accounts/{id}/adjust": {"post": _op("Correct the balance up or down", body="Credit", path_id="id")},
+    "/admin/accounts/{id}/history": {"get": _op("Balance events and daily charges, newest first",
+                                                params=("since", "limit"), path_id="id")},
+    "/admin/groups": {"get": _op("List groups"), "post": _op("Create or change a group", body="GroupFields")},
+    "/admin/groups/{name}": {"get": _op("One group", path_id="name")},
+    "/admin/codes": {"get": _op("List redemption codes (hash prefixes, never the codes)", params=("batch_id", "limit")),
+                     "post": _op("Create a batch; the codes (and a CSV) are in this response only",
+                                 body="CodeBatch", status="201")},
+})

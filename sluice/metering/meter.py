@@ -16,16 +16,18 @@ if TYPE_CHECKING:
 
 
 class Meter:
-    __slots__ = ("_done", "account", "attempts", "budgeted", "counter", "disconnected", "error_code", "extra",
-                 "failovers", "key_id", "key_name", "limits", "model", "price", "prompt_estimate", "provider",
-                 "record", "request", "request_id", "reserved", "route", "started", "status", "stream", "ttft",
-                 "upstream_model", "usage", "wall_start")
+    __slots__ = ("_done", "account", "account_id", "attempts", "budgeted", "counter", "disconnected",
+                 "error_code", "extra", "failovers", "key_id", "key_name", "limits", "list_price", "model", "price",
+                 "prompt_estimate", "provider", "record", "request", "request_id", "reserved", "route", "started",
+                 "status", "stream", "ttft", "upstream_model", "usage", "wall_start")
 
     def __init__(self, request_id: str, route: str = "") -> None:
         self.request_id = request_id
         self.route = route          # the front door, e.g. chat_completions (a metrics label and log field)
         self._done = False
         self.price: Price | None = None
+        self.list_price: Price | None = None               # before the account group's multiplier
+        self.account_id: str | None = None                  # the account that pays, if any
         self.limits: list[tuple[str, Any, int]] = []       # (scope, LimitSpec, tokens reserved) admitted
         self.reserved: tuple[int, int] | None = None        # (nanos, tokens) held on the key
         self.budgeted: tuple[bool, bool] = (False, False)   # (money budget, token quota) caps apply
@@ -59,7 +61,9 @@ class Meter:
         """(prompt, completion, source): reported when the upstream said, else estimated, else none."""
         if self.usage is not None:
             return self.usage.prompt_tokens, self.usage.completion_tokens, "reported"
-        if self.request is None or self.provider is None:
+        if self.request is None or self.provider is None or self.ttft is None:
+            # no upstream produced anything (refused, unreachable, failed or left before its first
+            # byte): there is nothing to estimate, and nothing is charged
             return None, None, "none"
         if self.prompt_estimate is None:
             self.prompt_estimate = estimate_prompt(self.request.messages)
@@ -85,6 +89,6 @@ class Meter:
             duration_ms=round((time.monotonic() - self.started) * 1000, 3),
             disconnected=self.disconnected, error_code=self.error_code, attempts=self.attempts,
             created_at=self.wall_start, extra=self.extra,
-            cached_tokens=self.usage.cached_tokens if self.usage is not None else None)
+            cached_tokens=self.usage.cached_tokens if self.usage is not None else None, account_id=self.account_id)
         self.record = rec
         return rec

@@ -31,6 +31,12 @@ class Price:
     def free(self) -> bool:
         return not (self.input or self.cached_input or self.output)
 
+    def scaled(self, multiplier: Decimal) -> Price:
+        """This price times a group's multiplier (what a customer of that group pays)."""
+        if multiplier == 1:
+            return self
+        return Price(self.input * multiplier, self.cached_input * multiplier, self.output * multiplier)
+
     def cost(self, prompt: int, completion: int, cached: int = 0) -> Decimal:
         """The exact cost in currency units. Cached tokens are part of `prompt`, priced apart."""
         cached = min(max(cached, 0), prompt)

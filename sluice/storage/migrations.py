@@ -78,5 +78,77 @@ CREATE TABLE topups (
 )
 """
 
-SQLITE_MIGRATIONS: list[str] = [_schema(_V1, "REAL", "INTEGER")]
-POSTGRES_MIGRATIONS: list[str] = [_schema(_V1, "DOUBLE PRECISION", "BIGINT")]
+# Accounts (a balance that keys spend from), groups with price multipliers, redemption codes (hashed)
+# and balance events (top-ups, redemptions, adjustments; request charges are summed from the ledger).
+ACCOUNTS = """
+CREATE TABLE groups (
+    name TEXT PRIMARY KEY,
+    multiplier TEXT NOT NULL,
+    model_multipliers TEXT,
+    created_at {REAL} NOT NULL
+);
+CREATE TABLE accounts (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    group_name TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    credit {BIGINT} NOT NULL DEFAULT 0,
+    spent {BIGINT} NOT NULL DEFAULT 0,
+    reserved {BIGINT} NOT NULL DEFAULT 0,
+    created_at {REAL} NOT NULL
+);
+ALTER TABLE keys ADD COLUMN account_id TEXT;
+ALTER TABLE reservations ADD COLUMN account_id TEXT;
+ALTER TABLE ledger ADD COLUMN account_id TEXT;
+CREATE INDEX ledger_account_time ON ledger (account_id, created_at);
+CREATE TABLE balance_events (
+    account_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    amount {BIGINT} NOT NULL,
+    note TEXT,
+    ref TEXT,
+    created_at {REAL} NOT NULL
+);
+CREATE INDEX balance_events_account_time ON balance_events (account_id, created_at);
+CREATE TABLE redemption_codes (
+    code_hash TEXT PRIMARY KEY,
+    batch_id TEXT NOT NULL,
+    amount {BIGINT} NOT NULL,
+    group_name TEXT,
+    expires_at {REAL},
+    created_at {REAL} NOT NULL,
+    redeemed_at {REAL},
+    redeemed_by TEXT,
+    account_id TEXT
+)
+"""
+
+# Retention: request-log rows older than the configured age become per-day sums (several rows of one
+# day, key and model may exist: readers sum them) and are deleted; a lease row lets one instance do it.
+RETENTION = """
+CREATE TABLE usage_daily (
+    day {REAL} NOT NULL,
+    key_id TEXT,
+    account_id TEXT,
+    model TEXT NOT NULL,
+    requests {BIGINT} NOT NULL,
+    prompt_tokens {BIGINT} NOT NULL,
+    completion_tokens {BIGINT} NOT NULL,
+    errors {BIGINT} NOT NULL,
+    cost {BIGINT} NOT NULL
+);
+CREATE INDEX usage_daily_day ON usage_daily (day);
+CREATE INDEX usage_daily_account_day ON usage_daily (account_id, day);
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until {REAL} NOT NULL
+);
+INSERT INTO leases (name, holder, until) VALUES ('retention', '', 0)
+"""
+
+SQLITE_MIGRATIONS: list[str] = [_schema(_V1, "REAL", "INTEGER"), _schema(ACCOUNTS, "REAL", "INTEGER"),
+                                _schema(RETENTION, "REAL", "INTEGER")]
+POSTGRES_MIGRATIONS: list[str] = [_schema(_V1, "DOUBLE PRECISION", "BIGINT"),
+                                  _schema(ACCOUNTS, "DOUBLE PRECISION", "BIGINT"),
+                                  _schema(RETENTION, "DOUBLE PRECISION", "BIGINT")]

@@ -31,6 +31,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "metering": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers"),
     "auth": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.metering"),
     "storage": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.routing"),
+    "accounts": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.routing"),
     "http": ("sluice.cli",),
     "observability": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.routing",
                       "sluice.upstream", "sluice.web"),

@@ -2,11 +2,13 @@
 // request log with one request's detail, and providers/models with health. Talks to /admin/*.
 
 import { $, api, clear, clip, el, fmtCompact, fmtMoney, fmtNum, fmtTime, keyForm, query, say, stored, tabs } from "./common.js";
+import { accountsPanel } from "./console_accounts.js";
 import { detailDialog, drawUsage, requestDetail, requestsTable, usageTotals } from "./views.js";
 
 const tokenStore = stored("sluice.adminToken");
 const state = { token: "", keys: [], models: [], editing: null };
 const call = (method, path, body) => api(state.token, method, path, body);
+const accounts = accountsPanel(call);
 const keyName = (id) => (state.keys.find((k) => k.id === id) || {}).name || id;
 
 const FIELDS = [
@@ -20,6 +22,7 @@ const FIELDS = [
   { name: "tpm", label: "Tokens / min", type: "number" },
   { name: "max_concurrency", label: "Max concurrent", type: "number" },
   { name: "expires_at", label: "Expires", type: "datetime-local" },
+  { name: "account_id", label: "Account id", hint: "spends from this account (Accounts tab); empty = none" },
 ];
 
 function buildFields(container, prefix) {
@@ -71,6 +74,7 @@ const showTab = tabs($("#tabs"), (panel) => {
   if (panel === "panel-usage") loadUsage();
   else if (panel === "panel-requests") loadRequests();
   else if (panel === "panel-providers") loadProviders();
+  else if (panel === "panel-accounts") accounts.load();
   else loadKeys();
 });
 

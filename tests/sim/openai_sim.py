@@ -85,6 +85,7 @@ class Fault:
     error_after: int | None = None             # after N events, send `data: {"error":...}` and end
     error_then_done: bool = False              # ... followed by `data: [DONE]` (as vLLM does)
     fixture: str | None = None                 # replay this fixture instead of the model's
+    usage: dict[str, Any] | None = None        # report this `usage` object instead of the fixture's
 
     # --- the faults tests ask for, by name ---
     @classmethod
@@ -239,8 +240,8 @@ class OpenAISim:
             if not stream:
                 rec.responded_at = time.monotonic()
                 rec.completed = True
-                return web.Response(body=fixture_bytes("text.json"), content_type="application/json",
-                                    headers=f.headers)
+                return web.Response(body=_with_usage(fixture_bytes("text.json"), f.usage),
+                                    content_type="application/json", headers=f.headers)
             return await self._stream(request, rec, f, body)
         except (asyncio.CancelledError, ConnectionError):
             rec.note_closed()
@@ -250,7 +251,7 @@ class OpenAISim:
                       body: dict[str, Any]) -> web.StreamResponse:
         model = str(body.get("model", ""))
         name = f.fixture or (model[3:] if model.startswith("fx-") else "text")
-        events = fixture_events(name)
+        events = [_with_usage(ev, f.usage) for ev in fixture_events(name)] if f.usage else fixture_events(name)
         resp = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
                                            "cache-control": "no-cache, must-revalidate",
                                            "x-request-id": "req_sim_" + str(len(self.requests)), **f.headers})
@@ -281,6 +282,19 @@ class OpenAISim:
         rec.completed = True
         await resp.write_eof()
         return resp
+
+
+def _with_usage(raw: bytes, usage: dict[str, Any] | None) -> bytes:
+    """A reply body or SSE event whose non-null `usage` is replaced by `usage` (absurd figures on demand)."""
+    if usage is None or b'"usage"' not in raw:
+        return raw
+    is_event = raw.startswith(b"data: ")
+    doc = json.loads(raw[6:] if is_event else raw)
+    if not doc.get("usage"):
+        return raw
+    doc["usage"] = usage
+    body = json.dumps(doc).encode()
+    return b"data: " + body + b"\n\n" if is_event else body
 
 
 class ThreadedSim:

@@ -78,5 +78,18 @@ CREATE TABLE topups (
 )
 """
 
-SQLITE_MIGRATIONS: list[str] = [_schema(_V1, "REAL", "INTEGER")]
-POSTGRES_MIGRATIONS: list[str] = [_schema(_V1, "DOUBLE PRECISION", "BIGINT")]
+# Ledger records a store could not write (data no batch should carry: a value beyond BIGINT ...), set aside
+# whole as JSON with the error so that the rest of their batch commits and an operator can settle them.
+_LEDGER_QUARANTINE = """
+CREATE TABLE ledger_quarantine (
+    request_id TEXT PRIMARY KEY,
+    key_id TEXT,
+    record TEXT NOT NULL,
+    error TEXT NOT NULL,
+    created_at {REAL} NOT NULL
+)
+"""
+
+SQLITE_MIGRATIONS: list[str] = [_schema(_V1, "REAL", "INTEGER"), _schema(_LEDGER_QUARANTINE, "REAL", "INTEGER")]
+POSTGRES_MIGRATIONS: list[str] = [_schema(_V1, "DOUBLE PRECISION", "BIGINT"),
+                                  _schema(_LEDGER_QUARANTINE, "DOUBLE PRECISION", "BIGINT")]

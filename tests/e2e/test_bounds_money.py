@@ -172,3 +172,33 @@ async def test_absurd_requests_of_one_key_fail_no_request_of_another(storage_url
     assert normal.count(200) == 300, {s: normal.count(s) for s in set(normal)}
     assert [statuses[i] for i in sorted(absurd_at)] == [400] * 15
     assert "Traceback" not in server.log.read_text()
+
+
+# --- /admin/* and web origins --------------------------------------------------------------------------------
+
+
+async def _origin_headers(base: str, method: str, path: str, origin: str) -> dict[str, str]:
+    async with aiohttp.ClientSession() as s, s.request(method, base + path, headers={
+            "origin": origin, "authorization": f"Bearer {ADMIN_TOKEN}",
+            "access-control-request-method": "POST"}) as r:
+        await r.read()
+        return {k.lower(): v for k, v in r.headers.items()}
+
+
+async def test_admin_answers_no_web_origin_unless_configured(gateway: SluiceServer, tmp_path: Path) -> None:
+    evil = "https://evil.example"
+    for method in ("GET", "OPTIONS"):
+        got = await _origin_headers(gateway.url, method, "/admin/keys", evil)
+        assert "access-control-allow-origin" not in got, (method, got)
+        assert got["x-request-id"].startswith("req_")
+    assert (await _origin_headers(gateway.url, "GET", "/v1/models", evil))["access-control-allow-origin"] == "*"
+
+    console = "https://console.example"
+    (tmp_path / "cors").mkdir()
+    cfg = two_speed_config(tmp_path / "cors", f"sqlite:///{tmp_path / 'cors.db'}", slow_tps=50,
+                           server=f'admin_cors_origins = ["{console}"]')
+    async with serving(cfg, tmp_path, "cors") as server:
+        assert "access-control-allow-origin" not in await _origin_headers(server.url, "GET", "/admin/keys", evil)
+        for method in ("GET", "OPTIONS"):
+            got = await _origin_headers(server.url, method, "/admin/keys", console)
+            assert got["access-control-allow-origin"] == console, (method, got)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 import msgspec
 import orjson
 from msgspec import Meta
 
-from sluice.errors import InvalidRequest
+from sluice.errors import InvalidRequest, invalid_field
 
 MAX_OUTPUT_TOKENS = 2**31 - 1     # no model's output cap comes near; keeps reservations far from int64
 MAX_CHOICES = 128                 # OpenAI's documented range for n
@@ -46,21 +45,12 @@ class _Fields(msgspec.Struct):
     user: Annotated[str, Meta(max_length=512)] | None = None
 
 
-_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
-
-
 def _fields(body: dict[str, Any]) -> _Fields:
     """Check the ranged fields; a wrong type or value is a 400 naming the field (`param`)."""
     try:
         return msgspec.convert(body, _Fields)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        m = _PATH.search(text)
-        param = m.group(1) if m else None
-        what = text[:m.start()] if m else text
-        code = "invalid_type" if ", got `" in what else "invalid_value"
-        raise InvalidRequest(f"Invalid '{param}': {what[0].lower()}{what[1:]}.", param=param,
-                             code=code) from None
+        raise invalid_field(str(exc)) from None
 
 
 class ChatRequest:

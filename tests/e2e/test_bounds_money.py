@@ -202,3 +202,41 @@ async def test_admin_answers_no_web_origin_unless_configured(gateway: SluiceServ
         for method in ("GET", "OPTIONS"):
             got = await _origin_headers(server.url, method, "/admin/keys", console)
             assert got["access-control-allow-origin"] == console, (method, got)
+
+
+# --- the admin API's own numbers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path", "body", "param"), [
+    ("POST", "/admin/keys", {"name": "x", "budget": "1e30"}, "budget"),
+    ("POST", "/admin/keys", {"name": "x", "budget": 10**12}, "budget"),
+    ("POST", "/admin/keys", {"name": "x", "rpm": 2**31}, "rpm"),
+    ("POST", "/admin/keys", {"name": "x", "token_quota": 0}, "token_quota"),
+    ("POST", "/admin/keys", {"budget": "1"}, "name"),
+    ("POST", "/admin/keys/{id}/topup", {"amount": "0"}, "amount"),
+    ("POST", "/admin/keys/{id}/topup", {"amount": "99999999999999999999"}, "amount"),
+    ("PATCH", "/admin/keys/{id}", {"period": "year"}, "period"),
+    ("GET", "/admin/requests?limit=0", None, "limit"),
+    ("GET", "/admin/usage?since=nan", None, "since"),
+    ("GET", "/admin/usage?group=week", None, "group"),
+])
+async def test_admin_numbers_out_of_range_are_400s(gateway: SluiceServer, method: str, path: str,
+                                                   body: dict[str, Any] | None, param: str | None) -> None:
+    key = await new_key(gateway.url, budget="1")
+    async with aiohttp.ClientSession() as s, s.request(
+            method, gateway.url + path.format(id=key["id"]), json=body,
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+        doc = await r.json()
+        assert r.status == 400, doc
+        assert r.headers["x-request-id"].startswith("req_")
+    assert set(doc["error"]) == {"message", "type", "param", "code"}
+    assert doc["error"]["param"] == param, doc
+
+
+async def test_other_methods_on_admin_paths_are_405_with_allow(gateway: SluiceServer) -> None:
+    async with aiohttp.ClientSession() as s, s.request(
+            "PUT", gateway.url + "/admin/keys", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+        doc = await r.json()
+        assert r.status == 405, doc
+        assert r.headers["allow"] == "GET, POST"
+    assert doc["error"]["code"] == "method_not_allowed"

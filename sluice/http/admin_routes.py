@@ -14,10 +14,11 @@ from urllib.parse import parse_qs
 
 from sluice.auth.keys import hash_key, new_key
 from sluice.config import Settings
-from sluice.errors import AuthenticationFailed, MethodNotAllowed, NotFound, SluiceError
+from sluice.errors import AuthenticationFailed, InvalidRequest, MethodNotAllowed, NotFound, SluiceError
 from sluice.http.admin_schema import KeyFields, NewKey, TopUp, changes, decode, ledger_params, money_nanos
 from sluice.http.asgi import Headers, Receive, Scope, Send, header, read_body, send_error, send_json
 from sluice.http.openapi import OPENAPI
+from sluice.metering.pricing import MAX_NANOS
 from sluice.relay import Relay
 from sluice.storage.base import KeyRecord
 
@@ -85,7 +86,12 @@ class AdminRoutes:
 
     async def _key(self, method: str, kid: str, rest: list[str], body: bytes) -> tuple[int, Any]:
         if rest == ["topup"]:
-            rec = await self.store.top_up(kid, money_nanos(decode(body, TopUp).amount))
+            nanos = money_nanos(decode(body, TopUp).amount)
+            held = await self.store.get_key(kid)
+            if held is not None and (held.spent if held.budget is None else held.budget) + nanos > MAX_NANOS:
+                raise InvalidRequest("This top-up would take the budget past 10^9 currency units.", param="amount",
+                                     code="invalid_value")
+            rec = await self.store.top_up(kid, nanos)
         elif method == "GET":
             rec = await self.store.get_key(kid)
         elif method == "PATCH":

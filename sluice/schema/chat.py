@@ -42,7 +42,6 @@ class _Fields(msgspec.Struct):
     seed: Annotated[int, _INT64] | None = None
     logit_bias: dict[str, Annotated[float, Meta(ge=-100.0, le=100.0)]] | None = None
     parallel_tool_calls: bool | None = None
-    user: Annotated[str, Meta(max_length=512)] | None = None
 
 
 def _fields(body: dict[str, Any]) -> _Fields:

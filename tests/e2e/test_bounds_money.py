@@ -240,3 +240,16 @@ async def test_other_methods_on_admin_paths_are_405_with_allow(gateway: SluiceSe
         assert r.status == 405, doc
         assert r.headers["allow"] == "GET, POST"
     assert doc["error"]["code"] == "method_not_allowed"
+
+
+async def test_top_ups_cannot_take_a_budget_past_the_money_cap(gateway: SluiceServer) -> None:
+    key = await new_key(gateway.url, budget="999999999")
+    async with aiohttp.ClientSession() as s:
+        for _ in range(2):      # on main these were granted until the sum overflowed BIGINT (then 500s)
+            async with s.post(f"{gateway.url}/admin/keys/{key['id']}/topup", json={"amount": "999999999"},
+                              headers={"authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+                doc = await r.json()
+                assert r.status == 400, doc
+                assert doc["error"]["param"] == "amount"
+        doc = await admin(s, gateway.url, "POST", f"/admin/keys/{key['id']}/topup", {"amount": "0.5"})
+    assert doc["budget"] == "999999999.5"

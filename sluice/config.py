@@ -33,6 +33,7 @@ class ServerConfig(_Strict):
     max_body_bytes: int = 16 << 20
     heartbeat_seconds: float = 15.0
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    admin_cors_origins: list[str] = msgspec.field(default_factory=list)   # /admin/*: no browser origin by default
     drain_seconds: float = 0.0            # after SIGTERM: /ready says 503 while requests are still served
     shutdown_grace_seconds: float = 30.0  # then: how long open requests and streams may go on
     key_cache_seconds: float = 2.0

@@ -26,6 +26,7 @@ from sluice.http.asgi import (
     send_error,
     send_json,
 )
+from sluice.http.cors import CorsPolicy
 from sluice.http.drain import Drain
 from sluice.http.messages_route import MessagesRoute
 from sluice.http.openai_routes import OpenAIRoutes
@@ -85,9 +86,8 @@ class App:
         self.drain = Drain()
         # run once the app has started, in the serving process (cli/serve.py installs its signal handling)
         self.on_started: list[Callable[[], None]] = []
-        origins = settings.server.cors_origins
-        self._any_origin = "*" in origins
-        self._origins = {o.encode() for o in origins}
+        self._cors = CorsPolicy(settings.server.cors_origins)
+        self._admin_cors = CorsPolicy(settings.server.admin_cors_origins)
         self.web = WebAssets()
         self._retention: Retention | None = None
 
@@ -179,9 +179,10 @@ class App:
         headers: Headers = [(b"x-request-id", rid.encode())]
         if self.drain.draining:  # a kept-alive connection (a balancer's pool) closes after this response
             headers.append((b"connection", b"close"))
-        origin = header(scope, b"origin")
-        if origin is not None and (self._any_origin or origin in self._origins):
-            headers.append((b"access-control-allow-origin", b"*" if self._any_origin else origin))
+        policy = self._admin_cors if scope["path"].startswith("/admin/") else self._cors
+        allowed = policy.allow(header(scope, b"origin"))
+        if allowed is not None:
+            headers.append((b"access-control-allow-origin", allowed))
             headers.append((b"access-control-expose-headers", _EXPOSE))
         return headers
 

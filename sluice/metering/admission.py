@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import dataclass
 from decimal import Decimal
 
 from sluice.accounts.records import AccountRecord
@@ -34,6 +35,15 @@ _FREE = Price(Decimal(0), Decimal(0), Decimal(0))
 Headers = list[tuple[bytes, bytes]]
 
 
+@dataclass(slots=True)
+class UnderBilling:
+    """Charges capped at their reservation since start: money the upstream's usage says was not billed.
+    An in-process counter for the metrics endpoint to export."""
+
+    count: int = 0
+    nanos: int = 0
+
+
 class Admission:
     def __init__(self, settings: Settings, store: Store, limiter: Limiter) -> None:
         self._store = store
@@ -49,6 +59,7 @@ class Admission:
         self.instance_id = os.urandom(8).hex()
         self._reservations = ReservationBatcher(store)
         self.accounts = AccountView(AccountStore(store), ttl=settings.server.key_cache_seconds)
+        self.underbilled = UnderBilling()
         self._task: asyncio.Task[None] | None = None
 
     def price(self, model: str) -> Price:
@@ -175,13 +186,23 @@ class Admission:
             nanos, tokens = meter.reserved
             money_capped, quota_capped = meter.budgeted
             if money_capped and cost > nanos:
-                rec.extra["uncapped_cost_nanos"] = cost
+                self._underbilled(rec, cost, nanos)
                 cost = nanos
             if quota_capped and prompt + completion > tokens:
                 rec.quota_tokens = tokens
         rec.cost = cost
         if meter.list_price is not None:   # an account's price: say what the list price was
             rec.extra["list_cost"] = fmt_money(meter.list_price.cost_nanos(prompt, completion, rec.cached_tokens or 0))
+
+    def _underbilled(self, rec: LedgerRecord, cost: int, nanos: int) -> None:
+        """The settled cost is capped at the reservation so the budget holds; say so rather than drop the rest
+        silently (a wrong price, an upstream that ignores max_tokens, or a bad token estimate)."""
+        rec.extra["uncapped_cost_nanos"] = cost
+        rec.extra["underbilled"] = True
+        self.underbilled.count += 1
+        self.underbilled.nanos += cost - nanos
+        log.warning("under-billed %s: cost %d nano-units capped at its reservation %d (key %s, model %s)",
+                    rec.request_id, cost, nanos, rec.key_id, rec.model)
 
 
 def _money_left(key: KeyRecord, account: AccountRecord | None) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -9,6 +10,8 @@ from sluice.metering.tokens import estimate_prompt
 from sluice.schema.chat import ChatRequest
 from sluice.schema.usage import Usage
 from sluice.storage.base import LedgerRecord
+
+log = logging.getLogger("sluice.meter")
 
 if TYPE_CHECKING:
     from sluice.metering.pricing import Price
@@ -76,6 +79,11 @@ class Meter:
         if self._done:
             return None
         self._done = True
+        if self.usage is not None and self.usage.anomaly is not None:
+            # clamped where it entered (schema/usage.py); said once per request, kept on its record
+            self.extra["usage_anomaly"] = self.usage.anomaly
+            log.warning("upstream %s reported impossible usage for %s (clamped): %s", self.provider,
+                        self.request_id, self.usage.anomaly)
         prompt, completion, source = self.final_usage()
         u = self.usage
         if u is not None and (u.cache_write_5m_tokens or u.cache_write_1h_tokens):

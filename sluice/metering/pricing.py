@@ -12,6 +12,9 @@ from decimal import ROUND_CEILING, Decimal
 from sluice.config import PricingConfig
 
 NANO = Decimal(1_000_000_000)
+# The most one amount may be (10^9 currency units): far below int64 (BIGINT, ~9.2e18), so a price times
+# an absurd token count, or a budget typed with too many digits, can never overflow a sum in the database.
+MAX_NANOS = 10**18
 _PER_TOKEN = Decimal(1_000_000)
 
 
@@ -43,7 +46,8 @@ class Price:
         return ((prompt - cached) * self.input + cached * self.cached_input + completion * self.output) / _PER_TOKEN
 
     def cost_nanos(self, prompt: int, completion: int, cached: int = 0) -> int:
-        return to_nanos(self.cost(prompt, completion, cached))
+        """The cost in nano-units, capped at MAX_NANOS."""
+        return min(to_nanos(self.cost(prompt, completion, cached)), MAX_NANOS)
 
 
 def to_nanos(amount: Decimal) -> int:

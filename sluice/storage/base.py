@@ -199,6 +199,11 @@ class Store(Protocol):
         reservation and charges the key: cost and tokens to spent, the reservation back from reserved."""
         ...
 
+    async def quarantine(self, rec: LedgerRecord, error: str) -> None:
+        """Set aside a record that cannot be written (see storage/poison.py), whole, with the error; nothing
+        is charged or released (its reservation goes back at reconciliation, after its TTL)."""
+        ...
+
     async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float) -> int:
         """Heartbeat this instance; release reservations of silent instances or older than the TTL; reset
         budget periods that ended. Returns how many reservations were released."""

@@ -147,8 +147,18 @@ CREATE TABLE leases (
 INSERT INTO leases (name, holder, until) VALUES ('retention', '', 0)
 """
 
-SQLITE_MIGRATIONS: list[str] = [_schema(_V1, "REAL", "INTEGER"), _schema(ACCOUNTS, "REAL", "INTEGER"),
-                                _schema(RETENTION, "REAL", "INTEGER")]
-POSTGRES_MIGRATIONS: list[str] = [_schema(_V1, "DOUBLE PRECISION", "BIGINT"),
-                                  _schema(ACCOUNTS, "DOUBLE PRECISION", "BIGINT"),
-                                  _schema(RETENTION, "DOUBLE PRECISION", "BIGINT")]
+# Ledger records a store could not write (data no batch should carry: a value beyond BIGINT ...), set aside
+# whole as JSON with the error so that the rest of their batch commits and an operator can settle them.
+_LEDGER_QUARANTINE = """
+CREATE TABLE ledger_quarantine (
+    request_id TEXT PRIMARY KEY,
+    key_id TEXT,
+    record TEXT NOT NULL,
+    error TEXT NOT NULL,
+    created_at {REAL} NOT NULL
+)
+"""
+
+SQLITE_MIGRATIONS: list[str] = [_schema(m, "REAL", "INTEGER") for m in (_V1, ACCOUNTS, RETENTION, _LEDGER_QUARANTINE)]
+POSTGRES_MIGRATIONS: list[str] = [_schema(m, "DOUBLE PRECISION", "BIGINT")
+                                  for m in (_V1, ACCOUNTS, RETENTION, _LEDGER_QUARANTINE)]

@@ -151,6 +151,9 @@ class PostgresStore:
         if records:
             await self._tx(lambda con: _settle(con, records))
 
+    async def quarantine(self, rec: LedgerRecord, error: str) -> None:
+        await self.pool.execute(_q(sql.INSERT_QUARANTINE), *sql.quarantine_row(rec, error))
+
     async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float) -> int:
         now = time.time()
 

@@ -6,6 +6,7 @@ sums). Where the dialects agree they run the same statements; where batches need
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Sequence
@@ -60,6 +61,9 @@ USAGE_SUMMARY = ("SELECT l.key_id, k.name, l.model, sum(l.n), coalesce(sum(l.pro
                  f"coalesce(sum(l.cost), 0) FROM {USAGE_SOURCE} l LEFT JOIN keys k ON k.id = l.key_id "
                  "GROUP BY l.key_id, k.name, l.model ORDER BY k.name, l.model")
 
+INSERT_QUARANTINE = ("INSERT INTO ledger_quarantine (request_id, key_id, record, error, created_at) "
+                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING")
+
 _BUCKETS = {"hour": 3600, "day": 86400}
 
 
@@ -113,6 +117,13 @@ def ledger_row(r: LedgerRecord) -> tuple[Any, ...]:
             r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.usage_source, r.ttft_ms, r.duration_ms,
             int(r.disconnected), r.error_code, r.attempts, r.cost, r.created_at or time.time(),
             _json(r.extra or None), r.account_id)
+
+
+def quarantine_row(r: LedgerRecord, error: str) -> tuple[str, str | None, str, str, float]:
+    """INSERT_QUARANTINE's parameters: the whole record as JSON (stdlib json: its numbers may be past
+    int64, which orjson refuses), and the error."""
+    doc = {name: getattr(r, name) for name in r.__slots__}
+    return (r.request_id, r.key_id, json.dumps(doc, default=str), error[:2000], time.time())
 
 
 def ledger_from(row: Any) -> LedgerRecord:

@@ -144,6 +144,9 @@ class SQLiteStore:
         except _AlreadyRecorded:    # rolled back: settle again, leaving out what was recorded before
             await self._tx(lambda db: _settle(db, batch, _recorded(db, batch)))
 
+    async def quarantine(self, rec: LedgerRecord, error: str) -> None:
+        await self._run(lambda db: db.execute(sql.INSERT_QUARANTINE, sql.quarantine_row(rec, error)))
+
     async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float) -> int:
         now = time.time()
 

@@ -27,6 +27,7 @@ from sluice.http.asgi import (
 from sluice.http.drain import Drain
 from sluice.http.messages_route import MessagesRoute
 from sluice.http.openai_routes import OpenAIRoutes
+from sluice.http.responses_route import ResponsesRoute
 from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
 from sluice.metering.limits import Limiter, MemoryLimiter
@@ -64,6 +65,7 @@ class Resources:
     admin: AdminRoutes
     dashboard: DashboardRoutes
     messages: MessagesRoute
+    responses: ResponsesRoute
 
 
 class App:
@@ -105,10 +107,11 @@ class App:
         inflight = self.drain.inflight
         routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds,
                               inflight=inflight)
+        body, beat = s.server.max_body_bytes, s.server.heartbeat_seconds
         self._res = Resources(store, client, providers, ledger, relay, routes, AdminRoutes(s, relay),
-                              DashboardRoutes(relay), MessagesRoute(relay, max_body=s.server.max_body_bytes,
-                                                                    heartbeat=s.server.heartbeat_seconds,
-                                                                    inflight=inflight))
+                              DashboardRoutes(relay),
+                              MessagesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight),
+                              ResponsesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight))
         tune_gc()
         for hook in self.on_started:
             hook()
@@ -195,6 +198,12 @@ class App:
         elif path in ("/v1/messages/count_tokens", "/messages/count_tokens") and method == "POST":
             await res.messages.count_tokens(scope, receive, send, rid, headers)
             return
+        elif path in ("/v1/responses", "/responses") and method == "POST":
+            await res.responses.create(scope, receive, send, rid, headers)
+            return
+        elif path.startswith(("/v1/responses/", "/responses/")) and method in ("GET", "DELETE", "POST"):
+            await res.responses.stored(scope, receive, send, headers, path.split("/responses/", 1)[1].split("/")[0])
+            return
         elif path in ("/v1/models", "/models") and method == "GET":
             await res.routes.list_models(scope, send, headers)
             return
@@ -234,7 +243,7 @@ class App:
         await _drain(receive)
         path, method = scope["path"], scope["method"]
         known = ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/v1/models", "/health",
-                 "/ready")
+                 "/ready", "/v1/responses")
         err: SluiceError
         if path in known:
             err = InvalidRequest(f"Method {method} is not allowed on {path}.", code="method_not_allowed",

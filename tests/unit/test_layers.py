@@ -32,6 +32,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "auth": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.metering"),
     "storage": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.routing"),
     "http": ("sluice.cli",),
+    # front doors are pure translations: inbound request -> canonical, canonical chunks -> their events
+    "dialects": ("sluice.storage", "sluice.metering", "sluice.auth", "sluice.http", "sluice.relay",
+                 "sluice.routing", "sluice.cli", "sluice.web", "sluice.upstream", "sluice.providers"),
 }
 
 # third-party module -> the only files (relative to sluice/) allowed to import it

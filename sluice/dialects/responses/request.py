@@ -1,0 +1,242 @@
+"""Responses request -> canonical chat-completions body: `input` items become messages, `instructions` the
+first system message, flat function tools chat tools, freeform `custom` tools a one-string-argument function.
+
+Fields no chat upstream understands (`store`, `include`, `reasoning.summary`, `prompt_cache_key`, ...) are
+dropped here instead of forwarded; state Sluice does not keep (`previous_response_id`) is a clear 400.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sluice.errors import InvalidRequest
+
+# the single argument a freeform tool's text travels in when the upstream only has function tools
+CUSTOM_ARG = "input"
+_CUSTOM_PARAMS = {"type": "object", "properties": {CUSTOM_ARG: {"type": "string"}}, "required": [CUSTOM_ARG]}
+# Responses reasoning.effort -> the chat scale every translating provider accepts (low, medium, high)
+_EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+# chat parameters with the same name and meaning in both APIs
+_SAME = ("temperature", "top_p", "parallel_tool_calls")
+# state Sluice does not keep: named in a 400 rather than silently ignored
+_STATEFUL = ("previous_response_id", "conversation")
+
+
+@dataclass(slots=True)
+class Translated:
+    """The canonical body, and what the reply side needs to turn it back into Responses items."""
+
+    body: dict[str, Any]
+    custom_tools: frozenset[str] = field(default_factory=frozenset)
+
+
+def translate_request(req: dict[str, Any]) -> Translated:
+    for name in _STATEFUL:
+        if req.get(name) is not None:
+            raise InvalidRequest(f"'{name}' is not supported: Sluice keeps no responses; send the whole "
+                                 "conversation in 'input' (with store: false).", param=name,
+                                 code="unsupported_parameter")
+    if req.get("background"):
+        raise InvalidRequest("'background' responses are not supported.", param="background",
+                             code="unsupported_parameter")
+    model = req.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("you must provide a model parameter", param="model")
+    stream = req.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean", param="stream", code="invalid_type")
+    tools, custom = _tools(req.get("tools"))
+    messages = _instructions(req.get("instructions")) + _messages(req.get("input"), custom)
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    for name in _SAME:
+        if req.get(name) is not None:
+            body[name] = req[name]
+    limit = req.get("max_output_tokens")
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000_000:
+            raise InvalidRequest("'max_output_tokens' must be an integer from 1 to 10000000",
+                                 param="max_output_tokens", code="invalid_value")
+        body["max_completion_tokens"] = limit
+    if tools:
+        body["tools"] = tools
+        choice = _tool_choice(req.get("tool_choice"))
+        if choice is not None:
+            body["tool_choice"] = choice
+    effort = _effort(req.get("reasoning"))
+    if effort is not None:
+        body["reasoning_effort"] = effort
+    fmt = _response_format(req.get("text"))
+    if fmt is not None:
+        body["response_format"] = fmt
+    return Translated(body, frozenset(custom))
+
+
+def _instructions(v: Any) -> list[dict[str, Any]]:
+    if v is None or v == "":
+        return []
+    if not isinstance(v, str):
+        raise InvalidRequest("'instructions' must be a string", param="instructions", code="invalid_type")
+    return [{"role": "system", "content": v}]
+
+
+def _messages(v: Any, custom: set[str]) -> list[dict[str, Any]]:
+    if isinstance(v, str):
+        return [{"role": "user", "content": v}]
+    if not isinstance(v, list) or not v:
+        raise InvalidRequest("'input' must be a string or a non-empty array of items", param="input",
+                             code="invalid_type")
+    out: list[dict[str, Any]] = []
+    for i, item in enumerate(v):
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"input[{i}] must be an object", param=f"input[{i}]", code="invalid_type")
+        kind = item.get("type", "message")
+        if kind == "message":
+            out.append(_message(item, i))
+        elif kind in ("function_call", "custom_tool_call"):
+            _add_call(out, item, i)
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            out.append({"role": "tool", "tool_call_id": _str(item, "call_id", i),
+                        "content": _output_text(item.get("output"), i)})
+        elif kind == "reasoning":
+            continue  # a summary of earlier thinking; chat upstreams have no way to take it back
+        else:
+            raise InvalidRequest(f"input[{i}]: items of type '{kind}' are not supported", param=f"input[{i}].type",
+                                 code="invalid_value")
+    return out
+
+
+def _message(item: dict[str, Any], i: int) -> dict[str, Any]:
+    role = item.get("role")
+    if role not in ("user", "assistant", "system", "developer"):
+        raise InvalidRequest(f"input[{i}].role must be user, assistant, system or developer",
+                             param=f"input[{i}].role", code="invalid_value")
+    content = item.get("content")
+    if isinstance(content, str):
+        return {"role": "system" if role == "developer" else role, "content": content}
+    if not isinstance(content, list):
+        raise InvalidRequest(f"input[{i}].content must be a string or an array", param=f"input[{i}].content",
+                             code="invalid_type")
+    parts: list[dict[str, Any]] = []
+    for j, p in enumerate(content):
+        kind = p.get("type") if isinstance(p, dict) else None
+        if kind in ("input_text", "output_text", "text") and isinstance(p.get("text"), str):
+            parts.append({"type": "text", "text": p["text"]})
+        elif kind == "refusal":
+            parts.append({"type": "text", "text": str(p.get("refusal", ""))})
+        elif kind == "input_image" and isinstance(p.get("image_url"), str):
+            parts.append({"type": "image_url", "image_url": {"url": p["image_url"],
+                                                             "detail": p.get("detail") or "auto"}})
+        else:
+            raise InvalidRequest(f"input[{i}].content[{j}]: unsupported content part",
+                                 param=f"input[{i}].content[{j}]", code="invalid_value")
+    if role != "user":  # only user turns take images; others get their text joined
+        return {"role": "system" if role == "developer" else role,
+                "content": "".join(p.get("text", "") for p in parts)}
+    return {"role": "user", "content": parts}
+
+
+def _add_call(out: list[dict[str, Any]], item: dict[str, Any], i: int) -> None:
+    if item.get("type") == "custom_tool_call":
+        args = orjson.dumps({CUSTOM_ARG: _str(item, "input", i, empty=True)}).decode()
+    else:
+        args = _str(item, "arguments", i, empty=True) or "{}"
+    call = {"id": _str(item, "call_id", i), "type": "function",
+            "function": {"name": _str(item, "name", i), "arguments": args}}
+    last = out[-1] if out else None
+    # consecutive calls are one assistant turn with parallel tool calls, as chat upstreams expect
+    if last is not None and last["role"] == "assistant" and "tool_calls" in last:
+        last["tool_calls"].append(call)
+    elif last is not None and last["role"] == "assistant" and isinstance(last.get("content"), str):
+        last["tool_calls"] = [call]
+    else:
+        out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+
+
+def _output_text(v: Any, i: int) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, list):
+        return "".join(p.get("text", "") for p in v if isinstance(p, dict) and isinstance(p.get("text"), str))
+    raise InvalidRequest(f"input[{i}].output must be a string or an array", param=f"input[{i}].output",
+                         code="invalid_type")
+
+
+def _str(item: dict[str, Any], name: str, i: int, *, empty: bool = False) -> str:
+    v = item.get(name)
+    if not isinstance(v, str) or (not v and not empty):
+        raise InvalidRequest(f"input[{i}].{name} must be a string", param=f"input[{i}].{name}",
+                             code="invalid_type")
+    return v
+
+
+def _tools(v: Any) -> tuple[list[dict[str, Any]], set[str]]:
+    if v is None:
+        return [], set()
+    if not isinstance(v, list):
+        raise InvalidRequest("'tools' must be an array", param="tools", code="invalid_type")
+    out: list[dict[str, Any]] = []
+    custom: set[str] = set()
+    for i, t in enumerate(v):
+        kind = t.get("type") if isinstance(t, dict) else None
+        name = t.get("name") if isinstance(t, dict) else None
+        if kind not in ("function", "custom"):
+            continue  # built-in tools (web_search, ...) only OpenAI itself runs; a translated upstream cannot
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest(f"tools[{i}].name must be a non-empty string", param=f"tools[{i}].name",
+                                 code="invalid_value")
+        fn: dict[str, Any] = {"name": name}
+        if isinstance(t.get("description"), str):
+            fn["description"] = t["description"]
+        if kind == "custom":
+            custom.add(name)
+            fn["parameters"] = _CUSTOM_PARAMS
+        else:
+            fn["parameters"] = t.get("parameters") or {"type": "object", "properties": {}}
+            if t.get("strict") is not None:
+                fn["strict"] = t["strict"]
+        out.append({"type": "function", "function": fn})
+    return out, custom
+
+
+def _tool_choice(v: Any) -> Any:
+    if v is None or v in ("auto", "none", "required"):
+        return v
+    if isinstance(v, dict) and v.get("type") in ("function", "custom") and isinstance(v.get("name"), str):
+        return {"type": "function", "function": {"name": v["name"]}}
+    if isinstance(v, dict):
+        return None  # allowed_tools, built-in tool choices: the upstream decides
+    raise InvalidRequest("'tool_choice' must be auto, none, required or a tool", param="tool_choice",
+                         code="invalid_value")
+
+
+def _effort(v: Any) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise InvalidRequest("'reasoning' must be an object", param="reasoning", code="invalid_type")
+    effort = v.get("effort")
+    if effort is None or effort == "none":
+        return None
+    if effort not in _EFFORT:
+        raise InvalidRequest("'reasoning.effort' must be one of none, minimal, low, medium, high, xhigh",
+                             param="reasoning.effort", code="invalid_value")
+    return _EFFORT[effort]
+
+
+def _response_format(v: Any) -> dict[str, Any] | None:
+    fmt = v.get("format") if isinstance(v, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+        return None
+    if fmt.get("type") == "json_object":
+        return {"type": "json_object"}
+    if fmt.get("type") == "json_schema":
+        schema = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
+        return {"type": "json_schema", "json_schema": schema}
+    raise InvalidRequest("'text.format.type' must be text, json_object or json_schema", param="text.format.type",
+                         code="invalid_value")

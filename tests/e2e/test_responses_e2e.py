@@ -66,6 +66,13 @@ base_url = "{oai}"
 api_key = "sk-oai-upstream"
 
 [[providers]]
+name = "oai-native"
+kind = "openai"
+base_url = "{oai}"
+api_key = "sk-oai-upstream"
+apis = ["chat", "responses"]
+
+[[providers]]
 name = "anth"
 kind = "anthropic"
 base_url = "{anth}"
@@ -80,6 +87,10 @@ api_key = "gem-test"
 [[models]]
 name = "gpt"
 targets = [{{ provider = "oai", model = "gpt-up" }}]
+
+[[models]]
+name = "gpt-native"
+targets = [{{ provider = "oai-native", model = "gpt-5" }}]
 
 [[models]]
 name = "claude"
@@ -271,3 +282,39 @@ async def test_raw_stream_is_named_events_without_done(tmp_path: Path) -> None:
             name, data = f.split(b"\n")
             assert json.loads(data.removeprefix(b"data: "))["type"] == name.removeprefix(b"event: ").decode()
         assert b"[DONE]" not in raw
+
+
+# --- an upstream that speaks Responses: a pass-through ------------------------------------------
+
+
+async def test_native_passthrough_keeps_bytes_and_meters_usage(tmp_path: Path) -> None:
+    fixture = fixture_bytes("responses_text.sse")
+    async with gateway(tmp_path) as g:
+        body = {"model": "gpt-native", "input": "hi", "stream": True, "reasoning": {"summary": "auto"},
+                "include": ["reasoning.encrypted_content"], "store": False}
+        async with aiohttp.ClientSession() as http, http.post(
+                g.s.base_url + "/responses", data=orjson.dumps(body),
+                headers={"authorization": f"Bearer {g.key}"}) as r:
+            assert r.status == 200
+            raw = await r.read()
+        assert raw.replace(b": keep-alive\n\n", b"") == fixture
+        assert g.oai.last.path == "/v1/responses"
+        assert g.oai.last.raw == orjson.dumps({**body, "model": "gpt-5"})  # as sent, only the model rewritten
+        async with g.client().responses.stream(model="gpt-native", input="hi") as stream:
+            final = await stream.get_final_response()
+        assert final.output_text == "Hello 世界 🌍!" and [o.type for o in final.output] == ["reasoning", "message"]
+        plain = await g.client().responses.with_raw_response.create(model="gpt-native", input="hi")
+        assert plain.content == fixture_bytes("responses_text.json")
+        rows = await g.rows(3)
+        for row in rows:
+            assert row["provider"] == "oai-native" and row["usage_source"] == "reported"
+            assert (row["prompt_tokens"], row["completion_tokens"], row["cached_tokens"]) == (21, 75, 8)
+
+
+async def test_native_stream_cut_short_ends_in_an_error_event(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as g:
+        g.oai.always(Fault(drop_after=4))
+        events = await _events(g, model="gpt-native", input="hi")
+        assert events[-1].type == "error" and "response.completed" not in [e.type for e in events]
+        rows = await g.rows(1)
+        assert rows[0]["error_code"]

@@ -5,16 +5,16 @@ terminal `response.completed` / `response.incomplete` as it passes. Other events
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
 
 from sluice.errors import UpstreamError
+from sluice.providers.anthropic.passthrough import EventStream, parse_event
 from sluice.providers.base import Chunk
 from sluice.schema.usage import Usage
 from sluice.sse import SSEDecoder, encode_event
-from sluice.upstream import UpstreamResponse
 
 # events that end a Responses stream; their `response` carries the usage
 _TERMINAL = frozenset((b"response.completed", b"response.incomplete", b"response.failed"))
@@ -46,25 +46,8 @@ def reply_usage(raw: bytes) -> tuple[Usage | None, str | None]:
     return usage_from(doc.get("usage")), model if isinstance(model, str) else None
 
 
-class ResponsesStream:
+class ResponsesStream(EventStream):
     """A forwarded Responses event stream: each chunk's payload is a whole frame, as the upstream sent it."""
-
-    def __init__(self, resp: UpstreamResponse) -> None:
-        self._resp = resp
-        self._gen: AsyncGenerator[Chunk, None] | None = None
-
-    def __aiter__(self) -> AsyncIterator[Chunk]:
-        if self._gen is None:
-            self._gen = self._iterate()
-        return self._gen
-
-    async def aclose(self) -> None:
-        gen, self._gen = self._gen, None
-        try:
-            if gen is not None:
-                await gen.aclose()
-        finally:
-            self._resp.close()
 
     async def _iterate(self) -> AsyncGenerator[Chunk, None]:
         decoder = SSEDecoder()
@@ -73,12 +56,12 @@ class ResponsesStream:
                 for event in decoder.feed(data):
                     name = event.event or ""
                     if not name:  # a server that only puts the type in the data
-                        name = str(_parse(event.data).get("type") or "")
+                        name = str(parse_event(event.data).get("type") or "")
                     if name == "error":
-                        raise _stream_error(_parse(event.data))
+                        raise _stream_error(parse_event(event.data))
                     frame = encode_event(name, event.data)
                     if name.encode() in _TERMINAL:
-                        response = _parse(event.data).get("response")
+                        response = parse_event(event.data).get("response")
                         use = usage_from(response.get("usage")) if isinstance(response, dict) else None
                         yield Chunk(frame, usage=use, finish=True)
                         return
@@ -86,16 +69,6 @@ class ResponsesStream:
             raise UpstreamError("the upstream closed the stream before response.completed")
         finally:
             self._resp.close()
-
-
-def _parse(data: bytes) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise UpstreamError("the upstream sent an event that is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise UpstreamError("the upstream sent an event that is not a JSON object")
-    return doc
 
 
 def _stream_error(doc: dict[str, Any]) -> UpstreamError:

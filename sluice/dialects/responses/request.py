@@ -135,9 +135,10 @@ def _message(item: dict[str, Any], i: int) -> dict[str, Any]:
         else:
             raise InvalidRequest(f"input[{i}].content[{j}]: unsupported content part",
                                  param=f"input[{i}].content[{j}]", code="invalid_value")
-    if role != "user":  # only user turns take images; others get their text joined
-        return {"role": "system" if role == "developer" else role,
-                "content": "".join(p.get("text", "") for p in parts)}
+    if role == "assistant":  # one answer cut into parts: its text joined as it was
+        return {"role": role, "content": "".join(p.get("text", "") for p in parts)}
+    if role != "user":  # only user turns take images; instruction blocks stay apart as paragraphs
+        return {"role": "system", "content": "\n\n".join(p.get("text", "") for p in parts)}
     return {"role": "user", "content": parts}
 
 

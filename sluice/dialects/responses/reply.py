@@ -27,9 +27,11 @@ def usage(u: Any) -> dict[str, Any] | None:
         return None
     ptd, ctd = u.get("prompt_tokens_details"), u.get("completion_tokens_details")
     cached = ptd.get("cached_tokens") if isinstance(ptd, Mapping) else None
+    written = ptd.get("cache_write_tokens") if isinstance(ptd, Mapping) else None
     reasoning = ctd.get("reasoning_tokens") if isinstance(ctd, Mapping) else None
     inp, out = u["prompt_tokens"], u.get("completion_tokens") or 0
-    return {"input_tokens": inp, "input_tokens_details": {"cached_tokens": cached or 0},
+    return {"input_tokens": inp,
+            "input_tokens_details": {"cached_tokens": cached or 0, "cache_write_tokens": written or 0},
             "output_tokens": out, "output_tokens_details": {"reasoning_tokens": reasoning or 0},
             "total_tokens": inp + out}
 
@@ -111,7 +113,11 @@ def completion_to_response(shell: Shell, body: Mapping[str, Any], custom: frozen
 
 
 def error_object(exc: SluiceError) -> dict[str, Any]:
-    return {"code": exc.code or exc.type, "message": exc.message}
+    """`response.error`: its `code` is a closed set in the SDKs' types, so Sluice's codes are folded into it
+    (Codex retries `rate_limit_exceeded` and `server_error`, and gives up on `invalid_prompt`)."""
+    code = "rate_limit_exceeded" if exc.status == 429 else "invalid_prompt" if 400 <= exc.status < 500 \
+        else "server_error"
+    return {"code": code, "message": exc.message}
 
 
 def error_event(exc: SluiceError) -> bytes:

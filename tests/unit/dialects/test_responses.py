@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 import pytest
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
 
 from sluice.dialects.responses.reply import Shell, completion_to_response
 from sluice.dialects.responses.request import translate_request
@@ -20,6 +22,7 @@ from sluice.sse import SSEDecoder
 
 FIX = Path(__file__).resolve().parents[2] / "fixtures"
 GOLD = FIX / "responses"
+SDK_EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)  # the official client's own types
 REGEN = os.environ.get("SLUICE_REGEN_GOLDEN") == "1"  # rewrite the golden files after a reviewed change
 
 
@@ -53,6 +56,7 @@ def _events(raw: bytes) -> list[dict[str, Any]]:
     for ev in SSEDecoder().feed(raw):
         data = orjson.loads(ev.data)
         assert data["type"] == ev.event  # `event:` and the data's `type` agree on every frame
+        SDK_EVENT.validate_python(data)
         out.append(data)
     return out
 
@@ -76,7 +80,7 @@ def _check_lifecycle(events: list[dict[str, Any]]) -> None:
     assert not open_items
     final = events[-1]["response"]
     assert sorted(final["output"], key=lambda i: i["id"]) == sorted(done, key=lambda i: i["id"])
-    assert set(final["usage"]["input_tokens_details"]) == {"cached_tokens"}
+    assert set(final["usage"]["input_tokens_details"]) == {"cached_tokens", "cache_write_tokens"}
     assert set(final["usage"]["output_tokens_details"]) == {"reasoning_tokens"}
 
 
@@ -113,7 +117,8 @@ def test_reasoning_text_and_custom_tool_chunks_to_events_golden() -> None:
     assert final["output"][0]["summary"] == [{"type": "summary_text", "text": "The patch is small."}]
     assert final["output"][1]["content"][0]["text"] == "Applying it ✓."
     assert final["output"][2]["input"] == "*** Begin Patch\n*** End Patch\n"
-    assert final["usage"] == {"input_tokens": 120, "input_tokens_details": {"cached_tokens": 100},
+    assert final["usage"] == {"input_tokens": 120, "input_tokens_details": {"cached_tokens": 100,
+                                                                            "cache_write_tokens": 0},
                               "output_tokens": 40, "output_tokens_details": {"reasoning_tokens": 12},
                               "total_tokens": 160}
     assert "response.function_call_arguments.delta" not in [e["type"] for e in events]
@@ -128,12 +133,13 @@ def test_length_finish_is_incomplete_and_failure_is_response_failed() -> None:
     raw = writer.start() + writer.feed({"choices": [{"index": 0, "delta": {"content": "par"}}]})
     failed = _events(raw + writer.fail(UpstreamError("upstream reset")))
     assert failed[-1]["type"] == "response.failed" and failed[-1]["sequence_number"] == len(failed) - 1
-    assert failed[-1]["response"]["error"] == {"code": "upstream_error", "message": "upstream reset"}
+    assert failed[-1]["response"]["error"] == {"code": "server_error", "message": "upstream reset"}
 
 
 def test_plain_completion_to_response() -> None:
     body = orjson.loads((FIX / "openai" / "text.json").read_bytes())
     out = completion_to_response(_shell({"instructions": "x"}), body, frozenset())
+    Response.model_validate(out)
     assert out["status"] == "completed" and out["instructions"] == "x" and out["object"] == "response"
     assert out["output"][0]["content"][0]["text"] == body["choices"][0]["message"]["content"]
     assert out["usage"]["input_tokens"] == 14 and out["usage"]["output_tokens_details"] == {"reasoning_tokens": 0}

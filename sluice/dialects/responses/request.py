@@ -20,7 +20,7 @@ _CUSTOM_PARAMS = {"type": "object", "properties": {CUSTOM_ARG: {"type": "string"
 # Responses reasoning.effort -> the chat scale every translating provider accepts (low, medium, high)
 _EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 # chat parameters with the same name and meaning in both APIs
-_SAME = ("temperature", "top_p", "parallel_tool_calls")
+_SAME = ("temperature", "top_p")
 # state Sluice does not keep: named in a 400 rather than silently ignored
 _STATEFUL = ("previous_response_id", "conversation")
 
@@ -65,6 +65,8 @@ def translate_request(req: dict[str, Any]) -> Translated:
         body["max_completion_tokens"] = limit
     if tools:
         body["tools"] = tools
+        if isinstance(req.get("parallel_tool_calls"), bool):  # OpenAI rejects it on a request without tools
+            body["parallel_tool_calls"] = req["parallel_tool_calls"]
         choice = _tool_choice(req.get("tool_choice"))
         if choice is not None:
             body["tool_choice"] = choice

@@ -97,6 +97,17 @@ def test_codex_request_to_chat_golden() -> None:
     assert [m["role"] for m in body["messages"]][:4] == ["system", "system", "user", "user"]
 
 
+def test_tool_settings_only_travel_with_tools() -> None:
+    body = translate_request({"model": "m", "input": "x", "parallel_tool_calls": False, "tool_choice": "auto",
+                              "tools": [{"type": "web_search"}]}).body
+    assert "parallel_tool_calls" not in body and "tool_choice" not in body and "tools" not in body
+    body = translate_request({"model": "m", "input": "x", "parallel_tool_calls": False,
+                              "tools": [{"type": "function", "name": "f"}],
+                              "tool_choice": {"type": "function", "name": "f"}}).body
+    assert body["parallel_tool_calls"] is False
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+
+
 def test_openai_tool_call_chunks_to_events_golden() -> None:
     raw = _write(_chat_chunks(FIX / "openai" / "tool_calls.sse"))
     _golden("tool_calls.events.sse", raw)

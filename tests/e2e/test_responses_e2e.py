@@ -23,6 +23,7 @@ from tests.sim.anthropic_sim import AnthropicSim, Reply, answer, stream_events
 from tests.sim.gemini_sim import GeminiSim, Script, text_events
 from tests.sim.openai_sim import Fault, OpenAISim, chat_events, fixture_bytes
 
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
 TOOLS: Any = [{"type": "function", "name": "get_weather", "description": "weather in a city",
                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
               {"type": "custom", "name": "apply_patch", "description": "apply a patch"}]
@@ -267,6 +268,29 @@ async def test_gemini_stream_and_plain(tmp_path: Path) -> None:
         assert resp.output_text == "Hello from the simulator"
         rows = await g.rows(2)
         assert all(r["provider"] == "gem" and r["status"] == 200 for r in rows)
+
+
+async def test_gemini_thinking_and_function_call_round_trip(tmp_path: Path) -> None:
+    fixture = (FIX / "gemini" / "thinking_tool.sse").read_bytes()
+    async with gateway(tmp_path) as g:
+        g.gem.push(Script(raw=fixture))
+        events = await _events(g, model="gemini", input="weather in Paris?", tools=TOOLS)
+        _lifecycle_ok(events)
+        final = events[-1].response
+        assert [o.type for o in final.output] == ["reasoning", "message", "function_call"]
+        assert final.output[0].summary[0].text.startswith("**Checking the weather**")
+        assert final.output[1].content[0].text == "Let me look that up."
+        call = final.output[2]
+        assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}
+        assert final.usage is not None and final.usage.output_tokens_details.reasoning_tokens == 45
+        resp = await g.client().responses.create(model="gemini", tools=TOOLS, input=[
+            {"role": "user", "content": "weather in Paris?"},
+            {"type": "function_call", "call_id": call.call_id, "name": "get_weather", "arguments": call.arguments},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+        assert resp.output_text == "Hello from the simulator"
+        contents = g.gem.requests[1].body["contents"]
+        assert contents[1]["parts"][0]["functionCall"]["name"] == "get_weather"
+        assert contents[2]["parts"][0]["functionResponse"]["name"] == "get_weather"
 
 
 async def test_raw_stream_is_named_events_without_done(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 
-from sluice.dialects.responses.reply import Shell, completion_to_response, error_event
+from sluice.dialects.responses.reply import Shell, completion_to_response, error_event, usage
 from sluice.dialects.responses.request import translate_request
 from sluice.dialects.responses.stream import ResponsesStreamWriter
 from sluice.errors import NotFound, SluiceError
@@ -53,14 +53,14 @@ class ResponsesRoute:
             shell = Shell(rid, req.model, body)
             if req.stream:
                 ex.stream = rs = await relay.stream(ex.key, req, meter, native)
-                frames = _native(rs) if rs.native else _translated(rs, ResponsesStreamWriter(shell, tr.custom_tools))
+                frames = _native(rs) if rs.native else _translated(rs, ResponsesStreamWriter(shell, tr.tools))
                 await send_frames(send, frames, [*headers, *rs.headers], self.heartbeat, KEEPALIVE_FRAME)
                 return
             result, limit_headers = await relay.complete(ex.key, req, meter, native)
             await relay.settle(meter)
             ex.watch.done = True
             out = result.body if result.native else orjson.dumps(
-                completion_to_response(shell, orjson.loads(result.body), tr.custom_tools))
+                completion_to_response(shell, orjson.loads(result.body), tr.tools))
             await send_bytes(send, 200, out, [JSON_CT, *headers, *limit_headers])
 
         await run_exchange(self.relay, scope, receive, send, rid, headers, max_body=self.max_body,
@@ -90,7 +90,12 @@ async def _translated(rs: RelayStream, writer: ResponsesStreamWriter) -> AsyncIt
     except SluiceError as exc:  # already settled by the relay stream
         yield writer.fail(exc)
         return
-    yield writer.finish()
+    estimate = None
+    if rs.meter.usage is None:  # the upstream reported none: the client gets what the ledger recorded
+        prompt, completion, _ = rs.meter.final_usage()
+        if prompt is not None:
+            estimate = usage({"prompt_tokens": prompt, "completion_tokens": completion or 0})
+    yield writer.finish(estimate)
 
 
 async def _native(rs: RelayStream) -> AsyncIterator[bytes]:

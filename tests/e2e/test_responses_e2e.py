@@ -193,6 +193,17 @@ async def test_create_plain_and_round_trip_of_tool_outputs(tmp_path: Path) -> No
             assert dropped not in up
 
 
+async def test_usage_the_upstream_did_not_report_is_the_ledger_estimate(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as g:
+        g.oai.push(Fault(fixture="no_usage"))
+        events = await _events(g, model="gpt", input="hi")
+        _lifecycle_ok(events)
+        use = events[-1].response.usage
+        row = (await g.rows(1))[0]
+        assert row["usage_source"] == "estimated" and use is not None and use.output_tokens > 0
+        assert (use.input_tokens, use.output_tokens) == (row["prompt_tokens"], row["completion_tokens"])
+
+
 async def test_failure_after_the_200_is_response_failed(tmp_path: Path) -> None:
     async with gateway(tmp_path) as g:
         g.oai.always(Fault(error_after=2, script=lambda body: chat_events(text="partial answer")))

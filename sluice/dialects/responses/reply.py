@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from sluice.dialects.responses.request import CUSTOM_ARG
+from sluice.dialects.responses.tools import CUSTOM_ARG, ToolNames
 from sluice.errors import SluiceError
 from sluice.sse import encode_event
 
@@ -66,13 +66,13 @@ class Shell:
                 "model": self.model, "output": output, "usage": use, **self.fields}
 
 
-def call_item(item_id: str, call_id: str, name: str, arguments: str, custom: bool) -> dict[str, Any]:
+def call_item(item_id: str, call_id: str, name: str, arguments: str, tools: ToolNames) -> dict[str, Any]:
     """A finished tool call: `function_call`, or `custom_tool_call` with its freeform text unwrapped."""
-    if custom:
+    if name in tools.custom:
         return {"id": item_id, "type": "custom_tool_call", "status": "completed", "call_id": call_id,
-                "name": name, "input": custom_input(arguments)}
-    return {"id": item_id, "type": "function_call", "status": "completed", "call_id": call_id, "name": name,
-            "arguments": arguments or "{}"}
+                **tools.identity(name), "input": custom_input(arguments)}
+    return {"id": item_id, "type": "function_call", "status": "completed", "call_id": call_id,
+            **tools.identity(name), "arguments": arguments or "{}"}
 
 
 def custom_input(arguments: str) -> str:
@@ -93,7 +93,7 @@ def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
     return {"id": item_id, "type": "reasoning", "summary": [{"type": "summary_text", "text": text}]}
 
 
-def completion_to_response(shell: Shell, body: Mapping[str, Any], custom: frozenset[str]) -> dict[str, Any]:
+def completion_to_response(shell: Shell, body: Mapping[str, Any], tools: ToolNames) -> dict[str, Any]:
     """A chat.completion -> a finished `response` object."""
     choice = (body.get("choices") or [{}])[0]
     msg = choice.get("message") or {}
@@ -108,7 +108,7 @@ def completion_to_response(shell: Shell, body: Mapping[str, Any], custom: frozen
         fn = call.get("function") or {}
         name = str(fn.get("name") or "")
         output.append(call_item(f"fc_{suffix}_{i}", str(call.get("id") or f"call_{suffix}_{i}"), name,
-                                str(fn.get("arguments") or ""), name in custom))
+                                str(fn.get("arguments") or ""), tools))
     return shell.response("completed", output, use=usage(body.get("usage")), finish=choice.get("finish_reason"))
 
 

@@ -12,11 +12,9 @@ from typing import Any
 
 import orjson
 
+from sluice.dialects.responses.tools import CUSTOM_ARG, ToolNames, chat_name, chat_tool_choice, chat_tools
 from sluice.errors import InvalidRequest
 
-# the single argument a freeform tool's text travels in when the upstream only has function tools
-CUSTOM_ARG = "input"
-_CUSTOM_PARAMS = {"type": "object", "properties": {CUSTOM_ARG: {"type": "string"}}, "required": [CUSTOM_ARG]}
 # Responses reasoning.effort -> the chat scale every translating provider accepts (low, medium, high)
 _EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 # chat parameters with the same name and meaning in both APIs
@@ -30,7 +28,7 @@ class Translated:
     """The canonical body, and what the reply side needs to turn it back into Responses items."""
 
     body: dict[str, Any]
-    custom_tools: frozenset[str] = field(default_factory=frozenset)
+    tools: ToolNames = field(default_factory=ToolNames)
 
 
 def translate_request(req: dict[str, Any]) -> Translated:
@@ -48,8 +46,8 @@ def translate_request(req: dict[str, Any]) -> Translated:
     stream = req.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream", code="invalid_type")
-    tools, custom = _tools(req.get("tools"))
-    messages = _instructions(req.get("instructions")) + _messages(req.get("input"), custom)
+    tools, names = chat_tools(req.get("tools"))
+    messages = _instructions(req.get("instructions")) + _messages(req.get("input"))
     body: dict[str, Any] = {"model": model, "messages": messages}
     if stream:
         body["stream"] = True
@@ -67,7 +65,7 @@ def translate_request(req: dict[str, Any]) -> Translated:
         body["tools"] = tools
         if isinstance(req.get("parallel_tool_calls"), bool):  # OpenAI rejects it on a request without tools
             body["parallel_tool_calls"] = req["parallel_tool_calls"]
-        choice = _tool_choice(req.get("tool_choice"))
+        choice = chat_tool_choice(req.get("tool_choice"))
         if choice is not None:
             body["tool_choice"] = choice
     effort = _effort(req.get("reasoning"))
@@ -76,7 +74,7 @@ def translate_request(req: dict[str, Any]) -> Translated:
     fmt = _response_format(req.get("text"))
     if fmt is not None:
         body["response_format"] = fmt
-    return Translated(body, frozenset(custom))
+    return Translated(body, names)
 
 
 def _instructions(v: Any) -> list[dict[str, Any]]:
@@ -87,7 +85,7 @@ def _instructions(v: Any) -> list[dict[str, Any]]:
     return [{"role": "system", "content": v}]
 
 
-def _messages(v: Any, custom: set[str]) -> list[dict[str, Any]]:
+def _messages(v: Any) -> list[dict[str, Any]]:
     if isinstance(v, str):
         return [{"role": "user", "content": v}]
     if not isinstance(v, list) or not v:
@@ -150,7 +148,7 @@ def _add_call(out: list[dict[str, Any]], item: dict[str, Any], i: int) -> None:
     else:
         args = _str(item, "arguments", i, empty=True) or "{}"
     call = {"id": _str(item, "call_id", i), "type": "function",
-            "function": {"name": _str(item, "name", i), "arguments": args}}
+            "function": {"name": chat_name(item.get("namespace"), _str(item, "name", i)), "arguments": args}}
     last = out[-1] if out else None
     # consecutive calls are one assistant turn with parallel tool calls, as chat upstreams expect
     if last is not None and last["role"] == "assistant" and "tool_calls" in last:
@@ -176,46 +174,6 @@ def _str(item: dict[str, Any], name: str, i: int, *, empty: bool = False) -> str
         raise InvalidRequest(f"input[{i}].{name} must be a string", param=f"input[{i}].{name}",
                              code="invalid_type")
     return v
-
-
-def _tools(v: Any) -> tuple[list[dict[str, Any]], set[str]]:
-    if v is None:
-        return [], set()
-    if not isinstance(v, list):
-        raise InvalidRequest("'tools' must be an array", param="tools", code="invalid_type")
-    out: list[dict[str, Any]] = []
-    custom: set[str] = set()
-    for i, t in enumerate(v):
-        kind = t.get("type") if isinstance(t, dict) else None
-        name = t.get("name") if isinstance(t, dict) else None
-        if kind not in ("function", "custom"):
-            continue  # built-in tools (web_search, ...) only OpenAI itself runs; a translated upstream cannot
-        if not isinstance(name, str) or not name:
-            raise InvalidRequest(f"tools[{i}].name must be a non-empty string", param=f"tools[{i}].name",
-                                 code="invalid_value")
-        fn: dict[str, Any] = {"name": name}
-        if isinstance(t.get("description"), str):
-            fn["description"] = t["description"]
-        if kind == "custom":
-            custom.add(name)
-            fn["parameters"] = _CUSTOM_PARAMS
-        else:
-            fn["parameters"] = t.get("parameters") or {"type": "object", "properties": {}}
-            if t.get("strict") is not None:
-                fn["strict"] = t["strict"]
-        out.append({"type": "function", "function": fn})
-    return out, custom
-
-
-def _tool_choice(v: Any) -> Any:
-    if v is None or v in ("auto", "none", "required"):
-        return v
-    if isinstance(v, dict) and v.get("type") in ("function", "custom") and isinstance(v.get("name"), str):
-        return {"type": "function", "function": {"name": v["name"]}}
-    if isinstance(v, dict):
-        return None  # allowed_tools, built-in tool choices: the upstream decides
-    raise InvalidRequest("'tool_choice' must be auto, none, required or a tool", param="tool_choice",
-                         code="invalid_value")
 
 
 def _effort(v: Any) -> str | None:

@@ -19,6 +19,7 @@ from sluice.dialects.responses.reply import (
     reasoning_item,
     usage,
 )
+from sluice.dialects.responses.tools import ToolNames
 from sluice.errors import SluiceError
 
 
@@ -37,9 +38,9 @@ class _Item:
 class ResponsesStreamWriter:
     """Feed it parsed chat chunks; it returns the bytes of the Responses events they make (maybe none)."""
 
-    def __init__(self, shell: Shell, custom_tools: frozenset[str]) -> None:
+    def __init__(self, shell: Shell, tools: ToolNames) -> None:
         self._shell = shell
-        self._custom = custom_tools
+        self._tools = tools
         self._seq = 0
         self._output: list[dict[str, Any] | None] = []  # finished items by output_index
         self._open: _Item | None = None                   # the text or reasoning item being written
@@ -118,15 +119,16 @@ class ResponsesStreamWriter:
         if item is None:
             self._close_open()
             name = str(fn.get("name") or "")
-            custom = name in self._custom
+            custom = name in self._tools.custom
             item = self._calls[index] = self._add("custom" if custom else "call", "ctc" if custom else "fc",
                                                   str(call.get("id") or ""), name)
+            who = self._tools.identity(name)
             if custom:
                 head = {"id": item.id, "type": "custom_tool_call", "status": "in_progress",
-                        "call_id": item.call_id, "name": name, "input": ""}
+                        "call_id": item.call_id, **who, "input": ""}
             else:
                 head = {"id": item.id, "type": "function_call", "status": "in_progress",
-                        "call_id": item.call_id, "name": name, "arguments": ""}
+                        "call_id": item.call_id, **who, "arguments": ""}
             self._emit("response.output_item.added", {"output_index": item.position, "item": head})
         args = fn.get("arguments")
         if isinstance(args, str) and args:
@@ -161,13 +163,13 @@ class ResponsesStreamWriter:
         self._close_open()
         for item in self._calls.values():
             args = "".join(item.parts)
-            done = call_item(item.id, item.call_id, item.name, args, item.kind == "custom")
+            done = call_item(item.id, item.call_id, item.name, args, self._tools)
             if item.kind == "custom":
                 text = custom_input(args)
                 self._emit("response.custom_tool_call_input.delta", {**self._where(item), "delta": text})
                 self._emit("response.custom_tool_call_input.done", {**self._where(item), "input": text})
             else:
-                self._emit("response.function_call_arguments.done", {**self._where(item), "name": item.name,
+                self._emit("response.function_call_arguments.done", {**self._where(item), "name": done["name"],
                                                                      "arguments": done["arguments"]})
             self._done(item, done)
         self._calls.clear()

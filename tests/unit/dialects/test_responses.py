@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 from sluice.dialects.responses.reply import Shell, completion_to_response
 from sluice.dialects.responses.request import translate_request
 from sluice.dialects.responses.stream import ResponsesStreamWriter
+from sluice.dialects.responses.tools import ToolNames
 from sluice.errors import InvalidRequest, UpstreamError
 from sluice.sse import SSEDecoder
 
@@ -46,8 +47,8 @@ def _chat_chunks(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(ev.data) for ev in SSEDecoder().feed(raw) if ev.data != b"[DONE]"]
 
 
-def _write(chunks: list[dict[str, Any]], custom: frozenset[str] = frozenset()) -> bytes:
-    writer = ResponsesStreamWriter(_shell({"model": "gpt"}), custom)
+def _write(chunks: list[dict[str, Any]], tools: ToolNames | None = None) -> bytes:
+    writer = ResponsesStreamWriter(_shell({"model": "gpt"}), tools or ToolNames())
     return writer.start() + b"".join(writer.feed(c) for c in chunks) + writer.finish()
 
 
@@ -88,12 +89,14 @@ def test_codex_request_to_chat_golden() -> None:
     req = json.loads((GOLD / "codex_request.json").read_text())
     tr = translate_request(req)
     _golden("codex_request.chat.json", orjson.dumps(tr.body, option=orjson.OPT_INDENT_2) + b"\n")
-    assert tr.custom_tools == {"apply_patch"}
+    assert tr.tools.custom == {"apply_patch"}
+    assert tr.tools.identity("multi_agent_v1__close_agent") == {"name": "close_agent", "namespace": "multi_agent_v1"}
     body = tr.body
     for dropped in ("store", "include", "prompt_cache_key", "client_metadata", "reasoning", "input"):
         assert dropped not in body
     assert body["reasoning_effort"] == "high"  # xhigh on the chat scale
-    assert [t["function"]["name"] for t in body["tools"]] == ["exec_command", "view_image", "apply_patch"]
+    assert [t["function"]["name"] for t in body["tools"]] == [
+        "exec_command", "view_image", "multi_agent_v1__close_agent", "apply_patch"]  # web_search dropped
     assert [m["role"] for m in body["messages"]][:4] == ["system", "system", "user", "user"]
 
 
@@ -108,6 +111,27 @@ def test_tool_settings_only_travel_with_tools() -> None:
     assert body["tool_choice"] == {"type": "function", "function": {"name": "f"}}
 
 
+def test_namespaced_tools_travel_flat_and_come_back_named() -> None:
+    tools = [{"type": "namespace", "name": "crm", "description": "CRM", "tools": [
+        {"type": "function", "name": "lookup", "parameters": {"type": "object"}}]}]
+    tr = translate_request({"model": "m", "tools": tools, "tool_choice": {"type": "function", "name": "lookup",
+                                                                          "namespace": "crm"}, "input": [
+        {"type": "function_call", "call_id": "c1", "name": "lookup", "namespace": "crm", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "ok"}]})
+    assert tr.body["tools"][0]["function"]["name"] == "crm__lookup"
+    assert tr.body["tool_choice"] == {"type": "function", "function": {"name": "crm__lookup"}}
+    assert tr.body["messages"][0]["tool_calls"][0]["function"]["name"] == "crm__lookup"
+    call = {"index": 0, "id": "c2", "type": "function", "function": {"name": "crm__lookup", "arguments": "{}"}}
+    chunks = [{"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": "tool_calls"}]},
+              {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}]
+    events = _events(_write(chunks, tr.tools))
+    _check_lifecycle(events)
+    item = events[-1]["response"]["output"][0]
+    assert (item["name"], item["namespace"]) == ("lookup", "crm")
+    done = [e for e in events if e["type"] == "response.function_call_arguments.done"]
+    assert done[0]["name"] == "lookup"
+
+
 def test_openai_tool_call_chunks_to_events_golden() -> None:
     raw = _write(_chat_chunks(FIX / "openai" / "tool_calls.sse"))
     _golden("tool_calls.events.sse", raw)
@@ -119,7 +143,7 @@ def test_openai_tool_call_chunks_to_events_golden() -> None:
 
 
 def test_reasoning_text_and_custom_tool_chunks_to_events_golden() -> None:
-    raw = _write(_chat_chunks(GOLD / "reasoning_custom.chunks.jsonl"), frozenset({"apply_patch"}))
+    raw = _write(_chat_chunks(GOLD / "reasoning_custom.chunks.jsonl"), ToolNames(frozenset({"apply_patch"})))
     _golden("reasoning_custom.events.sse", raw)
     events = _events(raw)
     _check_lifecycle(events)
@@ -140,7 +164,7 @@ def test_length_finish_is_incomplete_and_failure_is_response_failed() -> None:
     events = _events(_write(chunks))
     assert events[-1]["type"] == "response.incomplete"
     assert events[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
-    writer = ResponsesStreamWriter(_shell({}), frozenset())
+    writer = ResponsesStreamWriter(_shell({}), ToolNames())
     raw = writer.start() + writer.feed({"choices": [{"index": 0, "delta": {"content": "par"}}]})
     failed = _events(raw + writer.fail(UpstreamError("upstream reset")))
     assert failed[-1]["type"] == "response.failed" and failed[-1]["sequence_number"] == len(failed) - 1
@@ -149,7 +173,7 @@ def test_length_finish_is_incomplete_and_failure_is_response_failed() -> None:
 
 def test_plain_completion_to_response() -> None:
     body = orjson.loads((FIX / "openai" / "text.json").read_bytes())
-    out = completion_to_response(_shell({"instructions": "x"}), body, frozenset())
+    out = completion_to_response(_shell({"instructions": "x"}), body, ToolNames())
     Response.model_validate(out)
     assert out["status"] == "completed" and out["instructions"] == "x" and out["object"] == "response"
     assert out["output"][0]["content"][0]["text"] == body["choices"][0]["message"]["content"]

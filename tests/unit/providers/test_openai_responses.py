@@ -71,7 +71,7 @@ async def test_error_event_and_truncation_raise() -> None:
                                                 "sequence_number": 3}))
     with pytest.raises(UpstreamError, match="boom"):
         await _drain([b"\n\n".join(frames[:3]) + b"\n\n" + error])
-    with pytest.raises(UpstreamError, match="before response.completed"):
+    with pytest.raises(UpstreamError, match=r"before response\.completed"):
         await _drain([b"\n\n".join(frames[:5]) + b"\n\n"])
 
 

@@ -202,7 +202,7 @@ class App:
             await res.responses.create(scope, receive, send, rid, headers)
             return
         elif path.startswith(("/v1/responses/", "/responses/")) and method in ("GET", "DELETE", "POST"):
-            await res.responses.stored(scope, receive, send, headers, path.split("/responses/", 1)[1].split("/")[0])
+            await res.responses.stored(scope, receive, send, headers, path.split("/responses/", 1)[1])
             return
         elif path in ("/v1/models", "/models") and method == "GET":
             await res.routes.list_models(scope, send, headers)

@@ -67,12 +67,16 @@ class ResponsesRoute:
                            auth=credentials(scope), inflight=self.inflight, serve=serve, send_error=send_error,
                            stream_error=error_event)
 
-    async def stored(self, scope: Scope, receive: Receive, send: Send, headers: Headers, response_id: str) -> None:
-        """GET/DELETE `/v1/responses/{id}` (and `/cancel`): authenticated, then a 404 that explains why."""
+    async def stored(self, scope: Scope, receive: Receive, send: Send, headers: Headers, rest: str) -> None:
+        """`/v1/responses/{id}[/...]` (retrieve, delete, cancel, input_items) and the other sub-endpoints
+        (`compact`, `input_tokens`): authenticated, then a 404 that says what Sluice does not offer."""
         try:
             await read_body(scope, receive, self.max_body)
             await self.relay.auth.authenticate(credentials(scope))
-            raise NotFound(f"No response with id '{response_id}': Sluice does not store responses "
+            first = rest.split("/", 1)[0]
+            if first in ("compact", "input_tokens"):
+                raise NotFound(f"Sluice does not offer POST /v1/responses/{first}.", code="unknown_url")
+            raise NotFound(f"No response with id '{first}': Sluice does not store responses "
                            "(every response is served as with store: false).", param="response_id")
         except ClientGone:
             return

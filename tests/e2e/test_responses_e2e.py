@@ -225,6 +225,12 @@ async def test_stateful_parameters_and_stored_responses_are_clear_errors(tmp_pat
         with pytest.raises(openai.NotFoundError) as missing:
             await client.responses.retrieve("resp_123")
         assert "does not store" in missing.value.message
+        with pytest.raises(openai.NotFoundError) as compact:
+            await client.post("/responses/compact", cast_to=object, body={"model": "gpt", "input": []})
+        assert "does not offer POST /v1/responses/compact" in compact.value.message
+        async with openai.AsyncOpenAI(base_url=g.s.base_url, api_key="sk-wrong", max_retries=0) as stranger:
+            with pytest.raises(openai.AuthenticationError):  # authenticated before anything is said
+                await stranger.responses.retrieve("resp_123")
         with pytest.raises(openai.NotFoundError):
             await client.responses.create(model="nope", input="hi")
         assert g.oai.requests == []

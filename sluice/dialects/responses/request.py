@@ -17,8 +17,8 @@ from sluice.errors import InvalidRequest
 
 # Responses reasoning.effort -> the chat scale every translating provider accepts (low, medium, high)
 _EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
-# chat parameters with the same name and meaning in both APIs
-_SAME = ("temperature", "top_p")
+# chat parameters with the same name and meaning in both APIs, and their ranges
+_SAME = {"temperature": 2.0, "top_p": 1.0}
 # state Sluice does not keep: named in a 400 rather than silently ignored
 _STATEFUL = ("previous_response_id", "conversation")
 
@@ -52,9 +52,13 @@ def translate_request(req: dict[str, Any]) -> Translated:
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-    for name in _SAME:
-        if req.get(name) is not None:
-            body[name] = req[name]
+    for name, top in _SAME.items():
+        v = req.get(name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= top:
+            raise InvalidRequest(f"'{name}' must be a number from 0 to {top:g}", param=name, code="invalid_value")
+        body[name] = v
     limit = req.get("max_output_tokens")
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000_000:

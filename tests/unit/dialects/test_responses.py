@@ -189,6 +189,8 @@ def test_plain_completion_to_response() -> None:
     ({"model": "m", "input": "x", "reasoning": {"effort": "turbo"}}, "reasoning.effort"),
     ({"model": "m", "input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
     ({"input": "x"}, "model"),
+    ({"model": "m", "input": "x", "temperature": 2.5}, "temperature"),
+    ({"model": "m", "input": "x", "top_p": "1"}, "top_p"),
 ])
 def test_bad_requests_name_their_parameter(req: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as exc:

@@ -70,6 +70,8 @@ class ProviderConfig(_Strict):
     max_tokens_default: int = 4096   # for upstreams that require max_tokens (Anthropic)
     # Anthropic pass-through: client `anthropic-beta` values this upstream rejects (e.g. a cloud-hosted variant)
     strip_betas: list[str] = msgspec.field(default_factory=list)
+    # the OpenAI APIs an OpenAI-compatible upstream has: with "responses", `/v1/responses` passes through
+    apis: list[Literal["chat", "responses"]] = msgspec.field(default_factory=lambda: ["chat"])
     # simulated provider
     ttft_ms: float = 0.0
     tokens_per_second: float = 0.0   # 0: as fast as possible
@@ -264,6 +266,8 @@ def _check(s: Settings) -> None:
             raise ConfigError(f"providers[{i}].base_url: required for kind {p.kind!r}")
         if p.base_url and not p.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"providers[{i}].base_url: must be an http:// or https:// URL")
+        if "responses" in p.apis and p.kind != "openai":
+            raise ConfigError(f"providers[{i}].apis: only kind 'openai' passes the Responses API through")
         to = p.timeouts
         if min(to.connect, to.first_byte, to.idle) <= 0:
             raise ConfigError(f"providers[{i}].timeouts: must be positive")

@@ -32,6 +32,7 @@ from sluice.http.messages_route import MessagesRoute
 from sluice.http.openai_routes import OpenAIRoutes
 from sluice.http.ops_routes import OpsRoutes
 from sluice.http.readiness import Probe
+from sluice.http.responses_route import ResponsesRoute
 from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
 from sluice.metering.limits import Limiter, MemoryLimiter
@@ -73,6 +74,7 @@ class Resources:
     messages: MessagesRoute
     ops: OpsRoutes
     sampler: Sampler
+    responses: ResponsesRoute
 
 
 class App:
@@ -123,11 +125,11 @@ class App:
             probes["redis"] = limiter.ping  # type: ignore[attr-defined]  # the RedisLimiter
         sampler = Sampler(lambda: ledger.depth, store.count_reservations)
         sampler.start()
-        self._res = Resources(store, client, providers, ledger, relay, routes, admin,
-                              DashboardRoutes(relay), MessagesRoute(relay, max_body=s.server.max_body_bytes,
-                                                                    heartbeat=s.server.heartbeat_seconds,
-                                                                    inflight=inflight),
-                              OpsRoutes(s, admin.token, probes), sampler)
+        body, beat = s.server.max_body_bytes, s.server.heartbeat_seconds
+        self._res = Resources(store, client, providers, ledger, relay, routes, admin, DashboardRoutes(relay),
+                              MessagesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight),
+                              OpsRoutes(s, admin.token, probes), sampler,
+                              ResponsesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight))
         tune_gc()
         for hook in self.on_started:
             hook()
@@ -219,6 +221,12 @@ class App:
         elif path in ("/v1/messages/count_tokens", "/messages/count_tokens") and method == "POST":
             await res.messages.count_tokens(scope, receive, send, rid, headers)
             return
+        elif path in ("/v1/responses", "/responses") and method == "POST":
+            await res.responses.create(scope, receive, send, rid, headers)
+            return
+        elif path.startswith(("/v1/responses/", "/responses/")) and method in ("GET", "DELETE", "POST"):
+            await res.responses.stored(scope, receive, send, headers, path.split("/responses/", 1)[1])
+            return
         elif path in ("/v1/models", "/models") and method == "GET":
             await res.routes.list_models(scope, send, headers)
             return
@@ -260,7 +268,7 @@ class App:
         await _drain(receive)
         path, method = scope["path"], scope["method"]
         known = ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/v1/models", "/health",
-                 "/ready")
+                 "/ready", "/v1/responses")
         err: SluiceError
         if path in known:
             err = InvalidRequest(f"Method {method} is not allowed on {path}.", code="method_not_allowed",

@@ -1,6 +1,7 @@
 """An OpenAI-compatible upstream simulator: the real wire format from recorded-shape fixtures, faults on demand.
 
-It serves `POST /v1/chat/completions` on 127.0.0.1 (random port). Streams replay a fixture from
+It serves `POST /v1/chat/completions` (and `/v1/responses`, replaying `responses_*` fixtures) on 127.0.0.1
+(random port). Streams replay a fixture from
 `tests/fixtures/openai/<name>.sse` event by event, bytes untouched; plain requests get `text.json`.
 The fixture is chosen by the upstream model name Sluice sends: `fx-<name>` replays `<name>.sse`.
 
@@ -192,6 +193,7 @@ class OpenAISim:
     async def start(self) -> OpenAISim:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/models", self._models)
         # handler_cancellation: a client that goes away cancels the handler even while it sleeps
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -220,6 +222,13 @@ class OpenAISim:
             {"id": "gpt-4o-2024-08-06", "object": "model", "created": 1722814719, "owned_by": "system"}]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "text.json", "text")
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        """The Responses API, for providers configured to pass it through: `responses_<name>` fixtures."""
+        return await self._serve(request, "responses_text.json", "responses_text")
+
+    async def _serve(self, request: web.Request, plain: str, streamed: str) -> web.StreamResponse:
         raw = await request.read()
         try:
             body = json.loads(raw)
@@ -242,17 +251,17 @@ class OpenAISim:
             if not stream:
                 rec.responded_at = time.monotonic()
                 rec.completed = True
-                return web.Response(body=_with_usage(fixture_bytes("text.json"), f.usage),
+                return web.Response(body=_with_usage(fixture_bytes(plain), f.usage),
                                     content_type="application/json", headers=f.headers)
-            return await self._stream(request, rec, f, body)
+            return await self._stream(request, rec, f, body, streamed)
         except (asyncio.CancelledError, ConnectionError):
             rec.note_closed()
             raise
 
     async def _stream(self, request: web.Request, rec: SimRequest, f: Fault,
-                      body: dict[str, Any]) -> web.StreamResponse:
+                      body: dict[str, Any], default: str) -> web.StreamResponse:
         model = str(body.get("model", ""))
-        name = f.fixture or (model[3:] if model.startswith("fx-") else "text")
+        name = f.fixture or (model[3:] if model.startswith("fx-") else default)
         if f.script is not None:
             events = f.script(body)
         elif f.usage:

@@ -14,8 +14,9 @@ import orjson
 from sluice.config import ProviderConfig
 from sluice.errors import SluiceError, UpstreamError, error_for_upstream_status
 from sluice.providers.base import Call, Chunk, Completion
+from sluice.providers.sse_reader import EventReader
 from sluice.schema.usage import Usage
-from sluice.sse import DONE, SSEDecoder
+from sluice.sse import DONE
 from sluice.upstream import UpstreamClient, UpstreamResponse, retry_after_seconds
 
 
@@ -95,10 +96,9 @@ class OpenAIStream:
         return self._events()
 
     async def _events(self) -> AsyncIterator[Chunk]:
-        decoder = SSEDecoder()
         finished = False
-        async for data in self._resp.iter_chunks():
-            for ev in decoder.feed(data):
+        async for events in EventReader(self._resp).batches():
+            for ev in events:
                 payload = ev.data
                 if payload[:6] == DONE:
                     return

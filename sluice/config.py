@@ -53,7 +53,8 @@ class AdminConfig(_Strict):
 class TimeoutsConfig(_Strict):
     connect: float = 10.0
     first_byte: float = 600.0  # long-thinking models may be silent for minutes before answering
-    idle: float = 300.0
+    idle: float = 300.0        # without a complete event (comments, pings and stray bytes do not count)
+    total: float = 1800.0      # one request, every attempt and the whole stream included
 
 
 class ProviderConfig(_Strict):
@@ -236,7 +237,7 @@ def _check(s: Settings) -> None:
         if p.base_url and not p.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"providers[{i}].base_url: must be an http:// or https:// URL")
         to = p.timeouts
-        if min(to.connect, to.first_byte, to.idle) <= 0:
+        if min(to.connect, to.first_byte, to.idle, to.total) <= 0:
             raise ConfigError(f"providers[{i}].timeouts: must be positive")
     _check_price("pricing", s.pricing)
     models = set()

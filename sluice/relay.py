@@ -21,7 +21,7 @@ from sluice.metering.ledger import LedgerWriter
 from sluice.metering.meter import Meter
 from sluice.metering.tokenizer import Counter
 from sluice.metering.tokens import TokenCounter
-from sluice.providers.base import Call, ChunkStream, Completion, Provider
+from sluice.providers.base import Call, ChunkStream, Completion, Provider, Timeouts
 from sluice.routing.fallback import Cooldowns, with_failover
 from sluice.routing.table import ModelTable, Route, Target
 from sluice.schema.chat import ChatRequest
@@ -90,17 +90,17 @@ class Relay:
         route = self.route_for(key, req.model)
         return route, await self.admission.admit(key, req, meter)
 
-    def _attempt_meta(self, meter: Meter, target: Target, n: int) -> Call:
+    def _attempt_meta(self, meter: Meter, target: Target, n: int, timeouts: Timeouts) -> Call:
         meter.attempts = n
         meter.provider = target.provider
         meter.upstream_model = target.model
-        return Call(meter.request, target.model, meter.request_id, target.timeouts)  # type: ignore[arg-type]
+        return Call(meter.request, target.model, meter.request_id, timeouts)  # type: ignore[arg-type]
 
     async def complete(self, key: KeyRecord, req: ChatRequest, meter: Meter) -> tuple[Completion, Headers]:
         route, headers = await self._start(meter, key, req, False)
 
-        async def attempt(target: Target, n: int) -> Completion:
-            return await self.providers[target.provider].complete(self._attempt_meta(meter, target, n))
+        async def attempt(target: Target, n: int, timeouts: Timeouts) -> Completion:
+            return await self.providers[target.provider].complete(self._attempt_meta(meter, target, n, timeouts))
 
         result = await with_failover(route.order(), attempt, self.cooldowns)
         meter.first_token()
@@ -114,8 +114,8 @@ class Relay:
     async def stream(self, key: KeyRecord, req: ChatRequest, meter: Meter) -> RelayStream:
         route, headers = await self._start(meter, key, req, True)
 
-        async def attempt(target: Target, n: int) -> ChunkStream:
-            return await self.providers[target.provider].stream(self._attempt_meta(meter, target, n))
+        async def attempt(target: Target, n: int, timeouts: Timeouts) -> ChunkStream:
+            return await self.providers[target.provider].stream(self._attempt_meta(meter, target, n, timeouts))
 
         upstream = await with_failover(route.order(), attempt, self.cooldowns)
         meter.status = 200

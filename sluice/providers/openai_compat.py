@@ -53,6 +53,9 @@ class OpenAICompatProvider:
                                           body=self._body(call, False), timeouts=call.timeouts)
         if resp.status != 200:
             raise await _error_from(resp)
+        if "text/event-stream" in resp.headers.get("content-type", ""):
+            resp.close()  # an event stream can run forever: refuse it rather than buffer it
+            raise UpstreamError("the upstream answered a plain request with an event stream")
         raw = await resp.read()
         try:
             doc = orjson.loads(raw)

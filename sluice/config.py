@@ -36,6 +36,18 @@ class ServerConfig(_Strict):
     drain_seconds: float = 0.0            # after SIGTERM: /ready says 503 while requests are still served
     shutdown_grace_seconds: float = 30.0  # then: how long open requests and streams may go on
     key_cache_seconds: float = 2.0
+    # clients (nginx's defaults): one header line / the whole head, header count, and the times to send
+    # the head, each body read and the next request on a kept-alive connection
+    max_header_bytes: int = 8 << 10
+    max_head_bytes: int = 32 << 10
+    max_headers: int = 100
+    header_timeout_seconds: float = 60.0
+    body_timeout_seconds: float = 60.0
+    keepalive_seconds: float = 75.0
+    # upstreams: a plain reply, and one line / one event of an event stream
+    max_upstream_reply_bytes: int = 64 << 20
+    max_upstream_line_bytes: int = 4 << 20
+    max_upstream_event_bytes: int = 4 << 20
 
 
 class StorageConfig(_Strict):
@@ -224,6 +236,7 @@ def _check(s: Settings) -> None:
     for name in ("drain_seconds", "shutdown_grace_seconds"):
         if getattr(s.server, name) < 0:
             raise ConfigError(f"server.{name}: must not be negative")
+    _check_server_limits(s.server)
     if not (s.storage.url.startswith("sqlite:///") or s.storage.url.startswith(("postgresql://",
                                                                                   "postgres://"))):
         raise ConfigError("storage.url: must start with sqlite:/// or postgresql://")
@@ -254,6 +267,22 @@ def _check(s: Settings) -> None:
                 raise ConfigError(f"models[{i}].targets[{j}].provider: unknown provider {t.provider!r}")
             if t.weight < 0:
                 raise ConfigError(f"models[{i}].targets[{j}].weight: must not be negative")
+
+
+_SERVER_RANGES: dict[str, tuple[float, float]] = {
+    "max_header_bytes": (1024, 1 << 20), "max_head_bytes": (1024, 16 << 20), "max_headers": (8, 10_000),
+    "header_timeout_seconds": (0.01, 3600), "body_timeout_seconds": (0.01, 3600),
+    "keepalive_seconds": (0.01, 3600), "max_upstream_reply_bytes": (1024, 1 << 30),
+    "max_upstream_line_bytes": (1024, 256 << 20), "max_upstream_event_bytes": (1024, 256 << 20),
+}
+
+
+def _check_server_limits(srv: ServerConfig) -> None:
+    for name, (lo, hi) in _SERVER_RANGES.items():
+        if not lo <= getattr(srv, name) <= hi:
+            raise ConfigError(f"server.{name}: must be between {lo:g} and {hi:g}")
+    if srv.max_head_bytes < srv.max_header_bytes:
+        raise ConfigError("server.max_head_bytes: must be at least server.max_header_bytes")
 
 
 def _check_price(where: str, p: PricingConfig) -> None:

@@ -13,7 +13,7 @@ _SHAPES = re.compile(
     r"|(?P<tok>\b(?:sk|pk|rk|sess)-[A-Za-z0-9_*-]{6,}|\bAIza[0-9A-Za-z_-]{16,}|\b(?:xai|gsk|ghp|hf)[-_][A-Za-z0-9]{8,}"
     r"|\bAKIA[0-9A-Z]{12,}|\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_.-]+)"
     r"|(?P<kv>(?:api[_-]?key|x-api-key|key|token|secret|password|authorization)[\"']?\s*[:=]\s*[\"']?)"
-    r"(?!bearer\b|basic\b|token\b)(?P<val>[^\s\"',;&]{6,})",
+    r"(?!bearer\b|basic\b|token\b|\*\*\*)(?P<val>[^\s\"',;&]{6,})",
     re.IGNORECASE)
 
 _known: set[str] = set()

@@ -64,6 +64,7 @@ MODELS: dict[str, tuple[str, str]] = {
     "vendor/llama-3.1:70b": ("sim", "fx-text"),
     "ft:gpt-4o-2024-08-06:acme::abc123": ("sim", "fx-text"),
     "short-timeout": ("sim-short", "fx-text"),
+    "tight": ("sim-tight", "fx-text"),
     "unreachable": ("dead", "fx-text"),
     "sim-local": ("local", "sluice-sim"),
     "sim-local-slow": ("local-slow", "sluice-sim"),
@@ -78,6 +79,9 @@ def write_config(path: Path, *, sim_url: str, port: int, db: Path, server: dict[
     providers = [
         {"name": "sim", "kind": "openai", "base_url": sim_url, "api_key": "sk-upstream-secret"},
         {"name": "sim-short", "kind": "openai", "base_url": sim_url, "timeouts": {"connect": 0.5, "first_byte": 0.5}},
+        # short idle and total deadlines, and a key an upstream error may echo back (it must never reach a client)
+        {"name": "sim-tight", "kind": "openai", "base_url": sim_url, "api_key": "upkey-SECRET-tight-0123456789",
+         "timeouts": {"first_byte": 1.0, "idle": 0.5, "total": 4.0}},
         {"name": "dead", "kind": "openai", "base_url": f"http://127.0.0.1:{closed_port()}/v1",
          "timeouts": {"connect": 1.0}},
         {"name": "local", "kind": "simulated", "reply": "Hi from the local simulated model, word by word."},

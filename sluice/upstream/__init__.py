@@ -115,10 +115,7 @@ class UpstreamResponse:
             if size > limit:
                 self.close()
                 parts.clear()  # the traceback keeps this frame: let the bytes go now, not at a GC pass
-                err = UpstreamError(f"the upstream reply is larger than the limit of {limit} bytes",
-                                    code="upstream_reply_too_large")
-                err.retryable = False  # the same request would get the same reply
-                raise err
+                raise _too_large(limit)  # no local holds the error: a local would make frame and error a cycle
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def read_error_body(self) -> bytes:
@@ -158,6 +155,9 @@ class UpstreamResponse:
             raise UpstreamError("the upstream sent a body that does not decompress") from None
         finally:
             self.close()
+            # an error raised here keeps this frame in its traceback, and `conn` keeps the error
+            # (`conn.error`): drop the locals so that frame, error and buffers go without a GC pass
+            conn = data = decoder = None  # type: ignore[assignment]
 
     def _wait_for(self) -> float:
         now = asyncio.get_running_loop().time()
@@ -292,6 +292,7 @@ class UpstreamClient:
                     raise UpstreamTimeout(f"the upstream did not answer within {wait:g}s")
         except BaseException:
             conn.abort()
+            conn.error = None  # the error's traceback holds this frame, which holds conn: no cycle
             raise
         return UpstreamResponse(self, conn, o.key, timeouts.idle, deadline)
 
@@ -323,6 +324,13 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _too_large(limit: int) -> UpstreamError:
+    err = UpstreamError(f"the upstream reply is larger than the limit of {limit} bytes",
+                        code="upstream_reply_too_large")
+    err.retryable = False  # the same request would get the same reply
+    return err
 
 
 def _describe(exc: BaseException) -> str:

@@ -153,6 +153,14 @@ class SluiceServer:
         if self.proc is not None:
             stop_process(self.proc)
 
+    def rss_kib(self) -> int:
+        """The server process's resident memory now (for tests that it gives memory back)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS in /proc")
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, "--config", str(self.config))
 

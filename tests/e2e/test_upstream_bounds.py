@@ -150,3 +150,17 @@ async def test_credentials_in_a_relayed_upstream_error_are_masked(sluice: Sluice
     msg = doc["error"]["message"]
     assert leak not in msg and KEY not in msg and "SECRET" not in msg
     assert "***1234" in msg and "***6789" in msg
+
+
+async def test_refused_oversized_replies_give_their_memory_back(sluice: SluiceServer, api_key: str,
+                                                                sim: ThreadedSim) -> None:
+    # before the fix each refused reply stayed reachable through a kept exception's traceback until a
+    # full GC pass (rare under the raised thresholds): ~the cap per request, never returned
+    sim.always(Fault(big_reply=3 << 20))
+    for _ in range(5):  # the allocator keeps a reply's worth after the first ones: measure after that
+        assert (await plain(sluice, api_key, "gpt-4o"))[0] == 502
+    before = sluice.rss_kib()
+    for _ in range(40):
+        assert (await plain(sluice, api_key, "gpt-4o"))[0] == 502
+    grown = sluice.rss_kib() - before
+    assert grown < 12 << 10, f"RSS grew by {grown >> 10} MiB over 40 refused replies of 1 MiB+"

@@ -83,21 +83,31 @@ class SSEDecoder:
         if b"\r" in chunk:
             self._pending_cr = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        nl = chunk.rfind(b"\n")
         tail = self._tail
-        if nl < 0:
+        if b"\n" not in chunk:
             tail += chunk
             if len(tail) > self._max_line:
                 raise SSELimitExceeded(f"an event-stream line is longer than {self._max_line} bytes")
             return []
-        if tail:
-            tail += chunk[:nl]
-            block = bytes(tail)
-        else:
-            block = chunk[:nl]
-        tail[:] = chunk[nl + 1:]
+        lines = chunk.split(b"\n")
+        span = len(chunk)
+        if tail:  # the line begun in earlier reads: copied once, now that it is complete
+            span += len(tail)
+            tail += lines[0]
+            lines[0] = bytes(tail)
+            tail.clear()
+        last = lines.pop()
+        if last:
+            tail += last
+            if len(tail) > self._max_line:
+                raise SSELimitExceeded(f"an event-stream line is longer than {self._max_line} bytes")
+        # lines no longer in all than the bounds cannot make a line or event over them: check only then
+        held = sum(map(len, self._data)) + len(self._data) if self._data else 0
+        check = span > self._max_line or span + held > self._max_event
+        if check:
+            self._size = held
         events: list[SSEEvent] = []
-        for line in block.split(b"\n"):
+        for line in lines:
             if not line:
                 if self._data or self._event is not None:
                     events.append(SSEEvent(b"\n".join(self._data), self._event, self._id))
@@ -105,14 +115,15 @@ class SSEDecoder:
                     self._size = 0
                     self._event = None
                 continue
-            if len(line) > self._max_line:
+            if check and len(line) > self._max_line:
                 raise SSELimitExceeded(f"an event-stream line is longer than {self._max_line} bytes")
             if line[:6] == b"data: ":
-                self._add(line[6:])
+                if check:
+                    self._add(line[6:])
+                else:
+                    self._data.append(line[6:])
                 continue
             self._field(line)
-        if len(tail) > self._max_line:
-            raise SSELimitExceeded(f"an event-stream line is longer than {self._max_line} bytes")
         return events
 
     def _add(self, data: bytes) -> None:

@@ -46,7 +46,7 @@ from sluice.relay import Relay, new_request_id
 from sluice.routing.table import ModelTable
 from sluice.storage import open_store
 from sluice.storage.base import Store
-from sluice.upstream import UpstreamClient
+from sluice.upstream import UpstreamClient, UpstreamLimits
 from sluice.web import WebAssets, is_web_path
 
 log = logging.getLogger("sluice")
@@ -103,7 +103,9 @@ class App:
         s = self.settings
         store = self._injected_store or open_store(s)
         await store.open()
-        client = UpstreamClient()
+        srv = s.server
+        client = UpstreamClient(limits=UpstreamLimits(srv.max_upstream_reply_bytes, srv.max_upstream_line_bytes,
+                                                      srv.max_upstream_event_bytes))
         providers = build_providers(s.providers, client)
         ledger = LedgerWriter(store, interval=s.ledger.flush_interval, batch=s.ledger.batch)
         ledger.start()

@@ -16,8 +16,9 @@ from sluice.errors import InvalidRequest, SluiceError, UpstreamError, error_for_
 from sluice.providers.anthropic.passthrough import native_body
 from sluice.providers.base import Call, Chunk, Completion
 from sluice.providers.openai_responses import ResponsesStream, reply_usage
+from sluice.providers.sse_reader import EventReader
 from sluice.schema.usage import Usage
-from sluice.sse import DONE, SSEDecoder
+from sluice.sse import DONE
 from sluice.upstream import UpstreamClient, UpstreamResponse, retry_after_seconds
 
 
@@ -57,6 +58,9 @@ class OpenAICompatProvider:
                                           body=self._body(call, False), timeouts=call.timeouts)
         if resp.status != 200:
             raise await _error_from(resp)
+        if "text/event-stream" in resp.headers.get("content-type", ""):
+            resp.close()  # an event stream can run forever: refuse it rather than buffer it
+            raise UpstreamError("the upstream answered a plain request with an event stream")
         raw = await resp.read()
         try:
             doc = orjson.loads(raw)
@@ -124,10 +128,9 @@ class OpenAIStream:
         return self._events()
 
     async def _events(self) -> AsyncIterator[Chunk]:
-        decoder = SSEDecoder()
         finished = False
-        async for data in self._resp.iter_chunks():
-            for ev in decoder.feed(data):
+        async for events in EventReader(self._resp).batches():
+            for ev in events:
                 payload = ev.data
                 if payload[:6] == DONE:
                     return

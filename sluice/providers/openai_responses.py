@@ -13,8 +13,9 @@ import orjson
 from sluice.errors import UpstreamError
 from sluice.providers.anthropic.passthrough import EventStream, parse_event
 from sluice.providers.base import Chunk
+from sluice.providers.sse_reader import EventReader
 from sluice.schema.usage import Usage
-from sluice.sse import SSEDecoder, encode_event
+from sluice.sse import encode_event
 
 # events that end a Responses stream; their `response` carries the usage
 _TERMINAL = frozenset((b"response.completed", b"response.incomplete", b"response.failed"))
@@ -50,10 +51,9 @@ class ResponsesStream(EventStream):
     """A forwarded Responses event stream: each chunk's payload is a whole frame, as the upstream sent it."""
 
     async def _iterate(self) -> AsyncGenerator[Chunk, None]:
-        decoder = SSEDecoder()
         try:
-            async for data in self._resp.iter_chunks():
-                for event in decoder.feed(data):
+            async for events in EventReader(self._resp).batches():  # bounded; idle counts whole events
+                for event in events:
                     name = event.event or ""
                     if not name:  # a server that only puts the type in the data
                         name = str(parse_event(event.data).get("type") or "")

@@ -89,6 +89,11 @@ class Fault:
     fixture: str | None = None                 # replay this fixture instead of the model's
     script: Callable[[dict[str, Any]], list[bytes]] | None = None  # stream these events (e.g. an agent's turn)
     usage: dict[str, Any] | None = None        # report this `usage` object instead of the fixture's
+    endless: bytes | None = None               # after the head (and endless_prefix): these bytes, again and
+    endless_every: float = 0.0                 # again every endless_every s, until the client leaves
+    endless_prefix: bytes = b""
+    endless_type: str = "text/event-stream"    # the content type of that endless reply, stream or not
+    big_reply: int = 0                         # a plain reply: a valid completion padded to this many bytes
 
     # --- the faults tests ask for, by name ---
     @classmethod
@@ -122,6 +127,11 @@ class Fault:
     def rate_limited(cls, retry_after: int = 7, **kw: Any) -> Fault:
         return cls.http_error(429, headers={"retry-after": str(retry_after),
                                             "x-ratelimit-remaining-requests": "0"}, **kw)
+
+    @classmethod
+    def trickle(cls, data: bytes, every: float = 0.0, *, prefix: bytes = b"", **kw: Any) -> Fault:
+        """An upstream that never finishes: `prefix`, then `data` forever (an endless line, comments...)."""
+        return cls(endless=data, endless_every=every, endless_prefix=prefix, **kw)
 
     @classmethod
     def html_502(cls, **kw: Any) -> Fault:
@@ -247,7 +257,15 @@ class OpenAISim:
                 rec.responded_at = time.monotonic()
                 rec.completed = True
                 return resp
+            if f.endless is not None:
+                return await self._endless(request, rec, f)
             stream = isinstance(body, dict) and body.get("stream") is True
+            if f.big_reply and not stream:
+                doc = json.loads(fixture_bytes("text.json"))
+                doc["padding"] = "p" * f.big_reply
+                rec.responded_at = time.monotonic()
+                rec.completed = True
+                return web.Response(body=json.dumps(doc).encode(), content_type="application/json")
             if not stream:
                 rec.responded_at = time.monotonic()
                 rec.completed = True
@@ -332,6 +350,19 @@ def _with_usage(raw: bytes, usage: dict[str, Any] | None) -> bytes:
     doc["usage"] = usage
     body = json.dumps(doc).encode()
     return b"data: " + body + b"\n\n" if is_event else body
+
+
+    async def _endless(self, request: web.Request, rec: SimRequest, f: Fault) -> web.StreamResponse:
+        assert f.endless is not None
+        resp = web.StreamResponse(headers={"content-type": f.endless_type})
+        rec.responded_at = time.monotonic()
+        await resp.prepare(request)
+        if f.endless_prefix:
+            await resp.write(f.endless_prefix)
+        while True:  # until Sluice closes the connection (the handler is cancelled then)
+            await resp.write(f.endless)
+            rec.events_sent += 1
+            await asyncio.sleep(f.endless_every)
 
 
 class ThreadedSim:

@@ -13,17 +13,25 @@ import pytest
 from sluice.errors import UpstreamError
 from sluice.providers.openai_responses import ResponsesStream, reply_usage, usage_from
 from sluice.sse import encode_event
+from sluice.upstream import UpstreamLimits
 
 FIX = Path(__file__).resolve().parents[2] / "fixtures" / "openai"
 SSE = (FIX / "responses_text.sse").read_bytes()
 
 
 class _Body:
-    """The upstream response's side the stream uses (the seam): body pieces, and close()."""
+    """The upstream response's side the stream uses (the seam): body pieces, limits, progress, close()."""
 
     def __init__(self, pieces: list[bytes]) -> None:
         self.pieces = pieces
         self.closed = False
+        self.limits = UpstreamLimits()
+
+    def mark_progress(self) -> None:
+        pass
+
+    def check_progress(self) -> None:
+        pass
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         for p in self.pieces:

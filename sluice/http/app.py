@@ -86,7 +86,8 @@ class App:
         self._injected_store = store
         self._res: Resources | None = None
         self.drain = Drain()
-        # run once the app has started, in the serving process (cli/serve.py installs its signal handling)
+        # run once the app has started, in the serving process (cli/serve.py installs its signal handling
+        # and the GC tuning there: an app served inside a test process leaves that process's GC alone)
         self.on_started: list[Callable[[], None]] = []
         self._cors = CorsPolicy(settings.server.cors_origins)
         self._admin_cors = CorsPolicy(settings.server.admin_cors_origins)
@@ -132,7 +133,6 @@ class App:
                               MessagesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight),
                               OpsRoutes(s, admin.token, probes), sampler,
                               ResponsesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight))
-        tune_gc()
         for hook in self.on_started:
             hook()
 

@@ -317,6 +317,18 @@ class OpenAISim:
         await resp.write_eof()
         return resp
 
+    async def _endless(self, request: web.Request, rec: SimRequest, f: Fault) -> web.StreamResponse:
+        assert f.endless is not None
+        resp = web.StreamResponse(headers={"content-type": f.endless_type})
+        rec.responded_at = time.monotonic()
+        await resp.prepare(request)
+        if f.endless_prefix:
+            await resp.write(f.endless_prefix)
+        while True:  # until Sluice closes the connection (the handler is cancelled then)
+            await resp.write(f.endless)
+            rec.events_sent += 1
+            await asyncio.sleep(f.endless_every)
+
 
 def chat_events(*, text: str = "", calls: tuple[tuple[str, str, str], ...] = (), model: str = "gpt-sim",
                 usage: tuple[int, int] = (10, 7)) -> list[bytes]:
@@ -351,18 +363,6 @@ def _with_usage(raw: bytes, usage: dict[str, Any] | None) -> bytes:
     body = json.dumps(doc).encode()
     return b"data: " + body + b"\n\n" if is_event else body
 
-
-    async def _endless(self, request: web.Request, rec: SimRequest, f: Fault) -> web.StreamResponse:
-        assert f.endless is not None
-        resp = web.StreamResponse(headers={"content-type": f.endless_type})
-        rec.responded_at = time.monotonic()
-        await resp.prepare(request)
-        if f.endless_prefix:
-            await resp.write(f.endless_prefix)
-        while True:  # until Sluice closes the connection (the handler is cancelled then)
-            await resp.write(f.endless)
-            rec.events_sent += 1
-            await asyncio.sleep(f.endless_every)
 
 
 class ThreadedSim:

@@ -22,6 +22,7 @@ from sluice.metering.meter import Meter
 from sluice.metering.tokenizer import Counter, count_request
 from sluice.metering.tokens import TokenCounter
 from sluice.providers.base import Call, ChunkStream, Completion, NativeBody, NativeProvider, Provider
+from sluice.routing.affinity import SessionAffinity, session_of
 from sluice.routing.fallback import Cooldowns, with_failover
 from sluice.routing.table import ModelTable, Route, Target
 from sluice.schema.chat import ChatRequest
@@ -53,6 +54,7 @@ class Relay:
         self.admission = admission
         self.durable = durable
         self.cooldowns = Cooldowns()
+        self.affinity = SessionAffinity()
 
     def meter(self, request_id: str) -> Meter:
         return Meter(request_id)
@@ -87,8 +89,18 @@ class Relay:
         meter.model = req.model
         meter.request = req
         meter.stream = stream
+        if meter.session_id is None:  # the header, when sent, was read by the route
+            meter.session_id = session_of(req.body)
         route = self.route_for(key, req.model)
         return route, await self.admission.admit(key, req, meter)
+
+    def targets(self, route: Route, meter: Meter) -> list[Target]:
+        """The order to try: the session's last target first while it serves, else the weighted pick."""
+        return self.affinity.prefer(route.name, meter.session_id, route.order())
+
+    def served(self, meter: Meter) -> None:
+        """Pin the session to the target that answered (a cooled-down pin moves to its replacement)."""
+        self.affinity.remember(meter.model, meter.session_id, meter.provider, meter.upstream_model)
 
     def _attempt_meta(self, meter: Meter, target: Target, n: int, native: NativeBody | None = None) -> Call:
         meter.attempts = n
@@ -119,7 +131,8 @@ class Relay:
                 return await prov.complete_native(call)
             return await self.providers[target.provider].complete(call)
 
-        result = await with_failover(route.order(), attempt, self.cooldowns)
+        result = await with_failover(self.targets(route, meter), attempt, self.cooldowns)
+        self.served(meter)
         meter.first_token()
         meter.usage = result.usage
         if result.usage is None:
@@ -157,7 +170,8 @@ class Relay:
             served_native = False
             return await self.providers[target.provider].stream(call)
 
-        upstream = await with_failover(route.order(), attempt, self.cooldowns)
+        upstream = await with_failover(self.targets(route, meter), attempt, self.cooldowns)
+        self.served(meter)
         meter.status = 200
         meter.counter = self.counter_factory()
         rs = RelayStream(self, upstream, meter, req.include_usage, headers)

@@ -108,7 +108,8 @@ class Admission:
         if meter.price is None or rec.prompt_tokens is None:
             return
         prompt, completion = rec.prompt_tokens, rec.completion_tokens or 0
-        cost = meter.price.cost_nanos(prompt, completion, rec.cached_tokens or 0)
+        cost = meter.price.cost_nanos(prompt, completion, rec.cached_tokens or 0, rec.cache_write_5m_tokens or 0,
+                                      rec.cache_write_1h_tokens or 0)
         if meter.reserved is not None:
             nanos, tokens = meter.reserved
             money_capped, quota_capped = meter.budgeted

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 class Meter:
     __slots__ = ("_done", "attempts", "budgeted", "counter", "disconnected", "error_code", "extra", "key_id",
                  "limits", "model", "price", "prompt_estimate", "provider", "record", "request", "request_id",
-                 "reserved", "started", "status", "stream", "ttft", "upstream_model", "usage", "wall_start")
+                 "reserved", "session_id", "started", "status", "stream", "ttft", "upstream_model", "usage",
+                 "wall_start")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -45,6 +46,7 @@ class Meter:
         self.error_code: str | None = None
         self.attempts = 0
         self.extra: dict[str, object] = {}
+        self.session_id: str | None = None
 
     def first_token(self) -> None:
         if self.ttft is None:
@@ -69,9 +71,6 @@ class Meter:
         self._done = True
         prompt, completion, source = self.final_usage()
         u = self.usage
-        if u is not None and (u.cache_write_5m_tokens or u.cache_write_1h_tokens):
-            self.extra["cache_write_5m_tokens"] = u.cache_write_5m_tokens
-            self.extra["cache_write_1h_tokens"] = u.cache_write_1h_tokens
         rec = LedgerRecord(
             request_id=self.request_id, key_id=self.key_id, model=self.model, provider=self.provider,
             upstream_model=self.upstream_model, stream=self.stream, status=self.status,
@@ -80,6 +79,9 @@ class Meter:
             duration_ms=round((time.monotonic() - self.started) * 1000, 3),
             disconnected=self.disconnected, error_code=self.error_code, attempts=self.attempts,
             created_at=self.wall_start, extra=self.extra,
-            cached_tokens=self.usage.cached_tokens if self.usage is not None else None)
+            cached_tokens=u.cached_tokens if u is not None else None,
+            cache_write_5m_tokens=u.cache_write_5m_tokens if u is not None else None,
+            cache_write_1h_tokens=u.cache_write_1h_tokens if u is not None else None,
+            session_id=self.session_id)
         self.record = rec
         return rec

@@ -90,7 +90,10 @@ class LedgerRecord:
     attempts: int = 0
     created_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
-    cached_tokens: int | None = None
+    cached_tokens: int | None = None    # prompt-cache reads (None: not reported)
+    cache_write_5m_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None
+    session_id: str | None = None       # the client's session (prompt-cache affinity), as sent
     cost: int | None = None             # nano-units charged
     quota_tokens: int | None = None     # tokens charged to a quota when capped (not stored; None: all)
 
@@ -102,6 +105,8 @@ class LedgerRecord:
             "provider": self.provider, "upstream_model": self.upstream_model, "stream": self.stream,
             "status": self.status, "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens, "cached_tokens": self.cached_tokens,
+            "cache_write_5m_tokens": self.cache_write_5m_tokens, "cache_write_1h_tokens": self.cache_write_1h_tokens,
+            "session_id": self.session_id,
             "usage_source": self.usage_source, "cost": fmt_money(self.cost), "ttft_ms": self.ttft_ms,
             "duration_ms": self.duration_ms, "disconnected": self.disconnected, "error_code": self.error_code,
             "attempts": self.attempts, "created_at": self.created_at, "extra": self.extra,

@@ -78,5 +78,14 @@ CREATE TABLE topups (
 )
 """
 
-SQLITE_MIGRATIONS: list[str] = [_schema(_V1, "REAL", "INTEGER")]
-POSTGRES_MIGRATIONS: list[str] = [_schema(_V1, "DOUBLE PRECISION", "BIGINT")]
+# Prompt-cache writes priced apart from reads (cached_tokens), and the client's session id.
+_LEDGER_CACHE_SESSION = """
+ALTER TABLE ledger ADD COLUMN cache_write_5m_tokens {BIGINT};
+ALTER TABLE ledger ADD COLUMN cache_write_1h_tokens {BIGINT};
+ALTER TABLE ledger ADD COLUMN session_id TEXT
+"""
+
+SQLITE_MIGRATIONS: list[str] = [_schema(_V1, "REAL", "INTEGER"),
+                                _schema(_LEDGER_CACHE_SESSION, "REAL", "INTEGER")]
+POSTGRES_MIGRATIONS: list[str] = [_schema(_V1, "DOUBLE PRECISION", "BIGINT"),
+                                  _schema(_LEDGER_CACHE_SESSION, "DOUBLE PRECISION", "BIGINT")]

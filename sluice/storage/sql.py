@@ -20,7 +20,8 @@ KEY_COLS = ("id", "name", "key_hash", "owner", "models", "enabled", "revoked", "
             "period_start", "rpm", "tpm", "max_concurrency", "metadata")
 LEDGER_COLS = ("request_id", "key_id", "model", "provider", "upstream_model", "stream", "status",
                "prompt_tokens", "completion_tokens", "cached_tokens", "usage_source", "ttft_ms", "duration_ms",
-               "disconnected", "error_code", "attempts", "cost", "created_at", "extra")
+               "disconnected", "error_code", "attempts", "cost", "created_at", "extra",
+               "cache_write_5m_tokens", "cache_write_1h_tokens", "session_id")
 
 SELECT_KEY = f"SELECT {', '.join(KEY_COLS)} FROM keys"
 INSERT_KEY = f"INSERT INTO keys ({', '.join(KEY_COLS)}) VALUES ({', '.join('?' * len(KEY_COLS))})"
@@ -108,7 +109,7 @@ def ledger_row(r: LedgerRecord) -> tuple[Any, ...]:
     return (r.request_id, r.key_id, r.model, r.provider, r.upstream_model, int(r.stream), r.status,
             r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.usage_source, r.ttft_ms, r.duration_ms,
             int(r.disconnected), r.error_code, r.attempts, r.cost, r.created_at or time.time(),
-            _json(r.extra or None))
+            _json(r.extra or None), r.cache_write_5m_tokens, r.cache_write_1h_tokens, r.session_id)
 
 
 def ledger_from(row: Any) -> LedgerRecord:
@@ -117,7 +118,8 @@ def ledger_from(row: Any) -> LedgerRecord:
         request_id=v[0], key_id=v[1], model=v[2], provider=v[3], upstream_model=v[4], stream=bool(v[5]),
         status=v[6], prompt_tokens=v[7], completion_tokens=v[8], cached_tokens=v[9], usage_source=v[10],
         ttft_ms=v[11], duration_ms=float(v[12]), disconnected=bool(v[13]), error_code=v[14], attempts=v[15],
-        cost=v[16], created_at=float(v[17]), extra=_unjson(v[18]) or {})
+        cost=v[16], created_at=float(v[17]), extra=_unjson(v[18]) or {}, cache_write_5m_tokens=v[19],
+        cache_write_1h_tokens=v[20], session_id=v[21])
 
 
 def usage_from(row: Any) -> UsageRow:

@@ -266,21 +266,29 @@ def usage_from(u: Any) -> Usage | None:
     """Anthropic usage -> Usage; the one reader of Anthropic usage, translated and passed-through alike.
 
     input_tokens excludes cache reads and writes, so they are added back into prompt_tokens; cache
-    writes are split into 5-minute and 1-hour entries (all 5-minute when no breakdown is given).
+    writes are split into 5-minute and 1-hour entries (all 5-minute when no breakdown is given). A
+    cache field the upstream left out stays None (not reported), distinct from a reported 0.
     """
     if not isinstance(u, dict) or _count(u.get("output_tokens"), -1) < 0:
         return None
-    cache_read = _count(u.get("cache_read_input_tokens"))
-    cache_write = _count(u.get("cache_creation_input_tokens"))
+    cache_read = _opt_count(u.get("cache_read_input_tokens"))
+    cache_write = _opt_count(u.get("cache_creation_input_tokens"))
     detail = u.get("cache_creation")
+    write_5m: int | None
+    write_1h: int | None
     if isinstance(detail, dict):
-        write_5m = _count(detail.get("ephemeral_5m_input_tokens"))
-        write_1h = _count(detail.get("ephemeral_1h_input_tokens"))
+        write_5m = _opt_count(detail.get("ephemeral_5m_input_tokens"))
+        write_1h = _opt_count(detail.get("ephemeral_1h_input_tokens"))
+        cache_write = (write_5m or 0) + (write_1h or 0)
     else:
-        write_5m, write_1h = cache_write, 0
-    prompt = _count(u.get("input_tokens")) + cache_read + cache_write
+        write_5m, write_1h = cache_write, None
+    prompt = _count(u.get("input_tokens")) + (cache_read or 0) + (cache_write or 0)
     return Usage(prompt_tokens=prompt, completion_tokens=u["output_tokens"], cached_tokens=cache_read,
                  cache_write_5m_tokens=write_5m, cache_write_1h_tokens=write_1h)
+
+
+def _opt_count(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
 
 def _count(v: Any, default: int = 0) -> int:

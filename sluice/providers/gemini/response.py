@@ -34,8 +34,10 @@ def usage_from(meta: Any) -> Usage | None:
     prompt = _int(meta.get("promptTokenCount"))
     candidates = _int(meta.get("candidatesTokenCount"))
     thoughts = _int(meta.get("thoughtsTokenCount"))
+    cached = meta.get("cachedContentTokenCount")  # absent: not reported, which is not "no cache hit"
     return Usage(prompt_tokens=prompt, completion_tokens=candidates + thoughts,
-                 cached_tokens=_int(meta.get("cachedContentTokenCount")), reasoning_tokens=thoughts)
+                 cached_tokens=min(_int(cached), prompt) if cached is not None else None,
+                 reasoning_tokens=thoughts)
 
 
 def _int(v: Any) -> int:

@@ -15,13 +15,13 @@ from typing import Any
 import orjson
 
 from sluice.auth.principal import Authenticator
-from sluice.errors import ModelNotFound, PermissionDenied, SluiceError
+from sluice.errors import InvalidRequest, ModelNotFound, PermissionDenied, SluiceError
 from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
 from sluice.metering.meter import Meter
 from sluice.metering.tokenizer import Counter, count_request
 from sluice.metering.tokens import TokenCounter
-from sluice.providers.base import Call, ChunkStream, Completion, NativeBody, NativeProvider, Provider
+from sluice.providers.base import Call, ChunkStream, Completion, NativeBody, NativeProvider, Provider, serves
 from sluice.routing.affinity import SessionAffinity, session_of
 from sluice.routing.fallback import Cooldowns, with_failover
 from sluice.routing.table import ModelTable, Route, Target
@@ -91,12 +91,22 @@ class Relay:
         meter.stream = stream
         if meter.session_id is None:  # the header, when sent, was read by the route
             meter.session_id = session_of(req.body)
+        if req.endpoint != ChatRequest.endpoint:
+            meter.extra["endpoint"] = req.endpoint
         route = self.route_for(key, req.model)
         return route, await self.admission.admit(key, req, meter)
 
     def targets(self, route: Route, meter: Meter) -> list[Target]:
-        """The order to try: the session's last target first while it serves, else the weighted pick."""
-        return self.affinity.prefer(route.name, meter.session_id, route.order())
+        """The order to try: the session's last target first while it serves, else the weighted pick;
+        only targets whose provider serves the request's endpoint (every one serves chat)."""
+        order = self.affinity.prefer(route.name, meter.session_id, route.order())
+        endpoint = meter.request.endpoint if meter.request is not None else ChatRequest.endpoint
+        if endpoint != ChatRequest.endpoint:
+            order = [t for t in order if serves(self.providers[t.provider], endpoint)]
+            if not order:
+                raise InvalidRequest(f"The model `{route.name}` does not support /v1/{endpoint}: none of its "
+                                     "upstreams is OpenAI-compatible.", param="model", code="unsupported_endpoint")
+        return order
 
     def served(self, meter: Meter) -> None:
         """Pin the session to the target that answered (a cooled-down pin moves to its replacement)."""
@@ -268,7 +278,8 @@ class RelayStream:
     def _estimated_usage_frame(self) -> bytes:
         prompt, completion, _ = self.meter.final_usage()
         head = self._last or {}
-        chunk = {"id": head.get("id", "chatcmpl-" + self.meter.request_id), "object": "chat.completion.chunk",
+        chunk = {"id": head.get("id", "chatcmpl-" + self.meter.request_id),
+                 "object": head.get("object", "chat.completion.chunk"),
                  "created": head.get("created", int(self.meter.wall_start)),
                  "model": head.get("model", self.meter.upstream_model), "choices": [],
                  "usage": {"prompt_tokens": prompt or 0, "completion_tokens": completion or 0,

@@ -71,7 +71,8 @@ class Admission:
     async def admit(self, key: KeyRecord, req: ChatRequest, meter: Meter) -> Headers:
         """Rate limits, then the reservation. Raises RateLimited / QuotaExceeded before any upstream call."""
         meter.price = self.price(req.model)
-        out_cap = req.max_tokens or self._out_caps.get(req.model) or self._budgets.max_output_reserve
+        out_cap = req.max_tokens if req.max_tokens is not None else (
+            self._out_caps.get(req.model) or self._budgets.max_output_reserve)
         prompt = estimate_prompt(req.messages)
         meter.prompt_estimate = prompt
         tokens = (prompt * 5 // 4 + 16 + out_cap * req.n)

@@ -1,7 +1,9 @@
 """An OpenAI-compatible upstream simulator: the real wire format from recorded-shape fixtures, faults on demand.
 
-It serves `POST /v1/chat/completions` on 127.0.0.1 (random port). Streams replay a fixture from
-`tests/fixtures/openai/<name>.sse` event by event, bytes untouched; plain requests get `text.json`.
+It serves `POST /v1/chat/completions` on 127.0.0.1 (random port), and `POST /v1/embeddings` and legacy
+`/v1/completions` (generated replies; `SimRequest.sent` keeps the bytes sent, for comparison).
+Chat streams replay a fixture from `tests/fixtures/openai/<name>.sse` event by event, bytes untouched;
+plain requests get `text.json`.
 The fixture is chosen by the upstream model name Sluice sends: `fx-<name>` replays `<name>.sse`.
 
 Faults are configured on the simulator object by the test (Sluice forwards no client headers):
@@ -17,10 +19,12 @@ sync clients and session fixtures need: a blocked test loop must not stall the u
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import re
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -87,6 +91,7 @@ class Fault:
     error_then_done: bool = False              # ... followed by `data: [DONE]` (as vLLM does)
     fixture: str | None = None                 # replay this fixture instead of the model's
     script: Callable[[dict[str, Any]], list[bytes]] | None = None  # stream these events (e.g. an agent's turn)
+    reply: bytes | None = None                 # a plain (non-stream) chat reply instead of text.json
 
     # --- the faults tests ask for, by name ---
     @classmethod
@@ -136,6 +141,7 @@ class SimRequest:
     body: Any
     arrived: float
     fault: Fault | None = None
+    sent: bytes = b""                    # embeddings / legacy completions: the body or events sent
     responded_at: float | None = None    # when the status line went out
     events_sent: int = 0
     completed: bool = False              # the whole planned response was written
@@ -192,6 +198,8 @@ class OpenAISim:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/completions", self._completions)
         # handler_cancellation: a client that goes away cancels the handler even while it sleeps
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -241,12 +249,70 @@ class OpenAISim:
             if not stream:
                 rec.responded_at = time.monotonic()
                 rec.completed = True
-                return web.Response(body=fixture_bytes("text.json"), content_type="application/json",
+                return web.Response(body=f.reply or fixture_bytes("text.json"), content_type="application/json",
                                     headers=f.headers)
             return await self._stream(request, rec, f, body)
         except (asyncio.CancelledError, ConnectionError):
             rec.note_closed()
             raise
+
+    async def _record(self, request: web.Request) -> tuple[SimRequest, web.Response | None]:
+        """Record a request; the fault's error reply when one is queued (status != 200)."""
+        raw = await request.read()
+        rec = SimRequest(request.path, dict(request.headers), raw, json.loads(raw), time.monotonic(),
+                         self._next_fault())
+        self.requests.append(rec)
+        rec.responded_at = time.monotonic()
+        rec.completed = True
+        f = rec.fault
+        if f is not None and f.status != 200:
+            return rec, web.Response(status=f.status, body=f.body or b"", content_type=f.content_type)
+        return rec, None
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        rec, err = await self._record(request)
+        if err is not None:
+            return err
+        body = rec.body
+        items = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if items and isinstance(items[0], int):
+            items = [items]
+        dims = body.get("dimensions") or 4
+        data = []
+        for i, item in enumerate(items):
+            vec = [round(((i + 1 + len(item)) * (k + 3) * 0.137) % 2 - 1, 6) for k in range(dims)]
+            emb: Any = vec
+            if body.get("encoding_format") == "base64":
+                emb = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": emb})
+        prompt = sum(len(x.split()) if isinstance(x, str) else len(x) for x in items)
+        rec.sent = json.dumps({"object": "list", "data": data, "model": body["model"],
+                               "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}).encode()
+        return web.Response(body=rec.sent, content_type="application/json")
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        rec, err = await self._record(request)
+        if err is not None:
+            return err
+        body = rec.body
+        words = ["Once ", "upon ", "a ", "time", "."]
+        head = {"id": "cmpl-sim", "object": "text_completion", "created": 1, "model": body["model"]}
+        usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
+        if not body.get("stream"):
+            rec.sent = json.dumps({**head, "choices": [{"text": "".join(words), "index": 0, "logprobs": None,
+                                                        "finish_reason": "stop"}], "usage": usage}).encode()
+            return web.Response(body=rec.sent, content_type="application/json")
+        events = [{**head, "choices": [{"text": w, "index": 0, "logprobs": None,
+                                        "finish_reason": "stop" if i == len(words) - 1 else None}]}
+                  for i, w in enumerate(words)]
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append({**head, "choices": [], "usage": usage})
+        rec.sent = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(rec.sent)
+        await resp.write_eof()
+        return resp
 
     async def _stream(self, request: web.Request, rec: SimRequest, f: Fault,
                       body: dict[str, Any]) -> web.StreamResponse:
@@ -286,7 +352,7 @@ class OpenAISim:
 
 
 def chat_events(*, text: str = "", calls: tuple[tuple[str, str, str], ...] = (), model: str = "gpt-sim",
-                usage: tuple[int, int] = (10, 7)) -> list[bytes]:
+                usage: tuple[int, int] = (10, 7), cached: int | None = None) -> list[bytes]:
     """A whole chat stream (text, then tool calls as (id, name, arguments), a usage chunk, [DONE])."""
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         doc = {"id": "chatcmpl-script", "object": "chat.completion.chunk", "created": 1, "model": model,
@@ -303,6 +369,8 @@ def chat_events(*, text: str = "", calls: tuple[tuple[str, str, str], ...] = (),
     usage_doc = {"id": "chatcmpl-script", "object": "chat.completion.chunk", "created": 1, "model": model,
                  "choices": [], "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
                                           "total_tokens": sum(usage)}}
+    if cached is not None:
+        usage_doc["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}  # type: ignore[index]
     return [*out, b"data: " + json.dumps(usage_doc).encode() + b"\n\n", b"data: [DONE]\n\n"]
 
 

@@ -231,7 +231,9 @@ def _show_text(rec: LedgerRecord, key_name: str | None) -> str:
         ("client disconnected", "yes" if rec.disconnected else "no"),
         ("prompt tokens", rec.prompt_tokens),
         ("completion tokens", rec.completion_tokens),
-        ("cached tokens", rec.cached_tokens),
+        ("cache reads", rec.cached_tokens),
+        ("cache writes 5m / 1h", f"{_dash(rec.cache_write_5m_tokens)} / {_dash(rec.cache_write_1h_tokens)}"),
+        ("session", rec.session_id),
         ("usage", rec.usage_source),
         ("cost", fmt_money(rec.cost)),
         ("first token", ms(rec.ttft_ms)),
@@ -241,6 +243,10 @@ def _show_text(rec: LedgerRecord, key_name: str | None) -> str:
         pairs.append(("extra", json.dumps(rec.extra, sort_keys=True)))
     width = max(len(label) for label, _ in pairs)
     return "\n".join(f"{label.ljust(width)}  {'-' if v is None else v}" for label, v in pairs)
+
+
+def _dash(v: int | None) -> str:
+    return "-" if v is None else str(v)
 
 
 def _key_label(key_id: str | None, name: str | None) -> str:

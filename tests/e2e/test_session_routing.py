@@ -1,0 +1,92 @@
+"""Routing by what a request is: a session sticks to one of two weighted targets (and moves when that target
+fails), and embeddings / legacy completions for a model whose upstream cannot serve them are a clear 400."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import pytest
+from openai import AsyncOpenAI
+
+from tests.e2e.sluice_proc import SluiceProcess
+from tests.sim.anthropic_sim import AnthropicSim
+from tests.sim.openai_sim import Fault, OpenAISim
+
+MSGS = [{"role": "user", "content": "x"}]
+
+
+def _config(a: str, b: str, anth: str) -> str:
+    return f"""
+[[providers]]
+name = "a"
+kind = "openai"
+base_url = "{a}"
+
+[[providers]]
+name = "b"
+kind = "openai"
+base_url = "{b}"
+
+[[providers]]
+name = "anth"
+kind = "anthropic"
+base_url = "{anth}"
+api_key = "sk-ant-upstream"
+
+[[models]]
+name = "pair"
+targets = [{{ provider = "a", model = "fx-text", weight = 1 }}, {{ provider = "b", model = "fx-text", weight = 1 }}]
+
+[[models]]
+name = "claude"
+targets = [{{ provider = "anth", model = "claude-sonnet-4-5" }}]
+"""
+
+
+async def test_a_session_sticks_to_one_target_and_moves_when_it_fails(tmp_path: Path) -> None:
+    async with OpenAISim() as a, OpenAISim() as b, AnthropicSim() as anth, SluiceProcess(
+            tmp_path, _config(a.base_url, b.base_url, anth.base_url)) as s:
+        client = AsyncOpenAI(base_url=s.base_url, api_key=s.create_key(), max_retries=0)
+        s.closers.append(client.close)
+        sims = {"a": a, "b": b}
+        for n in range(8):
+            sess = f"sess-{n}"
+            seen = []
+            for _ in range(4):
+                before = {k: len(v.requests) for k, v in sims.items()}
+                await client.chat.completions.create(model="pair", messages=MSGS,  # type: ignore[arg-type]
+                                                     extra_headers={"X-Claude-Code-Session-Id": sess})
+                seen += [k for k, v in sims.items() if len(v.requests) > before[k]]
+            assert len(seen) == 4 and len(set(seen)) == 1, (sess, seen)  # every request on one target
+
+        # the pinned target fails: the request is served by the other, and the session moves there
+        first = await client.chat.completions.with_raw_response.create(
+            model="pair", messages=MSGS, extra_body={"prompt_cache_key": "moving"})  # type: ignore[arg-type]
+        pinned = first.headers["x-sluice-provider"]
+        other = "b" if pinned == "a" else "a"
+        sims[pinned].always(Fault.http_error(500))
+        moved = await client.chat.completions.with_raw_response.create(
+            model="pair", messages=MSGS, extra_body={"prompt_cache_key": "moving"})  # type: ignore[arg-type]
+        assert moved.headers["x-sluice-provider"] == other
+        failed_tries = len(sims[pinned].requests)
+        sims[pinned].reset()  # healthy again, but the session now lives on the other target
+        for _ in range(3):
+            again = await client.chat.completions.with_raw_response.create(
+                model="pair", messages=MSGS, extra_body={"prompt_cache_key": "moving"})  # type: ignore[arg-type]
+            assert again.headers["x-sluice-provider"] == other
+        assert failed_tries >= 1 and not sims[pinned].requests
+
+
+@pytest.mark.parametrize("endpoint", ["embeddings", "completions"])
+async def test_a_model_without_an_openai_compatible_upstream_gets_a_clear_400(tmp_path: Path, endpoint: str) -> None:
+    async with OpenAISim() as a, AnthropicSim() as anth, SluiceProcess(
+            tmp_path, _config(a.base_url, a.base_url, anth.base_url)) as s:
+        client = AsyncOpenAI(base_url=s.base_url, api_key=s.create_key(), max_retries=0)
+        s.closers.append(client.close)
+        body = {"model": "claude", "input": "x"} if endpoint == "embeddings" else {"model": "claude", "prompt": "x"}
+        with pytest.raises(openai.BadRequestError) as err:
+            await client.post(f"/{endpoint}", body=body, cast_to=object)
+        detail = err.value.body
+        assert isinstance(detail, dict) and detail["code"] == "unsupported_endpoint" and detail["param"] == "model"
+        assert "claude" in detail["message"] and not anth.received

@@ -61,6 +61,8 @@ def test_embeddings_default_encoding_token_arrays_and_the_simulated_model(client
     again = client.embeddings.create(model="sim-local", input="hello there", encoding_format="float")
     assert len(local.data[0].embedding) == 16 and local.data[0].embedding == again.data[0].embedding
     assert local.usage.prompt_tokens == 2
+    decoded = client.embeddings.create(model="sim-local", input="hello there")  # base64 from the simulated model
+    assert decoded.data[0].embedding == pytest.approx(local.data[0].embedding, rel=1e-6, abs=1e-7)
 
 
 def test_legacy_completion_plain_and_streaming(client: OpenAI, sim: ThreadedSim, sluice: SluiceServer) -> None:

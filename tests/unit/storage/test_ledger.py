@@ -33,7 +33,8 @@ async def test_get_ledger_round_trips_every_field(store: Store) -> None:
     rec = entry("r1", "k1", model="gpt-x", provider="openai", upstream_model="gpt-x-2024", stream=True,
                 status=200, prompt_tokens=11, completion_tokens=22, cached_tokens=5, usage_source="estimated",
                 ttft_ms=12.5, duration_ms=345.25, disconnected=True, error_code=None, attempts=2,
-                created_at=T0 + 0.125, extra={"route": ["a", "b"], "n": 1}, cost=BIG)
+                created_at=T0 + 0.125, extra={"route": ["a", "b"], "n": 1}, cost=BIG,
+                cache_write_5m_tokens=0, cache_write_1h_tokens=7, session_id="sess-1")
     bare = entry("r2", None, ttft_ms=None, duration_ms=1.0, usage_source="none")
     await store.write_ledger([rec, bare])
     assert await store.get_ledger("r1") == rec

@@ -19,12 +19,10 @@ sync clients and session fixtures need: a blocked test loop must not stall the u
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import re
 import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -34,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from tests.sim.openai_endpoints import completion_reply, embeddings_reply
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "openai"
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
@@ -273,41 +273,16 @@ class OpenAISim:
         rec, err = await self._record(request)
         if err is not None:
             return err
-        body = rec.body
-        items = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        if items and isinstance(items[0], int):
-            items = [items]
-        dims = body.get("dimensions") or 4
-        data = []
-        for i, item in enumerate(items):
-            vec = [round(((i + 1 + len(item)) * (k + 3) * 0.137) % 2 - 1, 6) for k in range(dims)]
-            emb: Any = vec
-            if body.get("encoding_format") == "base64":
-                emb = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
-            data.append({"object": "embedding", "index": i, "embedding": emb})
-        prompt = sum(len(x.split()) if isinstance(x, str) else len(x) for x in items)
-        rec.sent = json.dumps({"object": "list", "data": data, "model": body["model"],
-                               "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}).encode()
+        rec.sent = embeddings_reply(rec.body)
         return web.Response(body=rec.sent, content_type="application/json")
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         rec, err = await self._record(request)
         if err is not None:
             return err
-        body = rec.body
-        words = ["Once ", "upon ", "a ", "time", "."]
-        head = {"id": "cmpl-sim", "object": "text_completion", "created": 1, "model": body["model"]}
-        usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
-        if not body.get("stream"):
-            rec.sent = json.dumps({**head, "choices": [{"text": "".join(words), "index": 0, "logprobs": None,
-                                                        "finish_reason": "stop"}], "usage": usage}).encode()
+        rec.sent = completion_reply(rec.body)
+        if not rec.body.get("stream"):
             return web.Response(body=rec.sent, content_type="application/json")
-        events = [{**head, "choices": [{"text": w, "index": 0, "logprobs": None,
-                                        "finish_reason": "stop" if i == len(words) - 1 else None}]}
-                  for i, w in enumerate(words)]
-        if (body.get("stream_options") or {}).get("include_usage"):
-            events.append({**head, "choices": [], "usage": usage})
-        rec.sent = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
         resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await resp.prepare(request)
         await resp.write(rec.sent)

@@ -131,13 +131,17 @@ def _roll_up(rows: list[UsageRow], dims: tuple[str, ...]) -> list[UsageRow]:
         acc = out.get(k)
         if acc is None:
             out[k] = UsageRow(k[1], r.key_name if by_key else None, k[2] or "", r.requests, r.prompt_tokens,
-                              r.completion_tokens, r.errors, r.cost, r.bucket)
+                              r.completion_tokens, r.errors, r.cost, r.bucket, r.cached_tokens,
+                              r.cache_write_5m_tokens, r.cache_write_1h_tokens)
             continue
         acc.requests += r.requests
         acc.prompt_tokens += r.prompt_tokens
         acc.completion_tokens += r.completion_tokens
         acc.errors += r.errors
         acc.cost += r.cost
+        acc.cached_tokens += r.cached_tokens
+        acc.cache_write_5m_tokens += r.cache_write_5m_tokens
+        acc.cache_write_1h_tokens += r.cache_write_1h_tokens
     return sorted(out.values(), key=lambda r: (r.bucket or 0.0, r.key_name or "", r.key_id or "", r.model))
 
 
@@ -171,7 +175,9 @@ def _usage_doc(r: UsageRow, dims: tuple[str, ...], unit: str | None) -> dict[str
     if "model" in dims:
         doc["model"] = r.model
     doc.update(requests=r.requests, errors=r.errors, prompt_tokens=r.prompt_tokens,
-               completion_tokens=r.completion_tokens, cost=fmt_money(r.cost))
+               completion_tokens=r.completion_tokens, cached_tokens=r.cached_tokens,
+               cache_write_5m_tokens=r.cache_write_5m_tokens, cache_write_1h_tokens=r.cache_write_1h_tokens,
+               cost=fmt_money(r.cost))
     return doc
 
 

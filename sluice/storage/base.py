@@ -135,13 +135,19 @@ class UsageRow:
     errors: int
     cost: int = 0
     bucket: float | None = None
+    cached_tokens: int = 0              # prompt-cache reads, then writes (part of prompt_tokens)
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     def public(self) -> dict[str, Any]:
         from sluice.metering.pricing import fmt_money
 
         return {"bucket": self.bucket, "key_id": self.key_id, "key_name": self.key_name, "model": self.model,
                 "requests": self.requests, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "errors": self.errors, "cost": fmt_money(self.cost)}
+                "completion_tokens": self.completion_tokens, "cached_tokens": self.cached_tokens,
+                "cache_write_5m_tokens": self.cache_write_5m_tokens,
+                "cache_write_1h_tokens": self.cache_write_1h_tokens,
+                "errors": self.errors, "cost": fmt_money(self.cost)}
 
 
 @dataclass(slots=True)

@@ -52,9 +52,12 @@ RESET_PERIODS = ("UPDATE keys SET spent = 0, tokens_used = 0, period_start = ? W
 TOP_UP = ("UPDATE keys SET budget = CASE WHEN budget IS NULL THEN spent + ? ELSE budget + ? END "
           "WHERE id = ? RETURNING id")
 INSERT_TOPUP = "INSERT INTO topups (key_id, amount, created_at) VALUES (?, ?, ?)"
+# prompt-cache reads and writes summed apart (NULL, "not reported", adds nothing)
+_CACHE_SUMS = ("coalesce(sum(l.cached_tokens), 0), coalesce(sum(l.cache_write_5m_tokens), 0), "
+               "coalesce(sum(l.cache_write_1h_tokens), 0)")
 USAGE_SUMMARY = ("SELECT l.key_id, k.name, l.model, count(*), coalesce(sum(l.prompt_tokens), 0), "
                  "coalesce(sum(l.completion_tokens), 0), sum(CASE WHEN l.status >= 400 THEN 1 ELSE 0 END), "
-                 "coalesce(sum(l.cost), 0) FROM ledger l LEFT JOIN keys k ON k.id = l.key_id "
+                 f"coalesce(sum(l.cost), 0), {_CACHE_SUMS}, NULL FROM ledger l LEFT JOIN keys k ON k.id = l.key_id "
                  "GROUP BY l.key_id, k.name, l.model ORDER BY k.name, l.model")
 
 _BUCKETS = {"hour": 3600, "day": 86400}
@@ -126,7 +129,8 @@ def usage_from(row: Any) -> UsageRow:
     v = list(row)
     return UsageRow(key_id=v[0], key_name=v[1], model=v[2], requests=int(v[3]), prompt_tokens=int(v[4]),
                     completion_tokens=int(v[5]), errors=int(v[6] or 0), cost=int(v[7] or 0),
-                    bucket=float(v[8]) if len(v) > 8 and v[8] is not None else None)
+                    cached_tokens=int(v[8]), cache_write_5m_tokens=int(v[9]), cache_write_1h_tokens=int(v[10]),
+                    bucket=float(v[11]) if v[11] is not None else None)
 
 
 def charged_tokens(rec: LedgerRecord) -> int:
@@ -213,7 +217,8 @@ def usage(q: LedgerQuery, group: str | None) -> tuple[str, list[Any]]:
     bucket = f"floor(l.created_at / {width}) * {width}" if width else "NULL"
     sql = (f"SELECT l.key_id, k.name, l.model, count(*), coalesce(sum(l.prompt_tokens), 0), "
            f"coalesce(sum(l.completion_tokens), 0), sum(CASE WHEN l.status >= 400 THEN 1 ELSE 0 END), "
-           f"coalesce(sum(l.cost), 0), {bucket} AS bucket FROM ledger l LEFT JOIN keys k ON k.id = l.key_id"
+           f"coalesce(sum(l.cost), 0), {_CACHE_SUMS}, {bucket} AS bucket "
+           "FROM ledger l LEFT JOIN keys k ON k.id = l.key_id"
            f"{where} GROUP BY l.key_id, k.name, l.model, bucket ORDER BY bucket, k.name, l.model")
     return sql, vals
 

@@ -65,6 +65,22 @@ async def test_usage_without_buckets_sums_exactly(store: Store) -> None:
     ]
 
 
+async def test_usage_sums_cache_reads_and_writes_apart(store: Store) -> None:
+    await store.create_key(key("k1", name="alpha"))
+    await store.write_ledger([
+        entry("x1", model="m", prompt_tokens=100, completion_tokens=1, cached_tokens=60, cache_write_5m_tokens=10,
+              cache_write_1h_tokens=None),
+        entry("x2", model="m", prompt_tokens=50, completion_tokens=1, cached_tokens=None, cache_write_5m_tokens=5,
+              cache_write_1h_tokens=20),
+        entry("x3", model="m", prompt_tokens=9, completion_tokens=1),   # nothing reported adds nothing
+    ])
+    for rows in (await store.usage(LedgerQuery(), None), await store.usage(LedgerQuery(), "day"),
+                 await store.usage_summary()):
+        assert len(rows) == 1
+        r = rows[0]
+        assert (r.prompt_tokens, r.cached_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens) == (159, 60, 15, 20)
+
+
 async def test_usage_by_hour_and_day(store: Store) -> None:
     await _seed(store)
     by_hour = [(r.bucket, r.key_id, r.model, r.requests, r.cost) for r in await store.usage(LedgerQuery(), "hour")]

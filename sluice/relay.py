@@ -105,7 +105,7 @@ class Relay:
             order = [t for t in order if serves(self.providers[t.provider], endpoint)]
             if not order:
                 raise InvalidRequest(f"The model `{route.name}` does not support /v1/{endpoint}: none of its "
-                                     "upstreams is OpenAI-compatible.", param="model", code="unsupported_endpoint")
+                                     "upstreams can serve it.", param="model", code="unsupported_endpoint")
         return order
 
     def served(self, meter: Meter) -> None:
@@ -148,6 +148,8 @@ class Relay:
         if result.usage is None:
             meter.counter = self.counter_factory()
             meter.counter.feed(result.text)
+            if req.endpoint == "embeddings":
+                result.body = _with_estimated_usage(result.body, meter)
         meter.status = 200
         return result, headers
 
@@ -294,6 +296,15 @@ class RelayStream:
             if disconnected:
                 self.meter.disconnected = True
             await self._relay.settle(self.meter, durable=False)
+
+
+def _with_estimated_usage(body: bytes, meter: Meter) -> bytes:
+    """An embeddings reply from an upstream that reports no usage (Gemini) gets the estimate the ledger
+    records, as OpenAI's SDKs expect `usage` there."""
+    doc = orjson.loads(body)
+    prompt, _, _ = meter.final_usage()
+    doc["usage"] = {"prompt_tokens": prompt or 0, "total_tokens": prompt or 0}
+    return orjson.dumps(doc)
 
 
 def _without_usage(parsed: dict[str, Any] | None, payload: bytes) -> bytes:

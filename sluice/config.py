@@ -33,9 +33,12 @@ class ServerConfig(_Strict):
     max_body_bytes: int = 16 << 20
     heartbeat_seconds: float = 15.0
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    admin_cors_origins: list[str] = msgspec.field(default_factory=list)   # /admin/*: no browser origin by default
     drain_seconds: float = 0.0            # after SIGTERM: /ready says 503 while requests are still served
     shutdown_grace_seconds: float = 30.0  # then: how long open requests and streams may go on
     key_cache_seconds: float = 2.0
+    metrics_listen: str | None = None     # "host:port": /metrics there without a token (else admin token)
+    ready_cache_seconds: float = 2.0      # /ready re-probes the database and Redis at most this often
 
 
 class StorageConfig(_Strict):
@@ -95,6 +98,7 @@ class ModelConfig(_Strict):
     targets: list[TargetConfig]
     owned_by: str = "sluice"
     pricing: PricingConfig | None = None
+    free: bool = False                     # no price on purpose: served without charge (else refused)
     max_output_reserve: int | None = None  # tokens reserved when a request sets no max_tokens
 
 
@@ -116,6 +120,14 @@ class LedgerConfig(_Strict):
     durable: bool = True        # the record is committed before the response's last byte
     flush_interval: float = 0.2
     batch: int = 500
+    retention_days: float | None = None      # older request-log rows become daily sums (None: keep all)
+    retention_check_seconds: float = 3600.0  # how often an instance tries to do that (one at a time)
+
+
+class LogConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    access: bool = True         # one line per request (sluice.access)
 
 
 class TokenizerConfig(_Strict):
@@ -134,6 +146,7 @@ class Settings(_Strict):
     budgets: BudgetsConfig = msgspec.field(default_factory=BudgetsConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     tokenizer: TokenizerConfig = msgspec.field(default_factory=TokenizerConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
 
     def provider(self, name: str) -> ProviderConfig:
         for p in self.providers:
@@ -190,6 +203,16 @@ def _env_overrides(raw: dict[str, Any]) -> None:
     redis_url = os.environ.get("SLUICE_REDIS_URL")
     if redis_url:
         raw.setdefault("redis", {})["url"] = redis_url
+    for name in ("level", "format"):
+        value = os.environ.get(f"SLUICE_LOG_{name.upper()}")
+        if value:
+            raw.setdefault("log", {})[name] = value.lower()
+
+
+def metrics_dir() -> str | None:
+    """The directory where `--workers N` processes share their metrics (set by `sluice serve`, read by the
+    Prometheus client itself when it is imported); None in a single process."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 def _substitute(value: Any, where: str) -> Any:
@@ -222,6 +245,10 @@ def _check(s: Settings) -> None:
         raise ConfigError("server.workers: must be at least 1")
     if s.server.max_body_bytes < 1024:
         raise ConfigError("server.max_body_bytes: must be at least 1024")
+    if s.server.metrics_listen is not None:
+        split_listen(s.server.metrics_listen)
+    if not 0 <= s.server.ready_cache_seconds <= 3600:
+        raise ConfigError("server.ready_cache_seconds: must be between 0 and 3600")
     if s.server.heartbeat_seconds <= 0:
         raise ConfigError("server.heartbeat_seconds: must be positive")
     for name in ("drain_seconds", "shutdown_grace_seconds"):
@@ -242,11 +269,19 @@ def _check(s: Settings) -> None:
         to = p.timeouts
         if min(to.connect, to.first_byte, to.idle) <= 0:
             raise ConfigError(f"providers[{i}].timeouts: must be positive")
+    if s.ledger.retention_days is not None and not 1 <= s.ledger.retention_days <= 36500:
+        raise ConfigError("ledger.retention_days: must be between 1 and 36500 (or absent to keep every row)")
+    if not 1 <= s.ledger.retention_check_seconds <= 86400:
+        raise ConfigError("ledger.retention_check_seconds: must be between 1 and 86400")
     _check_price("pricing", s.pricing)
     models = set()
     for i, m in enumerate(s.models):
         if m.pricing is not None:
             _check_price(f"models[{i}].pricing", m.pricing)
+            if m.free:
+                raise ConfigError(f"models[{i}].free: a model with a pricing is not free; set one or the other")
+        if m.max_output_reserve is not None and not 1 <= m.max_output_reserve <= 10_000_000:
+            raise ConfigError(f"models[{i}].max_output_reserve: must be between 1 and 10000000")
         if m.name in models:
             raise ConfigError(f"models[{i}].name: duplicate model name {m.name!r}")
         models.add(m.name)
@@ -270,6 +305,14 @@ def _check_price(where: str, p: PricingConfig) -> None:
             raise ConfigError(f"{where}.{name}: not a decimal number: {v!r}") from None
         if not d.is_finite() or d < 0:
             raise ConfigError(f"{where}.{name}: must be a non-negative number")
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::1]:9464`) -> (host, port); ConfigError naming server.metrics_listen."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("server.metrics_listen: must be host:port, e.g. 127.0.0.1:9464")
+    return host.strip("[]"), int(port)
 
 
 def sqlite_path(url: str) -> Path:

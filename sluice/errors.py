@@ -23,6 +23,7 @@ gives `retry-after` / `x-should-retry` where they carry meaning.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -74,6 +75,30 @@ class InvalidRequest(SluiceError):
     status = 400
     type = "invalid_request_error"
     code: str | None = None
+
+
+def invalid_field(validation_error: str) -> InvalidRequest:
+    """A 400 naming the field from a msgspec validation message ("Expected `int` <= 128 - at `$.n`")."""
+    what, sep, where = validation_error.partition(" - at `$")
+    param = where.rstrip("`").lstrip(".") or None if sep else None
+    code = "invalid_type" if ", got `" in what else "invalid_value"
+    missing = re.match(r"Object missing required field `([^`]+)`", what)
+    if missing:
+        param = f"{param}.{missing[1]}" if param else missing[1]
+        code = "missing_required_parameter"
+    return InvalidRequest(f"Invalid '{param or 'body'}': {what[:1].lower()}{what[1:]}.", param=param, code=code)
+
+
+class MethodNotAllowed(InvalidRequest):
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, allow: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"allow", ", ".join(self.allow).encode())]
 
 
 class BodyTooLarge(InvalidRequest):

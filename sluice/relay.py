@@ -21,6 +21,8 @@ from sluice.metering.ledger import LedgerWriter
 from sluice.metering.meter import Meter
 from sluice.metering.tokenizer import Counter, count_request
 from sluice.metering.tokens import TokenCounter
+from sluice.observability import metrics
+from sluice.observability.access_log import access_line
 from sluice.providers.base import Call, ChunkStream, Completion, NativeBody, NativeProvider, Provider, serves
 from sluice.routing.affinity import SessionAffinity, session_of
 from sluice.routing.fallback import Cooldowns, with_failover
@@ -53,11 +55,13 @@ class Relay:
         self.auth = auth
         self.admission = admission
         self.durable = durable
-        self.cooldowns = Cooldowns()
+        self.cooldowns = Cooldowns(on_change=metrics.target_state)
+        self.labels = metrics.Labels(table.names(), list(providers))
         self.affinity = SessionAffinity()
 
-    def meter(self, request_id: str) -> Meter:
-        return Meter(request_id)
+    def meter(self, request_id: str, route: str = "") -> Meter:
+        metrics.request_started()
+        return Meter(request_id, route)
 
     async def settle(self, meter: Meter, *, durable: bool | None = None) -> LedgerRecord | None:
         """Price the request, free its limits and reservation, write its record. Once; later calls no-op."""
@@ -65,6 +69,8 @@ class Relay:
         if rec is None:
             return None
         self.admission.price_record(meter, rec)
+        metrics.settled(self.labels, meter, rec)
+        access_line(meter, rec)
         if meter.limits:
             await self.admission.release_limits(meter, (rec.prompt_tokens or 0) + (rec.completion_tokens or 0))
         if self.durable if durable is None else durable:
@@ -114,6 +120,8 @@ class Relay:
 
     def _attempt_meta(self, meter: Meter, target: Target, n: int, native: NativeBody | None = None) -> Call:
         meter.attempts = n
+        if n > 1 and (meter.provider, meter.upstream_model) != (target.provider, target.model):
+            meter.failovers += 1
         meter.provider = target.provider
         meter.upstream_model = target.model
         return Call(meter.request, target.model, meter.request_id, target.timeouts,  # type: ignore[arg-type]
@@ -186,6 +194,7 @@ class Relay:
         self.served(meter)
         meter.status = 200
         meter.counter = self.counter_factory()
+        metrics.stream_opened()
         rs = RelayStream(self, upstream, meter, req.include_usage, headers)
         rs.native = served_native
         return rs

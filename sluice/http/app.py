@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sluice.accounts.retention import Retention
 from sluice.auth.principal import Authenticator
 from sluice.config import Settings
 from sluice.errors import InvalidRequest, NotFound, SluiceError
@@ -24,13 +26,18 @@ from sluice.http.asgi import (
     send_error,
     send_json,
 )
+from sluice.http.cors import CorsPolicy
 from sluice.http.drain import Drain
 from sluice.http.messages_route import MessagesRoute
 from sluice.http.openai_routes import OpenAIRoutes
+from sluice.http.ops_routes import OpsRoutes
+from sluice.http.readiness import Probe
 from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
 from sluice.metering.limits import Limiter, MemoryLimiter
 from sluice.metering.tokenizer import make_counter_factory
+from sluice.observability import metrics
+from sluice.observability.sampler import Sampler
 from sluice.providers.anthropic.inbound import error_body as anthropic_error_body
 from sluice.providers.base import Provider
 from sluice.providers.registry import build_providers
@@ -64,6 +71,8 @@ class Resources:
     admin: AdminRoutes
     dashboard: DashboardRoutes
     messages: MessagesRoute
+    ops: OpsRoutes
+    sampler: Sampler
 
 
 class App:
@@ -77,10 +86,10 @@ class App:
         self.drain = Drain()
         # run once the app has started, in the serving process (cli/serve.py installs its signal handling)
         self.on_started: list[Callable[[], None]] = []
-        origins = settings.server.cors_origins
-        self._any_origin = "*" in origins
-        self._origins = {o.encode() for o in origins}
+        self._cors = CorsPolicy(settings.server.cors_origins)
+        self._admin_cors = CorsPolicy(settings.server.admin_cors_origins)
         self.web = WebAssets()
+        self._retention: Retention | None = None
 
     @property
     def resources(self) -> Resources:
@@ -97,18 +106,28 @@ class App:
         ledger = LedgerWriter(store, interval=s.ledger.flush_interval, batch=s.ledger.batch)
         ledger.start()
         auth = Authenticator(store, ttl=s.server.key_cache_seconds)
-        admission = Admission(s, store, make_limiter(s))
+        limiter = make_limiter(s)
+        admission = Admission(s, store, limiter)
         await admission.start()
+        self._retention = Retention(store, s.ledger.retention_days, s.ledger.retention_check_seconds)
+        self._retention.start()
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
                       ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable,
                       counter_factory=make_counter_factory(s.tokenizer.encoding_file))
         inflight = self.drain.inflight
         routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds,
                               inflight=inflight)
-        self._res = Resources(store, client, providers, ledger, relay, routes, AdminRoutes(s, relay),
+        admin = AdminRoutes(s, relay)
+        probes: dict[str, Probe] = {"database": store.count_reservations}
+        if s.redis.url:
+            probes["redis"] = limiter.ping  # type: ignore[attr-defined]  # the RedisLimiter
+        sampler = Sampler(lambda: ledger.depth, store.count_reservations)
+        sampler.start()
+        self._res = Resources(store, client, providers, ledger, relay, routes, admin,
                               DashboardRoutes(relay), MessagesRoute(relay, max_body=s.server.max_body_bytes,
                                                                     heartbeat=s.server.heartbeat_seconds,
-                                                                    inflight=inflight))
+                                                                    inflight=inflight),
+                              OpsRoutes(s, admin.token, probes), sampler)
         tune_gc()
         for hook in self.on_started:
             hook()
@@ -117,12 +136,16 @@ class App:
         res, self._res = self._res, None
         if res is None:
             return
+        await res.sampler.aclose()
+        if self._retention is not None:
+            await self._retention.aclose()
         await res.relay.admission.aclose()
         await res.ledger.close()
         for p in res.providers.values():
             await p.aclose()
         await res.client.aclose()
         await res.store.close()
+        metrics.process_exiting(os.getpid())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -156,9 +179,10 @@ class App:
         headers: Headers = [(b"x-request-id", rid.encode())]
         if self.drain.draining:  # a kept-alive connection (a balancer's pool) closes after this response
             headers.append((b"connection", b"close"))
-        origin = header(scope, b"origin")
-        if origin is not None and (self._any_origin or origin in self._origins):
-            headers.append((b"access-control-allow-origin", b"*" if self._any_origin else origin))
+        policy = self._admin_cors if scope["path"].startswith("/admin/") else self._cors
+        allowed = policy.allow(header(scope, b"origin"))
+        if allowed is not None:
+            headers.append((b"access-control-allow-origin", allowed))
             headers.append((b"access-control-expose-headers", _EXPOSE))
         return headers
 
@@ -222,8 +246,10 @@ class App:
             await self.web(scope, receive, send, headers)
             return
         elif path in ("/ready", "/readyz"):
-            ok = not self.drain.draining
-            await send_json(send, 200 if ok else 503, {"status": "ready" if ok else "draining"}, headers)
+            await res.ops.ready(send, headers, draining=self.drain.draining)
+            return
+        elif path == "/metrics" and method == "GET":
+            await res.ops.metrics(scope, send, headers)
             return
         await self._not_found(scope, receive, send, headers)
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from sluice.errors import ModelNotFound, SluiceError
+from sluice.http.account_routes import caller_prices
 from sluice.http.asgi import (
     JSON_CT,
     Headers,
@@ -81,7 +83,9 @@ class OpenAIRoutes:
             return
         routes = self.relay.models_for(key)
         if not _anthropic(scope):
-            await send_json(send, 200, {"object": "list", "data": [_model(r) for r in routes]}, headers)
+            prices = {p["model"]: p for p in await caller_prices(self.relay, key)}
+            data = [_model(r, prices.get(r.name)) for r in routes]
+            await send_json(send, 200, {"object": "list", "data": data}, headers)
             return
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         try:
@@ -100,7 +104,11 @@ class OpenAIRoutes:
         except SluiceError:  # never reveal models the key can't use
             await _send_error(scope, send, ModelNotFound(model_id), headers)
             return
-        await send_json(send, 200, model_info(route.name, STARTED) if _anthropic(scope) else _model(route), headers)
+        if _anthropic(scope):
+            await send_json(send, 200, model_info(route.name, STARTED), headers)
+            return
+        prices = {p["model"]: p for p in await caller_prices(self.relay, key)}
+        await send_json(send, 200, _model(route, prices.get(route.name)), headers)
 
     async def _auth(self, scope: Scope, send: Send, headers: Headers) -> KeyRecord | None:
         try:
@@ -137,5 +145,8 @@ def _charged(rec: LedgerRecord | None) -> Headers:
     return out
 
 
-def _model(route: Route) -> dict[str, object]:
-    return {"id": route.name, "object": "model", "created": STARTED, "owned_by": route.owned_by}
+def _model(route: Route, price: dict[str, Any] | None = None) -> dict[str, object]:
+    doc: dict[str, object] = {"id": route.name, "object": "model", "created": STARTED, "owned_by": route.owned_by}
+    if price is not None and price["priced"]:   # what this caller pays, per million tokens (an extension)
+        doc["pricing"] = {k: price[k] for k in ("input", "cached_input", "output", "multiplier")}
+    return doc

@@ -12,6 +12,9 @@ from decimal import ROUND_CEILING, Decimal
 from sluice.config import PricingConfig
 
 NANO = Decimal(1_000_000_000)
+# The most one amount may be (10^9 currency units): far below int64 (BIGINT, ~9.2e18), so a price times
+# an absurd token count, or a budget typed with too many digits, can never overflow a sum in the database.
+MAX_NANOS = 10**18
 _PER_TOKEN = Decimal(1_000_000)
 # Prompt-cache rates relative to the input price when a model does not set its own (Anthropic's list
 # multipliers; OpenAI's and Gemini's cache reads are cheaper still, so set `cached_input` for them).
@@ -42,6 +45,13 @@ class Price:
     def free(self) -> bool:
         return not (self.input or self.cached_input or self.output or self.cache_write_5m or self.cache_write_1h)
 
+    def scaled(self, multiplier: Decimal) -> Price:
+        """This price times a group's multiplier (what a customer of that group pays)."""
+        if multiplier == 1:
+            return self
+        return Price(self.input * multiplier, self.cached_input * multiplier, self.output * multiplier,
+                     self.cache_write_5m * multiplier, self.cache_write_1h * multiplier)
+
     def cost(self, prompt: int, completion: int, cached: int = 0, write_5m: int = 0, write_1h: int = 0) -> Decimal:
         """The exact cost in currency units. Cache reads and writes are part of `prompt`, priced apart
         (clamped so that together they never exceed it: an upstream's figures are not trusted to add up)."""
@@ -54,7 +64,8 @@ class Price:
 
     def cost_nanos(self, prompt: int, completion: int, cached: int = 0, write_5m: int = 0,
                    write_1h: int = 0) -> int:
-        return to_nanos(self.cost(prompt, completion, cached, write_5m, write_1h))
+        """The cost in nano-units, capped at MAX_NANOS."""
+        return min(to_nanos(self.cost(prompt, completion, cached, write_5m, write_1h)), MAX_NANOS)
 
 
 def to_nanos(amount: Decimal) -> int:

@@ -86,6 +86,7 @@ api_key = "sk-ant-upstream"
 
 [[models]]
 name = "{MODEL}"
+free = true
 targets = [{{ provider = "anth", model = "{MODEL}" }}]
 """) as s:
         sim.script = agent_script(target)
@@ -139,6 +140,7 @@ api_key = "sk-oai-upstream"
 
 [[models]]
 name = "{MODEL}"
+free = true
 targets = [{{ provider = "oai", model = "gpt-sim" }}]
 """) as s:
         sim.always(Fault(script=openai_script(target)))

@@ -62,7 +62,8 @@ def _config(anth: str, gem: str, oai: str) -> str:
     models = {"claude": ("anth", "claude-sonnet-4-5"), "claude-sonnet-4-5": ("anth", "claude-sonnet-4-5"),
               "gpt": ("oai", "fx-text"), "gpt-tools": ("oai", "fx-tool_calls"), "gemini": ("gem", "gemini-2.5-flash"),
               "sim": ("local", "sim-1")}
-    ha = ('\n[[models]]\nname = "ha"\ntargets = [{ provider = "anth", model = "claude-sonnet-4-5", priority = 0 },'
+    ha = ('\n[[models]]\nname = "ha"\nfree = true\n'
+          'targets = [{ provider = "anth", model = "claude-sonnet-4-5", priority = 0 },'
           ' { provider = "oai", model = "fx-text", priority = 1 }]\n')
     out = f"""
 [[providers]]
@@ -90,7 +91,7 @@ kind = "simulated"
 reply = "Bonjour from the simulated model."
 """
     for name, (prov, model) in models.items():
-        out += f'\n[[models]]\nname = "{name}"\ntargets = [{{ provider = "{prov}", model = "{model}" }}]\n'
+        out += f'\n[[models]]\nname = "{name}"\nfree = true\ntargets = [{{ provider = "{prov}", model = "{model}" }}]\n'
     return out + ha
 
 

@@ -37,6 +37,7 @@ api_key = "sk-ant-upstream"
 
 [[models]]
 name = "pair"
+free = true
 targets = [{{ provider = "a", model = "fx-text", weight = 1 }}, {{ provider = "b", model = "fx-text", weight = 1 }}]
 
 [[providers]]
@@ -47,10 +48,12 @@ api_key = "gem-test"
 
 [[models]]
 name = "claude"
+free = true
 targets = [{{ provider = "anth", model = "claude-sonnet-4-5" }}]
 
 [[models]]
 name = "gemini"
+free = true
 targets = [{{ provider = "gem", model = "gemini-embedding-001" }}]
 """
 

@@ -92,6 +92,7 @@ class Fault:
     fixture: str | None = None                 # replay this fixture instead of the model's
     script: Callable[[dict[str, Any]], list[bytes]] | None = None  # stream these events (e.g. an agent's turn)
     reply: bytes | None = None                 # a plain (non-stream) chat reply instead of text.json
+    usage: dict[str, Any] | None = None        # report this `usage` object instead of the fixture's
 
     # --- the faults tests ask for, by name ---
     @classmethod
@@ -249,8 +250,8 @@ class OpenAISim:
             if not stream:
                 rec.responded_at = time.monotonic()
                 rec.completed = True
-                return web.Response(body=f.reply or fixture_bytes("text.json"), content_type="application/json",
-                                    headers=f.headers)
+                return web.Response(body=f.reply or _with_usage(fixture_bytes("text.json"), f.usage),
+                                    content_type="application/json", headers=f.headers)
             return await self._stream(request, rec, f, body)
         except (asyncio.CancelledError, ConnectionError):
             rec.note_closed()
@@ -293,7 +294,12 @@ class OpenAISim:
                       body: dict[str, Any]) -> web.StreamResponse:
         model = str(body.get("model", ""))
         name = f.fixture or (model[3:] if model.startswith("fx-") else "text")
-        events = f.script(body) if f.script is not None else fixture_events(name)
+        if f.script is not None:
+            events = f.script(body)
+        elif f.usage:
+            events = [_with_usage(ev, f.usage) for ev in fixture_events(name)]
+        else:
+            events = fixture_events(name)
         resp = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
                                            "cache-control": "no-cache, must-revalidate",
                                            "x-request-id": "req_sim_" + str(len(self.requests)), **f.headers})
@@ -347,6 +353,19 @@ def chat_events(*, text: str = "", calls: tuple[tuple[str, str, str], ...] = (),
     if cached is not None:
         usage_doc["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}  # type: ignore[index]
     return [*out, b"data: " + json.dumps(usage_doc).encode() + b"\n\n", b"data: [DONE]\n\n"]
+
+
+def _with_usage(raw: bytes, usage: dict[str, Any] | None) -> bytes:
+    """A reply body or SSE event whose non-null `usage` is replaced by `usage` (absurd figures on demand)."""
+    if usage is None or b'"usage"' not in raw:
+        return raw
+    is_event = raw.startswith(b"data: ")
+    doc = json.loads(raw[6:] if is_event else raw)
+    if not doc.get("usage"):
+        return raw
+    doc["usage"] = usage
+    body = json.dumps(doc).encode()
+    return b"data: " + body + b"\n\n" if is_event else body
 
 
 class ThreadedSim:

@@ -31,7 +31,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "metering": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers"),
     "auth": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.metering"),
     "storage": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.routing"),
+    "accounts": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.routing"),
     "http": ("sluice.cli",),
+    "observability": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.routing",
+                      "sluice.upstream", "sluice.web"),
 }
 
 # third-party module -> the only files (relative to sluice/) allowed to import it
@@ -42,6 +45,7 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
     "uvicorn": ("cli/",),
     "asyncpg": ("storage/postgres.py",),
     "redis": ("metering/redis_limits.py",),
+    "prometheus_client": ("observability/",),
 }
 
 

@@ -12,7 +12,7 @@ import orjson
 
 from sluice.errors import InvalidRequest, UpstreamError, error_for_upstream_status
 from sluice.providers.anthropic import wire
-from sluice.schema.usage import Usage
+from sluice.schema.usage import Usage, count
 from sluice.upstream import retry_after_seconds
 
 _UNSUPPORTED_IF_SET = ("logit_bias", "seed", "top_logprobs")
@@ -266,33 +266,27 @@ def usage_from(u: Any) -> Usage | None:
     """Anthropic usage -> Usage; the one reader of Anthropic usage, translated and passed-through alike.
 
     input_tokens excludes cache reads and writes, so they are added back into prompt_tokens; cache
-    writes are split into 5-minute and 1-hour entries (all 5-minute when no breakdown is given). A
-    cache field the upstream left out stays None (not reported), distinct from a reported 0.
+    writes are split into 5-minute and 1-hour entries (all 5-minute when no breakdown is given). Every
+    figure is range-checked (`Usage.checked`); a cache field the upstream left out stays None (not
+    reported), distinct from a reported 0.
     """
-    if not isinstance(u, dict) or _count(u.get("output_tokens"), -1) < 0:
+    if not isinstance(u, dict) or u.get("output_tokens") is None:
         return None
-    cache_read = _opt_count(u.get("cache_read_input_tokens"))
-    cache_write = _opt_count(u.get("cache_creation_input_tokens"))
+    bad: list[str] = []
+    read_raw, write_raw = u.get("cache_read_input_tokens"), u.get("cache_creation_input_tokens")
+    read = count("cache_read_input_tokens", read_raw or 0, bad)
+    write = count("cache_creation_input_tokens", write_raw or 0, bad)
+    inp = count("input_tokens", u.get("input_tokens") or 0, bad)
     detail = u.get("cache_creation")
-    write_5m: int | None
-    write_1h: int | None
+    write_5m: Any
+    write_1h: Any
     if isinstance(detail, dict):
-        write_5m = _opt_count(detail.get("ephemeral_5m_input_tokens"))
-        write_1h = _opt_count(detail.get("ephemeral_1h_input_tokens"))
-        cache_write = (write_5m or 0) + (write_1h or 0)
+        write_5m = detail.get("ephemeral_5m_input_tokens")
+        write_1h = detail.get("ephemeral_1h_input_tokens")
     else:
-        write_5m, write_1h = cache_write, None
-    prompt = _count(u.get("input_tokens")) + (cache_read or 0) + (cache_write or 0)
-    return Usage(prompt_tokens=prompt, completion_tokens=u["output_tokens"], cached_tokens=cache_read,
-                 cache_write_5m_tokens=write_5m, cache_write_1h_tokens=write_1h)
-
-
-def _opt_count(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
-
-
-def _count(v: Any, default: int = 0) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else default
+        write_5m, write_1h = (write if write_raw is not None else None), None
+    return Usage.checked(inp + read + write, u["output_tokens"], read if read_raw is not None else None,
+                         write_5m=write_5m, write_1h=write_1h, noted=bad)
 
 
 def from_message(msg: Mapping[str, Any], *, created: int, model: str) -> dict[str, Any]:

@@ -46,7 +46,9 @@ def test_openai_usage_keeps_not_reported_apart_from_zero() -> None:
     assert hit is not None and hit.cached_tokens == 10  # never more than the prompt
     emb = Usage.from_openai({"prompt_tokens": 7, "total_tokens": 7})  # embeddings report no completion
     assert emb is not None and (emb.prompt_tokens, emb.completion_tokens) == (7, 0)
-    assert Usage.from_openai({"prompt_tokens": -1, "completion_tokens": 2}) is None
+    bad = Usage.from_openai({"prompt_tokens": 10, "completion_tokens": 2,
+                             "prompt_tokens_details": {"cached_tokens": -3}})
+    assert bad is not None and bad.cached_tokens == 0 and bad.anomaly == "cached_tokens=-3"  # clamped, noted
 
 
 @pytest.mark.parametrize(("meta", "cached"), [

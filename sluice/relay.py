@@ -23,7 +23,16 @@ from sluice.metering.tokenizer import Counter, count_request
 from sluice.metering.tokens import TokenCounter
 from sluice.observability import metrics
 from sluice.observability.access_log import access_line
-from sluice.providers.base import Call, ChunkStream, Completion, NativeBody, NativeProvider, Provider, serves
+from sluice.providers.base import (
+    Call,
+    ChunkStream,
+    Completion,
+    NativeBody,
+    NativeProvider,
+    Provider,
+    Timeouts,
+    serves,
+)
 from sluice.routing.affinity import SessionAffinity, session_of
 from sluice.routing.fallback import Cooldowns, with_failover
 from sluice.routing.table import ModelTable, Route, Target
@@ -118,13 +127,14 @@ class Relay:
         """Pin the session to the target that answered (a cooled-down pin moves to its replacement)."""
         self.affinity.remember(meter.model, meter.session_id, meter.provider, meter.upstream_model)
 
-    def _attempt_meta(self, meter: Meter, target: Target, n: int, native: NativeBody | None = None) -> Call:
+    def _attempt_meta(self, meter: Meter, target: Target, n: int, timeouts: Timeouts,
+                      native: NativeBody | None = None) -> Call:
         meter.attempts = n
         if n > 1 and (meter.provider, meter.upstream_model) != (target.provider, target.model):
             meter.failovers += 1
         meter.provider = target.provider
         meter.upstream_model = target.model
-        return Call(meter.request, target.model, meter.request_id, target.timeouts,  # type: ignore[arg-type]
+        return Call(meter.request, target.model, meter.request_id, timeouts,  # type: ignore[arg-type]
                     native)
 
     def native_provider(self, target: Target, native: NativeBody | None) -> NativeProvider | None:
@@ -143,8 +153,8 @@ class Relay:
                        native: NativeBody | None = None) -> tuple[Completion, Headers]:
         route, headers = await self._start(meter, key, req, False)
 
-        async def attempt(target: Target, n: int) -> Completion:
-            call = self._attempt_meta(meter, target, n, native)
+        async def attempt(target: Target, n: int, timeouts: Timeouts) -> Completion:
+            call = self._attempt_meta(meter, target, n, timeouts, native)
             if (prov := self.native_provider(target, native)) is not None:
                 return await prov.complete_native(call)
             return await self.providers[target.provider].complete(call)
@@ -181,9 +191,9 @@ class Relay:
         route, headers = await self._start(meter, key, req, True)
         served_native = False
 
-        async def attempt(target: Target, n: int) -> ChunkStream:
+        async def attempt(target: Target, n: int, timeouts: Timeouts) -> ChunkStream:
             nonlocal served_native
-            call = self._attempt_meta(meter, target, n, native)
+            call = self._attempt_meta(meter, target, n, timeouts, native)
             if (prov := self.native_provider(target, native)) is not None:
                 served_native = True
                 return await prov.stream_native(call)

@@ -32,6 +32,7 @@ from sluice.http.messages_route import MessagesRoute
 from sluice.http.openai_routes import OpenAIRoutes
 from sluice.http.ops_routes import OpsRoutes
 from sluice.http.readiness import Probe
+from sluice.http.responses_route import ResponsesRoute
 from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
 from sluice.metering.limits import Limiter, MemoryLimiter
@@ -45,7 +46,7 @@ from sluice.relay import Relay, new_request_id
 from sluice.routing.table import ModelTable
 from sluice.storage import open_store
 from sluice.storage.base import Store
-from sluice.upstream import UpstreamClient
+from sluice.upstream import UpstreamClient, UpstreamLimits
 from sluice.web import WebAssets, is_web_path
 
 log = logging.getLogger("sluice")
@@ -73,6 +74,7 @@ class Resources:
     messages: MessagesRoute
     ops: OpsRoutes
     sampler: Sampler
+    responses: ResponsesRoute
 
 
 class App:
@@ -101,7 +103,9 @@ class App:
         s = self.settings
         store = self._injected_store or open_store(s)
         await store.open()
-        client = UpstreamClient()
+        srv = s.server
+        client = UpstreamClient(limits=UpstreamLimits(srv.max_upstream_reply_bytes, srv.max_upstream_line_bytes,
+                                                      srv.max_upstream_event_bytes))
         providers = build_providers(s.providers, client)
         ledger = LedgerWriter(store, interval=s.ledger.flush_interval, batch=s.ledger.batch)
         ledger.start()
@@ -123,11 +127,11 @@ class App:
             probes["redis"] = limiter.ping  # type: ignore[attr-defined]  # the RedisLimiter
         sampler = Sampler(lambda: ledger.depth, store.count_reservations)
         sampler.start()
-        self._res = Resources(store, client, providers, ledger, relay, routes, admin,
-                              DashboardRoutes(relay), MessagesRoute(relay, max_body=s.server.max_body_bytes,
-                                                                    heartbeat=s.server.heartbeat_seconds,
-                                                                    inflight=inflight),
-                              OpsRoutes(s, admin.token, probes), sampler)
+        body, beat = s.server.max_body_bytes, s.server.heartbeat_seconds
+        self._res = Resources(store, client, providers, ledger, relay, routes, admin, DashboardRoutes(relay),
+                              MessagesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight),
+                              OpsRoutes(s, admin.token, probes), sampler,
+                              ResponsesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight))
         tune_gc()
         for hook in self.on_started:
             hook()
@@ -225,6 +229,12 @@ class App:
         elif path in ("/v1/messages/count_tokens", "/messages/count_tokens") and method == "POST":
             await res.messages.count_tokens(scope, receive, send, rid, headers)
             return
+        elif path in ("/v1/responses", "/responses") and method == "POST":
+            await res.responses.create(scope, receive, send, rid, headers)
+            return
+        elif path.startswith(("/v1/responses/", "/responses/")) and method in ("GET", "DELETE", "POST"):
+            await res.responses.stored(scope, receive, send, headers, path.split("/responses/", 1)[1])
+            return
         elif path in ("/v1/models", "/models") and method == "GET":
             await res.routes.list_models(scope, send, headers)
             return
@@ -266,7 +276,7 @@ class App:
         await _drain(receive)
         path, method = scope["path"], scope["method"]
         known = ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/v1/models", "/health",
-                 "/ready", "/v1/embeddings", "/v1/completions")
+                 "/ready", "/v1/responses", "/v1/embeddings", "/v1/completions")
         err: SluiceError
         if path in known:
             err = InvalidRequest(f"Method {method} is not allowed on {path}.", code="method_not_allowed",

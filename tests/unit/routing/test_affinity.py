@@ -44,7 +44,7 @@ async def test_a_cooling_pin_falls_back_and_the_session_moves_with_it() -> None:
     cool.failed(A)  # A is cooling down
     served: list[Target] = []
 
-    async def attempt(t: Target, n: int) -> str:
+    async def attempt(t: Target, n: int, timeouts: Timeouts) -> str:
         served.append(t)
         return t.provider
 
@@ -60,7 +60,7 @@ async def test_a_failing_pin_is_replaced_by_the_target_that_answered() -> None:
     aff, cool = SessionAffinity(), Cooldowns()
     aff.remember("pair", "s1", "a", "m-a")
 
-    async def attempt(t: Target, n: int) -> str:
+    async def attempt(t: Target, n: int, timeouts: Timeouts) -> str:
         if t == A:
             raise UpstreamError("down")
         return t.provider

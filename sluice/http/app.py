@@ -217,6 +217,12 @@ class App:
             if method == "POST":
                 await res.routes.chat_completions(scope, receive, send, rid, headers)
                 return
+        elif path in ("/v1/embeddings", "/embeddings") and method == "POST":
+            await res.routes.embeddings(scope, receive, send, rid, headers)
+            return
+        elif path in ("/v1/completions", "/completions") and method == "POST":
+            await res.routes.completions(scope, receive, send, rid, headers)
+            return
         elif path in ("/v1/messages", "/messages") and method == "POST":
             await res.messages.handle(scope, receive, send, rid, headers)
             return
@@ -270,7 +276,7 @@ class App:
         await _drain(receive)
         path, method = scope["path"], scope["method"]
         known = ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/v1/models", "/health",
-                 "/ready", "/v1/responses")
+                 "/ready", "/v1/responses", "/v1/embeddings", "/v1/completions")
         err: SluiceError
         if path in known:
             err = InvalidRequest(f"Method {method} is not allowed on {path}.", code="method_not_allowed",

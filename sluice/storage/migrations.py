@@ -159,6 +159,13 @@ CREATE TABLE ledger_quarantine (
 )
 """
 
-SQLITE_MIGRATIONS: list[str] = [_schema(m, "REAL", "INTEGER") for m in (_V1, ACCOUNTS, RETENTION, _LEDGER_QUARANTINE)]
-POSTGRES_MIGRATIONS: list[str] = [_schema(m, "DOUBLE PRECISION", "BIGINT")
-                                  for m in (_V1, ACCOUNTS, RETENTION, _LEDGER_QUARANTINE)]
+# Prompt-cache writes priced apart from reads (cached_tokens), and the client's session id.
+_LEDGER_CACHE_SESSION = """
+ALTER TABLE ledger ADD COLUMN cache_write_5m_tokens {BIGINT};
+ALTER TABLE ledger ADD COLUMN cache_write_1h_tokens {BIGINT};
+ALTER TABLE ledger ADD COLUMN session_id TEXT
+"""
+
+_ALL = (_V1, ACCOUNTS, RETENTION, _LEDGER_QUARANTINE, _LEDGER_CACHE_SESSION)
+SQLITE_MIGRATIONS: list[str] = [_schema(m, "REAL", "INTEGER") for m in _ALL]
+POSTGRES_MIGRATIONS: list[str] = [_schema(m, "DOUBLE PRECISION", "BIGINT") for m in _ALL]

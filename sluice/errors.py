@@ -7,6 +7,7 @@
     ├── PermissionDenied              403 invalid_request_error / model_not_allowed
     ├── NotFound                      404 invalid_request_error / not_found
     │   └── ModelNotFound             404 invalid_request_error / model_not_found
+    ├── Conflict                      409 invalid_request_error / conflict  (well-formed, but not now)
     ├── RateLimited                   429 requests / rate_limit_exceeded          (retryable)
     │   └── QuotaExceeded             429 insufficient_quota / insufficient_quota (x-should-retry: false)
     ├── ServerShutdown                503 server_error / server_shutdown          (retryable; the grace ran out)
@@ -122,6 +123,14 @@ class NotFound(SluiceError):
     status = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class Conflict(SluiceError):
+    """A request the schema allows that the current state refuses (a balance at its cap, a date passed)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class ModelNotFound(NotFound):

@@ -40,6 +40,11 @@ def _signed_nanos(v: str | float) -> int:
     return to_nanos(d) if d >= 0 else -to_nanos(-d)
 
 
+def _decimal(v: str | float) -> Decimal:
+    """A validated multiplier; JSON's 2 is the float 2.0 here, shown as "2" as the admin wrote it."""
+    return Decimal(int(v)) if isinstance(v, float) and v.is_integer() else Decimal(str(v))
+
+
 def _label(v: str) -> str:
     return v.strip()
 
@@ -133,8 +138,7 @@ class AccountAdmin:
         if method == "GET":
             return 200, {"data": [g.public() for g in await self.accounts.list_groups()]}
         f = decode(body, GroupFields)
-        g = GroupRecord(_label(f.name), Decimal(str(f.multiplier)),
-                        {m: Decimal(str(v)) for m, v in f.models.items()})
+        g = GroupRecord(_label(f.name), _decimal(f.multiplier), {m: _decimal(v) for m, v in f.models.items()})
         return 200, (await self.accounts.set_group(g)).public()
 
     async def _codes(self, method: str, q: dict[str, str], body: bytes) -> tuple[int, Any]:

@@ -11,9 +11,9 @@ from msgspec import UNSET, Meta, UnsetType
 from sluice.errors import invalid_field
 from sluice.http.admin_schema import Money, PositiveMoney, Time
 
-# A name starts with a visible character (the handlers strip its end): the class excludes what Python's
+# A name holds a visible character (the handlers strip the ends): the class excludes what Python's
 # str.strip() and ECMAScript's \s call white space, which differ (U+0085, U+FEFF), and control characters.
-_VISIBLE = r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+_VISIBLE = r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
 Label = Annotated[str, Meta(min_length=1, max_length=200, pattern=_VISIBLE)]
 AccountId = Annotated[str, Meta(max_length=64)]
 # Signed money for adjustments: never zero (a correction of nothing is a mistake), at most 10^9 units.

@@ -103,3 +103,28 @@ OPENAPI: dict[str, Any] = {
                                      body="CodeBatch", status="201", errors=("400", "409"))},
     },
 }
+
+# Links from what creates (or lists) a thing to the routes that take its id, so that a client generator, and
+# schemathesis's stateful phase, can follow a created account, key or group instead of guessing ids.
+_LINKS: dict[tuple[str, str, str], tuple[str, str, tuple[str, ...]]] = {
+    ("/admin/accounts", "post", "201"): ("id", "$response.body#/id", (
+        "/admin/accounts/{id}", "/admin/accounts/{id}/topup", "/admin/accounts/{id}/adjust",
+        "/admin/accounts/{id}/history")),
+    ("/admin/keys", "post", "201"): ("id", "$response.body#/id", ("/admin/keys/{id}", "/admin/keys/{id}/topup")),
+    ("/admin/groups", "post", "200"): ("name", "$response.body#/name", ("/admin/groups/{name}",)),
+    ("/admin/requests", "get", "200"): ("request_id", "$response.body#/data/0/request_id",
+                                        ("/admin/requests/{request_id}",)),
+}
+
+
+def _operation_ids_and_links(paths: dict[str, dict[str, Any]]) -> None:
+    for path, ops in paths.items():
+        for method, op in ops.items():     # "/admin/accounts/{id}/topup" POST: postAccountsIdTopup
+            op["operationId"] = method + "".join(w.strip("{}").title().replace("_", "") for w in path.split("/")[2:])
+    for (path, method, status), (param, expr, targets) in _LINKS.items():
+        paths[path][method]["responses"][status]["links"] = {
+            op["operationId"]: {"operationId": op["operationId"], "parameters": {param: expr}}
+            for target in targets for op in paths[target].values()}
+
+
+_operation_ids_and_links(OPENAPI["paths"])

@@ -1,5 +1,5 @@
 """The admin API's OpenAPI 3.1 document (served at /admin/openapi.json), generated from the structs that
-validate the requests (http/admin_schema.py): required fields, ranges and the 400s are the handlers' own."""
+validate the requests (http/admin_schema.py): required fields, ranges and the statuses are the handlers' own."""
 
 from __future__ import annotations
 

@@ -249,7 +249,7 @@ async def test_top_ups_cannot_take_a_budget_past_the_money_cap(gateway: SluiceSe
             async with s.post(f"{gateway.url}/admin/keys/{key['id']}/topup", json={"amount": "999999999"},
                               headers={"authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
                 doc = await r.json()
-                assert r.status == 400, doc
-                assert doc["error"]["param"] == "amount"
+                assert r.status == 409, doc
+                assert doc["error"]["param"] == "amount" and doc["error"]["code"] == "money_cap_exceeded"
         doc = await admin(s, gateway.url, "POST", f"/admin/keys/{key['id']}/topup", {"amount": "0.5"})
     assert doc["budget"] == "999999999.5"

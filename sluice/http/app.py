@@ -28,6 +28,7 @@ from sluice.http.asgi import (
 )
 from sluice.http.cors import CorsPolicy
 from sluice.http.drain import Drain
+from sluice.http.lifecycle import Answered, Lifecycle
 from sluice.http.messages_route import MessagesRoute
 from sluice.http.openai_routes import OpenAIRoutes
 from sluice.http.ops_routes import OpsRoutes
@@ -119,20 +120,18 @@ class App:
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
                       ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable,
                       counter_factory=make_counter_factory(s.tokenizer.encoding_file))
-        inflight = self.drain.inflight
-        routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds,
-                              inflight=inflight)
+        life = Lifecycle(relay, max_body=s.server.max_body_bytes, inflight=self.drain.inflight)
+        beat = s.server.heartbeat_seconds
+        routes = OpenAIRoutes(life, heartbeat=beat)
         admin = AdminRoutes(s, relay)
         probes: dict[str, Probe] = {"database": store.count_reservations}
         if s.redis.url:
             probes["redis"] = limiter.ping  # type: ignore[attr-defined]  # the RedisLimiter
         sampler = Sampler(lambda: ledger.depth, store.count_reservations)
         sampler.start()
-        body, beat = s.server.max_body_bytes, s.server.heartbeat_seconds
         self._res = Resources(store, client, providers, ledger, relay, routes, admin, DashboardRoutes(relay),
-                              MessagesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight),
-                              OpsRoutes(s, admin.token, probes), sampler,
-                              ResponsesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight))
+                              MessagesRoute(life, heartbeat=beat), OpsRoutes(s, admin.token, probes), sampler,
+                              ResponsesRoute(life, heartbeat=beat))
         for hook in self.on_started:
             hook()
 
@@ -157,6 +156,8 @@ class App:
             rid = new_request_id()
             try:
                 await self._http(scope, receive, send, rid)
+            except Answered:  # the request's scope already ended it
+                pass
             except Exception:  # the outermost boundary: nothing escapes to the server's plain-text 500
                 await self._internal_error(scope, send, rid)
         elif kind == "lifespan":
@@ -233,14 +234,14 @@ class App:
             await res.responses.create(scope, receive, send, rid, headers)
             return
         elif path.startswith(("/v1/responses/", "/responses/")) and method in ("GET", "DELETE", "POST"):
-            await res.responses.stored(scope, receive, send, headers, path.split("/responses/", 1)[1])
+            await res.responses.stored(scope, receive, send, rid, headers, path.split("/responses/", 1)[1])
             return
         elif path in ("/v1/models", "/models") and method == "GET":
-            await res.routes.list_models(scope, send, headers)
+            await res.routes.list_models(scope, receive, send, rid, headers)
             return
         elif path.startswith(("/v1/models/", "/models/")) and method == "GET":
             model_id = path.split("/models/", 1)[1]
-            await res.routes.get_model(scope, send, headers, model_id)
+            await res.routes.get_model(scope, receive, send, rid, headers, model_id)
             return
         elif path.startswith("/admin/"):
             await res.admin.handle(scope, receive, send, headers)

@@ -1,7 +1,4 @@
-"""The SSE response: headers once the upstream answered, one write per event, heartbeats while silent,
-and a watcher that turns a client disconnect into cancellation of the request task (and so of the
-upstream call), also while waiting for the first token.
-"""
+"""The SSE response: headers once the upstream answered, one write per event, heartbeats while silent."""
 
 from __future__ import annotations
 
@@ -9,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from sluice.errors import SluiceError
-from sluice.http.asgi import Headers, Receive, Send
+from sluice.http.asgi import Headers, Send
 from sluice.relay import RelayStream
 from sluice.sse import DONE_FRAME, KEEPALIVE_FRAME
 
@@ -19,67 +16,6 @@ SSE_HEADERS: Headers = [
     (b"x-accel-buffering", b"no"),
     (b"content-encoding", b"identity"),
 ]
-SHUTDOWN = "server_shutdown"  # the cancel message of `DisconnectWatch.interrupt()`, for tracebacks and logs
-
-
-class DisconnectWatch:
-    """Cancels the request's task when the client goes away; `gone` tells the task why it was cancelled.
-
-    It also registers the request in `inflight` (the app's drain set) until `stop()`, so that a stopping
-    server can end it with `interrupt()` when its shutdown grace runs out; `stopped` tells the task so.
-    """
-
-    __slots__ = ("_inflight", "_task", "_watcher", "done", "gone", "stopped")
-
-    def __init__(self, receive: Receive, inflight: set[DisconnectWatch] | None = None) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self.gone = False
-        self.done = False
-        self.stopped = False
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
-        self._inflight = inflight
-        if inflight is not None:
-            inflight.add(self)
-
-    async def _watch(self, receive: Receive) -> None:
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                if not self.done:
-                    self.gone = True
-                    if not self.stopped:  # already cancelled by interrupt(): do not cancel twice
-                        self._task.cancel()
-                return
-
-    def absorb(self) -> bool:
-        """In an `except CancelledError`: True (and the cancel is undone) when it came from a disconnect."""
-        if self.gone and not self.stopped:
-            self._task.uncancel()
-            return True
-        return False
-
-    def interrupt(self) -> bool:
-        """Cancel the request because the server is stopping; False when it is over or its client left."""
-        if self.done or self.gone or self.stopped:
-            return False
-        self.stopped = True
-        self._task.cancel(SHUTDOWN)
-        return True
-
-    def absorb_stop(self) -> bool:
-        """In an `except CancelledError`: True (and the cancel is undone) when it came from `interrupt()`."""
-        if self.stopped:
-            self._task.uncancel()
-            return True
-        return False
-
-    def stop(self) -> None:
-        self.done = True
-        self._watcher.cancel()
-        if self._inflight is not None:
-            self._inflight.discard(self)
 
 
 class _Beat:

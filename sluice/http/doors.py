@@ -3,11 +3,11 @@ envelope, and the last event of a stream that failed after it."""
 
 from __future__ import annotations
 
+from sluice.dialects.chat_completions import error_event as chat_error_event
 from sluice.dialects.responses.reply import error_event as responses_error_event
 from sluice.errors import SluiceError
 from sluice.http.asgi import JSON_CT, Headers, Send, send_bytes, send_error
 from sluice.http.lifecycle import Door
-from sluice.http.streaming import error_frame
 from sluice.providers.anthropic.inbound import error_body, error_event
 
 
@@ -15,6 +15,6 @@ async def _send_anthropic_error(send: Send, exc: SluiceError, headers: Headers) 
     await send_bytes(send, exc.status, error_body(exc), [JSON_CT, *exc.headers(), *headers])
 
 
-OPENAI = Door(send_error, error_frame)
+OPENAI = Door(send_error, chat_error_event)
 ANTHROPIC = Door(_send_anthropic_error, error_event)
 RESPONSES = Door(send_error, responses_error_event)

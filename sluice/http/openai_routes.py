@@ -5,10 +5,12 @@ as Claude Code's model discovery does)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from sluice.dialects.chat_completions import ChatStreamWriter
+from sluice.dialects.chat_completions import error_event as chat_error_event
 from sluice.errors import ModelNotFound, SluiceError
 from sluice.http.account_routes import caller_prices
 from sluice.http.asgi import (
@@ -24,14 +26,15 @@ from sluice.http.asgi import (
 )
 from sluice.http.doors import ANTHROPIC, OPENAI
 from sluice.http.lifecycle import Lifecycle, RequestScope
-from sluice.http.streaming import send_stream
+from sluice.http.streaming import send_frames
 from sluice.metering.meter import Meter
 from sluice.metering.pricing import fmt_money
 from sluice.providers.anthropic.models import model_info, models_page
-from sluice.relay import Relay
+from sluice.relay import Relay, RelayStream
 from sluice.routing.table import Route
 from sluice.schema.chat import ChatRequest
 from sluice.schema.endpoints import CompletionsRequest, EmbeddingsRequest
+from sluice.sse import KEEPALIVE_FRAME
 from sluice.storage.base import LedgerRecord
 
 STARTED = int(time.time())
@@ -61,7 +64,8 @@ class OpenAIRoutes:
             creq = parse(req.raw)
             if creq.stream:
                 rs = await req.stream(creq)
-                await send_stream(send, rs, [*headers, *rs.headers, *_served_by(req.meter)], self.heartbeat)
+                await send_frames(send, _chat_events(rs), [*headers, *rs.headers, *_served_by(req.meter)],
+                                  self.heartbeat, KEEPALIVE_FRAME)
                 return
             result, limit_headers = await req.complete(creq)
             rec = await req.settle()
@@ -101,6 +105,26 @@ class OpenAIRoutes:
 
 def _anthropic(scope: Scope) -> bool:
     return header(scope, b"anthropic-version") is not None
+
+
+async def _chat_events(rs: RelayStream) -> AsyncIterator[bytes]:
+    """The client's events: each chunk's bytes as they came unless its usage must go; settled before `[DONE]`."""
+    writer = ChatStreamWriter(rs.include_usage)
+    try:
+        async for chunk in rs.metered():
+            out = writer.feed(chunk.payload, chunk.parsed, has_usage=chunk.usage is not None,
+                              usage_only=chunk.usage_only)
+            if out is not None:
+                yield out
+    except SluiceError as exc:  # already settled by the relay stream
+        yield chat_error_event(exc)
+        return
+    meter = rs.meter
+    if writer.wants_estimate(meter.usage is not None):
+        prompt, completion, _ = meter.final_usage()
+        yield writer.estimated_usage(meter.request_id, meter.wall_start, meter.upstream_model, prompt, completion)
+    await rs.finish()
+    yield writer.done()
 
 
 def _served_by(meter: Meter) -> Headers:

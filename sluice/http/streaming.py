@@ -1,14 +1,12 @@
-"""The SSE response: headers once the upstream answered, one write per event, heartbeats while silent."""
+"""The one SSE response for every dialect: headers once the upstream answered, one write per event,
+the dialect's heartbeat while the source is silent."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 
-from sluice.errors import SluiceError
 from sluice.http.asgi import Headers, Send
-from sluice.relay import RelayStream
-from sluice.sse import DONE_FRAME, KEEPALIVE_FRAME
 
 SSE_HEADERS: Headers = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -25,32 +23,11 @@ class _Beat:
         self.last = now
 
 
-async def send_stream(send: Send, rs: RelayStream, headers: Headers, heartbeat: float) -> None:
-    """Send the 200, then every frame as it comes; the `[DONE]` frame also ends the response."""
-    loop = asyncio.get_running_loop()
-    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
-    beat = _Beat(loop.time())
-    hb = loop.create_task(_heartbeat(send, beat, heartbeat, KEEPALIVE_FRAME))
-    ended = False
-    try:
-        async for frame in rs.frames():
-            if frame is DONE_FRAME:
-                hb.cancel()
-                ended = True
-                await send({"type": "http.response.body", "body": frame, "more_body": False})
-                break
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
-            beat.last = loop.time()
-    finally:
-        hb.cancel()
-    if not ended:
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
 async def send_frames(send: Send, frames: AsyncIterator[bytes], headers: Headers, heartbeat: float,
                       ping: bytes) -> None:
-    """Send the 200, then each frame as it comes and `ping` whenever the source was silent for `heartbeat`
-    seconds (a dialect's own keep-alive: clients that ignore SSE comments still see the stream alive)."""
+    """Send the 200, then each frame of any dialect as it comes, and `ping` whenever the source was silent
+    for `heartbeat` seconds: the dialect's own keep-alive (`: keep-alive` for OpenAI's, `event: ping` for
+    Anthropic's, whose clients ignore comments). The dialect's frames carry its terminal marker."""
     loop = asyncio.get_running_loop()
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
     beat = _Beat(loop.time())
@@ -62,11 +39,6 @@ async def send_frames(send: Send, frames: AsyncIterator[bytes], headers: Headers
     finally:
         hb.cancel()
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def error_frame(exc: SluiceError) -> bytes:
-    """The last event of a stream that failed after its 200: OpenAI's error envelope, no `[DONE]` after it."""
-    return b"data: " + exc.to_body() + b"\n\n"
 
 
 async def _heartbeat(send: Send, beat: _Beat, interval: float, frame: bytes) -> None:

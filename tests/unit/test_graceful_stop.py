@@ -15,8 +15,8 @@ import pytest
 
 from sluice.cli.serve import GracefulStop
 from sluice.http.asgi import Message
-from sluice.http.drain import Drain
 from sluice.http.disconnect import SHUTDOWN, DisconnectWatch
+from sluice.http.drain import Drain
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sluice.accounts.retention import Retention
 from sluice.auth.principal import Authenticator
 from sluice.config import Settings
+from sluice.dialects.anthropic_messages.reply import error_body as anthropic_error_body
 from sluice.errors import InvalidRequest, NotFound, SluiceError
 from sluice.http.admin_routes import AdminRoutes, DashboardRoutes
 from sluice.http.asgi import (
@@ -40,7 +41,6 @@ from sluice.metering.limits import Limiter, MemoryLimiter
 from sluice.metering.tokenizer import make_counter_factory
 from sluice.observability import metrics
 from sluice.observability.sampler import Sampler
-from sluice.providers.anthropic.inbound import error_body as anthropic_error_body
 from sluice.providers.base import Provider
 from sluice.providers.registry import build_providers
 from sluice.relay import Relay, new_request_id

@@ -3,12 +3,12 @@ envelope, and the last event of a stream that failed after it."""
 
 from __future__ import annotations
 
+from sluice.dialects.anthropic_messages.reply import error_body, error_event
 from sluice.dialects.chat_completions import error_event as chat_error_event
 from sluice.dialects.responses.reply import error_event as responses_error_event
 from sluice.errors import SluiceError
 from sluice.http.asgi import JSON_CT, Headers, Send, send_bytes, send_error
 from sluice.http.lifecycle import Door
-from sluice.providers.anthropic.inbound import error_body, error_event
 
 
 async def _send_anthropic_error(send: Send, exc: SluiceError, headers: Headers) -> None:

@@ -13,6 +13,14 @@ from typing import Any
 
 import orjson
 
+from sluice.dialects.anthropic_messages.checks import check_messages_request
+from sluice.dialects.anthropic_messages.reply import (
+    PING_FRAME,
+    MessagesStreamWriter,
+    completion_to_message,
+    error_event,
+)
+from sluice.dialects.anthropic_messages.request import translate_request
 from sluice.errors import SluiceError
 from sluice.http.asgi import (
     JSON_CT,
@@ -27,14 +35,6 @@ from sluice.http.asgi import (
 from sluice.http.doors import ANTHROPIC
 from sluice.http.lifecycle import Lifecycle
 from sluice.http.streaming import send_frames
-from sluice.providers.anthropic.checks import check_messages_request
-from sluice.providers.anthropic.inbound import (
-    PING_FRAME,
-    MessagesStreamWriter,
-    completion_to_message,
-    error_event,
-)
-from sluice.providers.anthropic.inbound_request import translate_request
 from sluice.providers.base import NativeBody
 from sluice.relay import Relay, RelayStream
 from sluice.schema.chat import ChatRequest, parse_json_object

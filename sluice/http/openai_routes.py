@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from sluice.dialects.anthropic_messages.models import model_info, models_page
 from sluice.dialects.chat_completions import ChatStreamWriter
 from sluice.dialects.chat_completions import error_event as chat_error_event
 from sluice.errors import ModelNotFound, SluiceError
@@ -29,7 +30,6 @@ from sluice.http.lifecycle import Lifecycle, RequestScope
 from sluice.http.streaming import send_frames
 from sluice.metering.meter import Meter
 from sluice.metering.pricing import fmt_money
-from sluice.providers.anthropic.models import model_info, models_page
 from sluice.relay import Relay, RelayStream
 from sluice.routing.table import Route
 from sluice.schema.chat import ChatRequest

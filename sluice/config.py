@@ -56,11 +56,21 @@ class TimeoutsConfig(_Strict):
     idle: float = 300.0
 
 
+class UpstreamKeyConfig(_Strict):
+    """One key of a provider's pool; a bare string in `api_keys` is a key of weight 1."""
+
+    key: str
+    weight: int = 1
+
+
 class ProviderConfig(_Strict):
     name: str
     kind: ProviderKind
     base_url: str | None = None
     api_key: str | None = None
+    api_keys: list[str | UpstreamKeyConfig] = msgspec.field(default_factory=list)  # a pool, with api_key
+    probe_model: str | None = None   # model of the health probe of disabled/cooling keys (None: no probe)
+    probe_interval: float = 60.0     # seconds between probes of one disabled/cooling key
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
     stream_options: bool = True      # ask the upstream for usage with stream_options.include_usage
@@ -114,6 +124,13 @@ class LedgerConfig(_Strict):
     batch: int = 500
 
 
+class ChannelsConfig(_Strict):
+    """Upstream key pools: how often an instance reads key states other instances wrote."""
+
+    poll_seconds: float = 2.0
+    cooldown_seconds: float = 30.0  # a key the upstream rate-limited rests this long (or its retry-after)
+
+
 class TokenizerConfig(_Strict):
     encoding_file: str | None = None  # a local tiktoken BPE file (e.g. cl100k_base.tiktoken)
 
@@ -130,6 +147,7 @@ class Settings(_Strict):
     budgets: BudgetsConfig = msgspec.field(default_factory=BudgetsConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     tokenizer: TokenizerConfig = msgspec.field(default_factory=TokenizerConfig)
+    channels: ChannelsConfig = msgspec.field(default_factory=ChannelsConfig)
 
     def provider(self, name: str) -> ProviderConfig:
         for p in self.providers:
@@ -235,9 +253,18 @@ def _check(s: Settings) -> None:
             raise ConfigError(f"providers[{i}].base_url: required for kind {p.kind!r}")
         if p.base_url and not p.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"providers[{i}].base_url: must be an http:// or https:// URL")
+        for j, k in enumerate(p.api_keys):
+            if isinstance(k, UpstreamKeyConfig) and not 0 <= k.weight <= 1000:
+                raise ConfigError(f"providers[{i}].api_keys[{j}].weight: must be between 0 and 1000")
+        if not 1.0 <= p.probe_interval <= 86400.0:
+            raise ConfigError(f"providers[{i}].probe_interval: must be between 1 and 86400 seconds")
         to = p.timeouts
         if min(to.connect, to.first_byte, to.idle) <= 0:
             raise ConfigError(f"providers[{i}].timeouts: must be positive")
+    if not 0.1 <= s.channels.poll_seconds <= 3600.0:
+        raise ConfigError("channels.poll_seconds: must be between 0.1 and 3600")
+    if not 0.0 <= s.channels.cooldown_seconds <= 86400.0:
+        raise ConfigError("channels.cooldown_seconds: must be between 0 and 86400")
     _check_price("pricing", s.pricing)
     models = set()
     for i, m in enumerate(s.models):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 
 from sluice.auth.principal import Authenticator
+from sluice.channels.hub import ChannelHub
 from sluice.errors import ModelNotFound, PermissionDenied, SluiceError
 from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
@@ -29,6 +30,7 @@ from sluice.sse import DONE_FRAME
 from sluice.storage.base import KeyRecord, LedgerRecord, Store
 
 Headers = list[tuple[bytes, bytes]]
+T = TypeVar("T")
 
 
 _RID_PREFIX = "req_" + os.urandom(8).hex()
@@ -43,7 +45,7 @@ def new_request_id() -> str:
 class Relay:
     def __init__(self, *, store: Store, providers: dict[str, Provider], table: ModelTable,
                  ledger: LedgerWriter, auth: Authenticator, admission: Admission, durable: bool = True,
-                 counter_factory: Callable[[], Counter] = TokenCounter) -> None:
+                 counter_factory: Callable[[], Counter] = TokenCounter, channels: ChannelHub | None = None) -> None:
         self.counter_factory = counter_factory
         self.store = store
         self.providers = providers
@@ -53,6 +55,7 @@ class Relay:
         self.admission = admission
         self.durable = durable
         self.cooldowns = Cooldowns()
+        self.channels = channels
 
     def meter(self, request_id: str) -> Meter:
         return Meter(request_id)
@@ -90,17 +93,23 @@ class Relay:
         route = self.route_for(key, req.model)
         return route, await self.admission.admit(key, req, meter)
 
-    def _attempt_meta(self, meter: Meter, target: Target, n: int) -> Call:
+    def _attempt_meta(self, meter: Meter, target: Target, n: int, api_key: str | None) -> Call:
         meter.attempts = n
         meter.provider = target.provider
         meter.upstream_model = target.model
-        return Call(meter.request, target.model, meter.request_id, target.timeouts)  # type: ignore[arg-type]
+        return Call(meter.request, target.model, meter.request_id, target.timeouts,  # type: ignore[arg-type]
+                    api_key=api_key)
+
+    async def _keyed(self, target: Target, fn: Callable[[str | None], Awaitable[T]]) -> T:
+        """`fn` with a key from the target provider's pool (moving on past refused keys), if it has one."""
+        return await fn(None) if self.channels is None else await self.channels.call(target.provider, fn)
 
     async def complete(self, key: KeyRecord, req: ChatRequest, meter: Meter) -> tuple[Completion, Headers]:
         route, headers = await self._start(meter, key, req, False)
 
         async def attempt(target: Target, n: int) -> Completion:
-            return await self.providers[target.provider].complete(self._attempt_meta(meter, target, n))
+            provider = self.providers[target.provider]
+            return await self._keyed(target, lambda key: provider.complete(self._attempt_meta(meter, target, n, key)))
 
         result = await with_failover(route.order(), attempt, self.cooldowns)
         meter.first_token()
@@ -115,7 +124,8 @@ class Relay:
         route, headers = await self._start(meter, key, req, True)
 
         async def attempt(target: Target, n: int) -> ChunkStream:
-            return await self.providers[target.provider].stream(self._attempt_meta(meter, target, n))
+            provider = self.providers[target.provider]
+            return await self._keyed(target, lambda key: provider.stream(self._attempt_meta(meter, target, n, key)))
 
         upstream = await with_failover(route.order(), attempt, self.cooldowns)
         meter.status = 200

@@ -20,6 +20,7 @@ from sluice.auth.keys import hash_key, new_key
 from sluice.config import Settings
 from sluice.errors import AuthenticationFailed, InvalidRequest, NotFound, SluiceError
 from sluice.http.asgi import Headers, Receive, Scope, Send, header, read_body, send_error, send_json
+from sluice.http.channel_routes import channel_route
 from sluice.http.openapi import OPENAPI
 from sluice.metering.pricing import to_nanos
 from sluice.relay import Relay
@@ -95,6 +96,8 @@ class AdminRoutes:
             return 200, rec.public()
         if parts == ["providers"] and method == "GET":
             return 200, self._providers()
+        if parts and parts[0] == "channels":
+            return await channel_route(self.relay.channels, method, parts[1:], body)
         raise NotFound(f"Unknown admin route: {method} /admin/{path}", code="unknown_url")
 
     async def _create_key(self, body: bytes) -> dict[str, Any]:

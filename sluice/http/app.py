@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sluice.auth.principal import Authenticator
+from sluice.channels.hub import ChannelHub
 from sluice.config import Settings
 from sluice.errors import InvalidRequest, NotFound, SluiceError
 from sluice.http.admin_routes import AdminRoutes, DashboardRoutes
@@ -99,9 +100,11 @@ class App:
         auth = Authenticator(store, ttl=s.server.key_cache_seconds)
         admission = Admission(s, store, make_limiter(s))
         await admission.start()
+        channels = ChannelHub(s, providers, store)
+        await channels.start()
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
                       ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable,
-                      counter_factory=make_counter_factory(s.tokenizer.encoding_file))
+                      counter_factory=make_counter_factory(s.tokenizer.encoding_file), channels=channels)
         inflight = self.drain.inflight
         routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds,
                               inflight=inflight)
@@ -116,6 +119,8 @@ class App:
         res, self._res = self._res, None
         if res is None:
             return
+        if res.relay.channels is not None:
+            await res.relay.channels.aclose()
         await res.relay.admission.aclose()
         await res.ledger.close()
         for p in res.providers.values():

@@ -32,6 +32,7 @@ class Call:
     upstream_model: str
     request_id: str
     timeouts: Timeouts = field(default_factory=Timeouts)
+    api_key: str | None = None  # a key from the provider's pool; None: the provider's configured api_key
 
 
 @dataclass(slots=True)

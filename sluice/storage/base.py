@@ -140,6 +140,17 @@ class UsageRow:
 
 
 @dataclass(slots=True)
+class UpstreamKeyState:
+    """What every instance must agree on about one upstream key: active, or disabled and why."""
+
+    provider: str
+    key_id: str            # a fingerprint of the key (sluice/channels/pool.py), never the key itself
+    state: str             # active | disabled_auto | disabled_manual
+    reason: str | None
+    changed_at: float
+
+
+@dataclass(slots=True)
 class LedgerQuery:
     key_id: str | None = None
     model: str | None = None
@@ -209,3 +220,9 @@ class Store(Protocol):
         ...
 
     async def count_reservations(self) -> int: ...
+
+    async def list_upstream_key_states(self) -> list[UpstreamKeyState]: ...
+
+    async def put_upstream_key_state(self, st: UpstreamKeyState) -> None:
+        """Insert or replace the state of (provider, key_id)."""
+        ...

@@ -78,5 +78,19 @@ CREATE TABLE topups (
 )
 """
 
-SQLITE_MIGRATIONS: list[str] = [_schema(_V1, "REAL", "INTEGER")]
-POSTGRES_MIGRATIONS: list[str] = [_schema(_V1, "DOUBLE PRECISION", "BIGINT")]
+# Upstream key states shared by every instance (key_id is a fingerprint of the key, never the key)
+UPSTREAM_KEY_STATES = """
+CREATE TABLE upstream_key_states (
+    provider TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    changed_at {REAL} NOT NULL,
+    PRIMARY KEY (provider, key_id)
+)
+"""
+
+SQLITE_MIGRATIONS: list[str] = [_schema(_V1, "REAL", "INTEGER"),
+                                _schema(UPSTREAM_KEY_STATES, "REAL", "INTEGER")]
+POSTGRES_MIGRATIONS: list[str] = [_schema(_V1, "DOUBLE PRECISION", "BIGINT"),
+                                  _schema(UPSTREAM_KEY_STATES, "DOUBLE PRECISION", "BIGINT")]

@@ -15,7 +15,15 @@ from typing import Any, TypeVar
 import asyncpg
 
 from sluice.storage import sql
-from sluice.storage.base import KEY_FIELDS, KeyRecord, LedgerQuery, LedgerRecord, Reservation, UsageRow
+from sluice.storage.base import (
+    KEY_FIELDS,
+    KeyRecord,
+    LedgerQuery,
+    LedgerRecord,
+    Reservation,
+    UpstreamKeyState,
+    UsageRow,
+)
 from sluice.storage.migrations import POSTGRES_MIGRATIONS
 
 T = TypeVar("T")
@@ -183,6 +191,12 @@ class PostgresStore:
 
     async def count_reservations(self) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM reservations"))
+
+    async def list_upstream_key_states(self) -> list[UpstreamKeyState]:
+        return [UpstreamKeyState(*r) for r in await self._fetch(sql.SELECT_UPSTREAM_KEYS)]
+
+    async def put_upstream_key_state(self, st: UpstreamKeyState) -> None:
+        await self.pool.execute(_q(sql.PUT_UPSTREAM_KEY), st.provider, st.key_id, st.state, st.reason, st.changed_at)
 
 
 async def _migrate(con: asyncpg.Connection) -> None:

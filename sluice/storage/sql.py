@@ -56,6 +56,11 @@ USAGE_SUMMARY = ("SELECT l.key_id, k.name, l.model, count(*), coalesce(sum(l.pro
                  "coalesce(sum(l.cost), 0) FROM ledger l LEFT JOIN keys k ON k.id = l.key_id "
                  "GROUP BY l.key_id, k.name, l.model ORDER BY k.name, l.model")
 
+SELECT_UPSTREAM_KEYS = "SELECT provider, key_id, state, reason, changed_at FROM upstream_key_states"
+PUT_UPSTREAM_KEY = ("INSERT INTO upstream_key_states (provider, key_id, state, reason, changed_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (provider, key_id) DO UPDATE SET state = excluded.state, "
+                    "reason = excluded.reason, changed_at = excluded.changed_at")
+
 _BUCKETS = {"hour": 3600, "day": 86400}
 
 

@@ -22,7 +22,15 @@ import orjson
 
 from sluice.config import sqlite_path
 from sluice.storage import sql
-from sluice.storage.base import KEY_FIELDS, KeyRecord, LedgerQuery, LedgerRecord, Reservation, UsageRow
+from sluice.storage.base import (
+    KEY_FIELDS,
+    KeyRecord,
+    LedgerQuery,
+    LedgerRecord,
+    Reservation,
+    UpstreamKeyState,
+    UsageRow,
+)
 from sluice.storage.migrations import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
@@ -179,6 +187,14 @@ class SQLiteStore:
     async def count_reservations(self) -> int:
         row = await self._run(lambda db: db.execute("SELECT count(*) FROM reservations").fetchone())
         return int(row[0])
+
+    async def list_upstream_key_states(self) -> list[UpstreamKeyState]:
+        rows = await self._run(lambda db: db.execute(sql.SELECT_UPSTREAM_KEYS).fetchall())
+        return [UpstreamKeyState(*r) for r in rows]
+
+    async def put_upstream_key_state(self, st: UpstreamKeyState) -> None:
+        args = (st.provider, st.key_id, st.state, st.reason, st.changed_at)
+        await self._run(lambda db: db.execute(sql.PUT_UPSTREAM_KEY, args))
 
 
 def _finish_tx(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -109,6 +109,8 @@ class Fault:
 
     @classmethod
     def http_error(cls, status: int, body: bytes | None = None, **kw: Any) -> Fault:
+        if body is None and status == 401:
+            body = fixture_bytes("error_401.json")
         if body is None:
             name = {400: "error_400.json", 429: "error_429.json", 503: "error_503.json"}.get(status, "error_500.json")
             body = fixture_bytes(name)
@@ -153,6 +155,7 @@ class OpenAISim:
         self.requests: list[SimRequest] = []
         self._queue: deque[Fault] = deque()
         self._always: Fault | None = None
+        self._by_key: dict[str, Fault] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -166,9 +169,14 @@ class OpenAISim:
         """Apply `fault` to every request until `reset()` (robust to Sluice's retry of a failed attempt)."""
         self._always = fault
 
+    def for_key(self, api_key: str, fault: Fault) -> None:
+        """Apply `fault` to every request that carries `Bearer api_key` until `reset()` (a key pool's key)."""
+        self._by_key[api_key] = fault
+
     def reset(self) -> None:
         self._queue.clear()
         self._always = None
+        self._by_key.clear()
         self.requests.clear()
 
     @property
@@ -222,7 +230,8 @@ class OpenAISim:
             body = json.loads(raw)
         except ValueError:
             body = None
-        fault = self._next_fault()
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+        fault = self._by_key.get(bearer) or self._next_fault()
         rec = SimRequest(request.path, dict(request.headers), raw, body, time.monotonic(), fault)
         self.requests.append(rec)
         f = fault or Fault()

@@ -32,6 +32,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "auth": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.metering"),
     "storage": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.routing"),
     "http": ("sluice.cli",),
+    "channels": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.web", "sluice.metering", "sluice.auth",
+                 "sluice.routing"),
 }
 
 # third-party module -> the only files (relative to sluice/) allowed to import it

@@ -66,6 +66,8 @@ class AnthropicProvider:
         body = to_messages_request(call.request.body, upstream_model=call.upstream_model,
                                    max_tokens_default=self._cfg.max_tokens_default, stream=stream)
         headers = {"accept": accept, **self._headers}
+        if call.api_key is not None:
+            headers["x-api-key"] = call.api_key
         resp = await self._client.request("POST", self._url, headers=headers, body=orjson.dumps(body),
                                           timeouts=call.timeouts)
         if resp.status != 200:

@@ -1,0 +1,193 @@
+"""The key pools of every provider, their shared states, and the background loop that keeps them true.
+
+`call(provider, fn)` runs one attempt with the next usable key, moving on to the pool's other keys when
+an upstream refuses a key (disabled, shared through the database) or rate-limits it (cooled locally).
+The loop reads the shared states every `channels.poll_seconds` and probes disabled or cooling keys;
+a probe that succeeds re-enables its key for every instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sluice.channels.health import classify
+from sluice.channels.pool import ACTIVE, COOLING, DISABLED_AUTO, DISABLED_MANUAL, KeyPool, UpstreamKey
+from sluice.channels.probe import ProbeResult, probe
+from sluice.config import Settings, UpstreamKeyConfig
+from sluice.errors import InvalidRequest, NotFound, UpstreamError, UpstreamUnavailable
+from sluice.providers.base import Provider
+from sluice.storage.base import Store, UpstreamKeyState
+
+T = TypeVar("T")
+log = logging.getLogger("sluice.channels")
+
+
+class ChannelHub:
+    def __init__(self, settings: Settings, providers: dict[str, Provider], store: Store) -> None:
+        self._providers = providers
+        self._store = store
+        self._poll = settings.channels.poll_seconds
+        self._cooldown = settings.channels.cooldown_seconds
+        self.pools: dict[str, KeyPool] = {}
+        self._probe_model: dict[str, str] = {}
+        self._probe_interval: dict[str, float] = {}
+        for p in settings.providers:
+            if not p.api_keys:
+                continue  # a single `api_key` keeps the plain failover (cool-downs, no auto-disable)
+            keys = [UpstreamKey(p.api_key)] if p.api_key else []
+            keys += [UpstreamKey(k.key, k.weight) if isinstance(k, UpstreamKeyConfig) else UpstreamKey(k)
+                     for k in p.api_keys]
+            self.pools[p.name] = KeyPool(p.name, keys)
+            model = p.probe_model or next((t.model for m in settings.models for t in m.targets
+                                           if t.provider == p.name), None)
+            if model:
+                self._probe_model[p.name] = model
+            self._probe_interval[p.name] = p.probe_interval
+        self._task: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+
+    # --- the request path ---
+    async def call(self, provider: str, fn: Callable[[str | None], Awaitable[T]]) -> T:
+        """`fn(key)` with the pool's keys in rotation; a provider without a pool gets `fn(None)`."""
+        pool = self.pools.get(provider)
+        if pool is None:
+            return await fn(None)
+        last: UpstreamError | None = None
+        for key in pool.order():
+            try:
+                result = await fn(key.secret)
+            except UpstreamError as exc:
+                pool.failed(key, exc.message)
+                verdict = classify(exc)
+                if verdict is None:
+                    raise  # about the request or the upstream, not the key: the route's failover decides
+                if verdict.action == "disable":
+                    self._disable(pool, key, verdict.reason)
+                else:
+                    pool.cool(key, verdict.seconds or self._cooldown, verdict.reason)
+                last = exc
+                continue
+            pool.succeeded(key)
+            return result
+        if last is not None:
+            raise last
+        raise UpstreamUnavailable(f"Every upstream key of provider {provider!r} is disabled or cooling down.",
+                                  code="no_upstream_key")
+
+    def _disable(self, pool: KeyPool, key: UpstreamKey, reason: str) -> None:
+        now = time.time()
+        pool.set_state(key, DISABLED_AUTO, reason, now)
+        key.next_probe = time.monotonic() + self._probe_interval.get(pool.provider, 60.0)
+        log.warning("upstream key %s of provider %s disabled: %s", key.id, pool.provider, reason)
+        # not awaited: the request goes on with the next key while the state is shared
+        task = asyncio.get_running_loop().create_task(
+            self._store.put_upstream_key_state(UpstreamKeyState(pool.provider, key.id, DISABLED_AUTO, reason, now)))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    # --- the admin side ---
+    def public(self) -> list[dict[str, Any]]:
+        return [{"provider": name, "probe_model": self._probe_model.get(name),
+                 "keys": [k.public() for k in pool.keys]} for name, pool in self.pools.items()]
+
+    def _key(self, provider: str, key_id: str) -> tuple[KeyPool, UpstreamKey]:
+        pool = self.pools.get(provider)
+        key = pool.get(key_id) if pool is not None else None
+        if pool is None or key is None:
+            raise NotFound(f"No upstream key {key_id!r} in provider {provider!r}'s pool.")
+        return pool, key
+
+    async def set_enabled(self, provider: str, key_id: str, enabled: bool) -> dict[str, Any]:
+        """Disable by hand (the probe leaves it alone) or enable; shared with every instance at once."""
+        pool, key = self._key(provider, key_id)
+        st = UpstreamKeyState(provider, key_id, ACTIVE if enabled else DISABLED_MANUAL,
+                              None if enabled else "disabled by an admin", time.time())
+        await self._store.put_upstream_key_state(st)
+        pool.set_state(key, st.state, st.reason, st.changed_at)
+        return key.public()
+
+    async def test(self, provider: str, key_id: str | None, model: str | None) -> dict[str, Any]:
+        """One probe on demand, whatever the key's state; a success re-enables an auto-disabled key."""
+        prov = self._providers.get(provider)
+        if prov is None:
+            raise NotFound(f"No provider {provider!r}.")
+        pool = self.pools.get(provider)
+        key = self._key(provider, key_id)[1] if key_id else (pool.order() or pool.keys)[0] if pool else None
+        model = model or self._probe_model.get(provider)
+        if not model:
+            raise InvalidRequest("No model to probe with: pass 'model' or set the provider's probe_model.",
+                                 param="model")
+        res = await probe(prov, model, key.secret if key else None, self._secrets(pool))
+        if pool is not None and key is not None:
+            await self._after_probe(pool, key, res)
+        return res.public(provider, key.id if key else None, model)
+
+    def _secrets(self, pool: KeyPool | None) -> list[str]:
+        return [k.secret for k in pool.keys] if pool is not None else []
+
+    # --- the background loop ---
+    async def start(self) -> None:
+        if self.pools:
+            await self.sync()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll)
+            try:
+                await self.sync()
+                await self._probe_due()
+            except Exception:  # a database or probe hiccup must not end the loop for good
+                log.exception("channel state sync failed; retrying in %.1fs", self._poll)
+
+    async def sync(self) -> None:
+        """Adopt the states other instances (or admins) wrote."""
+        for st in await self._store.list_upstream_key_states():
+            pool = self.pools.get(st.provider)
+            key = pool.get(st.key_id) if pool is not None else None
+            if pool is not None and key is not None and pool.set_state(key, st.state, st.reason, st.changed_at):
+                if st.state == DISABLED_AUTO:
+                    key.next_probe = time.monotonic() + self._probe_interval.get(st.provider, 60.0)
+
+    async def _probe_due(self) -> None:
+        now = time.monotonic()
+        due = [(pool, key) for pool in self.pools.values() if pool.provider in self._probe_model
+               for key in pool.keys if key.state in (DISABLED_AUTO, COOLING) and key.next_probe <= now]
+        if due:
+            await asyncio.gather(*(self._probe_one(pool, key) for pool, key in due))
+
+    async def _probe_one(self, pool: KeyPool, key: UpstreamKey) -> None:
+        key.next_probe = time.monotonic() + self._probe_interval[pool.provider]
+        res = await probe(self._providers[pool.provider], self._probe_model[pool.provider], key.secret,
+                          self._secrets(pool))
+        await self._after_probe(pool, key, res)
+
+    async def _after_probe(self, pool: KeyPool, key: UpstreamKey, res: ProbeResult) -> None:
+        if not res.ok:
+            pool.failed(key, res.answer)
+            return
+        pool.succeeded(key)
+        if key.state == DISABLED_AUTO:
+            st = UpstreamKeyState(pool.provider, key.id, ACTIVE, None, time.time())
+            await self._store.put_upstream_key_state(st)
+            pool.set_state(key, ACTIVE, None, st.changed_at)
+            log.warning("upstream key %s of provider %s re-enabled by a probe", key.id, pool.provider)
+        elif key.state == COOLING:
+            pool.set_state(key, ACTIVE, None, time.time())
+
+
+__all__ = ["DISABLED_MANUAL", "ChannelHub"]

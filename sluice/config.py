@@ -129,6 +129,7 @@ class ChannelsConfig(_Strict):
 
     poll_seconds: float = 2.0
     cooldown_seconds: float = 30.0  # a key the upstream rate-limited rests this long (or its retry-after)
+    secret: str | None = None       # encrypts upstream keys stored in the database (SLUICE_CHANNELS_SECRET)
 
 
 class TokenizerConfig(_Strict):
@@ -201,6 +202,9 @@ def _env_overrides(raw: dict[str, Any]) -> None:
     token = os.environ.get("SLUICE_ADMIN_TOKEN")
     if token:
         raw.setdefault("admin", {})["token"] = token
+    secret = os.environ.get("SLUICE_CHANNELS_SECRET")
+    if secret:
+        raw.setdefault("channels", {})["secret"] = secret
     redis_url = os.environ.get("SLUICE_REDIS_URL")
     if redis_url:
         raw.setdefault("redis", {})["url"] = redis_url
@@ -227,6 +231,11 @@ def _substitute(value: Any, where: str) -> Any:
 def _humanize(msg: str) -> str:
     # msgspec says "Object contains unknown field `x` - at `$.providers[0]`": name the key plainly
     return msg.replace("`$.", "`").replace("`$`", "the top level")
+
+
+def check(s: Settings) -> None:
+    """Validate settings assembled at runtime (file + database): raises ConfigError naming the key."""
+    _check(s)
 
 
 def _check(s: Settings) -> None:

@@ -9,7 +9,6 @@ a probe that succeeds re-enables its key for every instance.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 from sluice.channels.health import classify
 from sluice.channels.pool import ACTIVE, COOLING, DISABLED_AUTO, DISABLED_MANUAL, KeyPool, UpstreamKey
 from sluice.channels.probe import ProbeResult, probe
+from sluice.channels.ticker import Ticker
 from sluice.config import Settings, UpstreamKeyConfig
 from sluice.errors import InvalidRequest, NotFound, UpstreamError, UpstreamUnavailable
 from sluice.providers.base import Provider
@@ -31,25 +31,37 @@ class ChannelHub:
     def __init__(self, settings: Settings, providers: dict[str, Provider], store: Store) -> None:
         self._providers = providers
         self._store = store
-        self._poll = settings.channels.poll_seconds
         self._cooldown = settings.channels.cooldown_seconds
         self.pools: dict[str, KeyPool] = {}
         self._probe_model: dict[str, str] = {}
         self._probe_interval: dict[str, float] = {}
+        self.configure(settings, providers)
+        self._ticker = Ticker(settings.channels.poll_seconds, self._tick, "channel state sync")
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def configure(self, settings: Settings, providers: dict[str, Provider]) -> None:
+        """(Re)build the pools from settings; keys that stay keep their state and counters."""
+        old = {(name, k.id): k for name, pool in self.pools.items() for k in pool.keys}
+        pools: dict[str, KeyPool] = {}
+        probe_model: dict[str, str] = {}
         for p in settings.providers:
             if not p.api_keys:
                 continue  # a single `api_key` keeps the plain failover (cool-downs, no auto-disable)
             keys = [UpstreamKey(p.api_key)] if p.api_key else []
             keys += [UpstreamKey(k.key, k.weight) if isinstance(k, UpstreamKeyConfig) else UpstreamKey(k)
                      for k in p.api_keys]
-            self.pools[p.name] = KeyPool(p.name, keys)
+            for i, k in enumerate(keys):
+                kept = old.get((p.name, k.id))
+                if kept is not None:
+                    kept.weight = k.weight
+                    keys[i] = kept
+            pools[p.name] = KeyPool(p.name, keys)
             model = p.probe_model or next((t.model for m in settings.models for t in m.targets
                                            if t.provider == p.name), None)
             if model:
-                self._probe_model[p.name] = model
+                probe_model[p.name] = model
             self._probe_interval[p.name] = p.probe_interval
-        self._task: asyncio.Task[None] | None = None
-        self._writes: set[asyncio.Task[None]] = set()
+        self._providers, self.pools, self._probe_model = providers, pools, probe_model
 
     # --- the request path ---
     async def call(self, provider: str, fn: Callable[[str | None], Awaitable[T]]) -> T:
@@ -134,25 +146,17 @@ class ChannelHub:
     async def start(self) -> None:
         if self.pools:
             await self.sync()
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._ticker.start()
 
     async def aclose(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._ticker.aclose()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._poll)
-            try:
-                await self.sync()
-                await self._probe_due()
-            except Exception:  # a database or probe hiccup must not end the loop for good
-                log.exception("channel state sync failed; retrying in %.1fs", self._poll)
+    async def _tick(self) -> None:
+        if self.pools:  # none yet: the catalog may add some
+            await self.sync()
+            await self._probe_due()
 
     async def sync(self) -> None:
         """Adopt the states other instances (or admins) wrote."""

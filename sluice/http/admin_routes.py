@@ -17,10 +17,11 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from sluice.auth.keys import hash_key, new_key
+from sluice.channels.catalog import Catalog
 from sluice.config import Settings
 from sluice.errors import AuthenticationFailed, InvalidRequest, NotFound, SluiceError
 from sluice.http.asgi import Headers, Receive, Scope, Send, header, read_body, send_error, send_json
-from sluice.http.channel_routes import channel_route
+from sluice.http.channel_routes import catalog_route, channel_route
 from sluice.http.openapi import OPENAPI
 from sluice.metering.pricing import to_nanos
 from sluice.relay import Relay
@@ -46,10 +47,11 @@ class KeyFields(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class AdminRoutes:
-    def __init__(self, settings: Settings, relay: Relay) -> None:
+    def __init__(self, settings: Settings, relay: Relay, catalog: Catalog | None = None) -> None:
         self._token = settings.admin.token
         self._settings = settings
         self.relay = relay
+        self.catalog = catalog
         self.store = relay.store
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
@@ -98,6 +100,8 @@ class AdminRoutes:
             return 200, self._providers()
         if parts and parts[0] == "channels":
             return await channel_route(self.relay.channels, method, parts[1:], body)
+        if parts and parts[0] == "catalog":
+            return await catalog_route(self.catalog, method, parts[1:], body)
         raise NotFound(f"Unknown admin route: {method} /admin/{path}", code="unknown_url")
 
     async def _create_key(self, body: bytes) -> dict[str, Any]:
@@ -145,7 +149,8 @@ class AdminRoutes:
             models.append({"name": name, "owned_by": route.owned_by, "targets": [
                 {"provider": t.provider, "model": t.model, "weight": t.weight, "priority": t.priority,
                  "healthy": cool.available(t)} for tier in route.tiers for t in tier]})
-        providers = [{"name": p.name, "kind": p.kind, "base_url": p.base_url} for p in self._settings.providers]
+        providers = [{"name": p.name, "kind": p.kind, "base_url": p.base_url} for p in
+                     (self.catalog.current if self.catalog else self._settings).providers]
         return {"providers": providers, "models": models}
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sluice.auth.principal import Authenticator
+from sluice.channels.catalog import Catalog
 from sluice.channels.hub import ChannelHub
 from sluice.config import Settings
 from sluice.errors import InvalidRequest, NotFound, SluiceError
@@ -67,6 +68,17 @@ class Resources:
     messages: MessagesRoute
 
 
+def _apply_catalog(merged: Settings, relay: Relay, client: UpstreamClient) -> None:
+    """Swap in the providers and models the catalog now says; requests in flight keep the objects they
+    hold (their provider, their stream), new ones see the new table."""
+    providers = build_providers(merged.providers, client)
+    relay.providers = providers
+    relay.table = ModelTable(merged.models, merged.providers)
+    relay.admission.set_models(merged.models)
+    if relay.channels is not None:
+        relay.channels.configure(merged, providers)
+
+
 class App:
     """The ASGI application. `store` is injected by tests (the seam); by default the lifespan opens the one
     `settings.storage` names."""
@@ -105,10 +117,12 @@ class App:
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
                       ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable,
                       counter_factory=make_counter_factory(s.tokenizer.encoding_file), channels=channels)
+        catalog = Catalog(s, store, lambda merged: _apply_catalog(merged, relay, client))
+        await catalog.start()
         inflight = self.drain.inflight
         routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds,
                               inflight=inflight)
-        self._res = Resources(store, client, providers, ledger, relay, routes, AdminRoutes(s, relay),
+        self._res = Resources(store, client, providers, ledger, relay, routes, AdminRoutes(s, relay, catalog),
                               DashboardRoutes(relay), MessagesRoute(relay, max_body=s.server.max_body_bytes,
                                                                     inflight=inflight))
         tune_gc()
@@ -119,11 +133,13 @@ class App:
         res, self._res = self._res, None
         if res is None:
             return
+        if res.admin.catalog is not None:
+            await res.admin.catalog.aclose()
         if res.relay.channels is not None:
             await res.relay.channels.aclose()
         await res.relay.admission.aclose()
         await res.ledger.close()
-        for p in res.providers.values():
+        for p in res.relay.providers.values():
             await p.aclose()
         await res.client.aclose()
         await res.store.close()

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 
-from sluice.config import Settings
+from sluice.config import ModelConfig, Settings
 from sluice.errors import QuotaExceeded
 from sluice.metering.limits import Limiter, LimitSpec
 from sluice.metering.meter import Meter
@@ -28,13 +28,17 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class Admission:
+    def set_models(self, models: list[ModelConfig]) -> None:
+        """Prices and output reserves per model (again when the catalog changes at runtime)."""
+        self._prices = {m.name: Price.from_config(m.pricing) for m in models if m.pricing is not None}
+        self._out_caps = {m.name: m.max_output_reserve for m in models if m.max_output_reserve}
+
     def __init__(self, settings: Settings, store: Store, limiter: Limiter) -> None:
         self._store = store
         self._limiter = limiter
         self._budgets = settings.budgets
         self._default_price = Price.from_config(settings.pricing)
-        self._prices = {m.name: Price.from_config(m.pricing) for m in settings.models if m.pricing is not None}
-        self._out_caps = {m.name: m.max_output_reserve for m in settings.models if m.max_output_reserve}
+        self.set_models(settings.models)
         g = settings.limits
         self._global = LimitSpec(rpm=g.rpm, tpm=g.tpm, max_concurrency=g.max_concurrency)
         self.instance_id = os.urandom(8).hex()

@@ -151,6 +151,16 @@ class UpstreamKeyState:
 
 
 @dataclass(slots=True)
+class CatalogEntry:
+    """A provider or model managed through the admin API; `doc` is its JSON (secrets encrypted inside)."""
+
+    kind: str              # provider | model
+    name: str
+    doc: str
+    updated_at: float
+
+
+@dataclass(slots=True)
 class LedgerQuery:
     key_id: str | None = None
     model: str | None = None
@@ -225,4 +235,17 @@ class Store(Protocol):
 
     async def put_upstream_key_state(self, st: UpstreamKeyState) -> None:
         """Insert or replace the state of (provider, key_id)."""
+        ...
+
+    async def catalog_version(self) -> int:
+        """Bumped by every catalog change: cheap to poll."""
+        ...
+
+    async def list_catalog(self) -> tuple[int, list[CatalogEntry]]:
+        """The version and every entry; the entries are at least as new as the version."""
+        ...
+
+    async def put_catalog(self, kind: str, name: str, doc: str | None) -> bool:
+        """Insert or replace (doc) or delete (None) one entry and bump the version, in one transaction.
+        False when a delete found nothing."""
         ...

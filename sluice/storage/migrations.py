@@ -90,7 +90,26 @@ CREATE TABLE upstream_key_states (
 )
 """
 
+# Providers and models managed through the admin API (doc: JSON, upstream keys encrypted in it); every
+# change bumps the one version row, which instances poll to know when to reload
+CHANNEL_CATALOG = """
+CREATE TABLE catalog (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    updated_at {REAL} NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE catalog_version (
+    id INTEGER PRIMARY KEY,
+    version {BIGINT} NOT NULL
+);
+INSERT INTO catalog_version (id, version) VALUES (1, 0)
+"""
+
 SQLITE_MIGRATIONS: list[str] = [_schema(_V1, "REAL", "INTEGER"),
-                                _schema(UPSTREAM_KEY_STATES, "REAL", "INTEGER")]
+                                _schema(UPSTREAM_KEY_STATES, "REAL", "INTEGER"),
+                                _schema(CHANNEL_CATALOG, "REAL", "INTEGER")]
 POSTGRES_MIGRATIONS: list[str] = [_schema(_V1, "DOUBLE PRECISION", "BIGINT"),
-                                  _schema(UPSTREAM_KEY_STATES, "DOUBLE PRECISION", "BIGINT")]
+                                  _schema(UPSTREAM_KEY_STATES, "DOUBLE PRECISION", "BIGINT"),
+                                  _schema(CHANNEL_CATALOG, "DOUBLE PRECISION", "BIGINT")]

@@ -17,6 +17,7 @@ import asyncpg
 from sluice.storage import sql
 from sluice.storage.base import (
     KEY_FIELDS,
+    CatalogEntry,
     KeyRecord,
     LedgerQuery,
     LedgerRecord,
@@ -197,6 +198,26 @@ class PostgresStore:
 
     async def put_upstream_key_state(self, st: UpstreamKeyState) -> None:
         await self.pool.execute(_q(sql.PUT_UPSTREAM_KEY), st.provider, st.key_id, st.state, st.reason, st.changed_at)
+
+    async def catalog_version(self) -> int:
+        return int(await self.pool.fetchval(sql.CATALOG_VERSION))
+
+    async def list_catalog(self) -> tuple[int, list[CatalogEntry]]:
+        async def run(con: asyncpg.Connection) -> tuple[int, list[CatalogEntry]]:
+            version = int(await con.fetchval(sql.CATALOG_VERSION))  # first: the rows read next are as new
+            return version, [CatalogEntry(*r) for r in await con.fetch(sql.SELECT_CATALOG)]
+        return await self._tx(run)
+
+    async def put_catalog(self, kind: str, name: str, doc: str | None) -> bool:
+        async def run(con: asyncpg.Connection) -> bool:
+            if doc is None:
+                if await con.fetchrow(_q(sql.DELETE_CATALOG), kind, name) is None:
+                    return False
+            else:
+                await con.execute(_q(sql.PUT_CATALOG), kind, name, doc, time.time())
+            await con.execute(sql.BUMP_CATALOG)
+            return True
+        return await self._tx(run)
 
 
 async def _migrate(con: asyncpg.Connection) -> None:

@@ -1,4 +1,4 @@
-"""`sluice serve | keys | usage`: every command reads the same configuration (--config or SLUICE_CONFIG)."""
+"""`sluice serve | keys | usage | catalog`: every command reads the same configuration (--config or SLUICE_CONFIG)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from sluice import __version__
 from sluice.auth.keys import hash_key, new_key
-from sluice.cli import usage
+from sluice.cli import catalog, usage
 from sluice.cli.tables import render
 from sluice.config import ConfigError, Settings, load
 from sluice.metering.pricing import fmt_money, to_nanos
@@ -63,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
     _common(kr)
     kr.add_argument("id")
     usage.add_parser(sub, _common)
+    catalog.add_parser(sub, _common)
     return ap
 
 
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return _keys(args, settings)
     if args.cmd == "usage":
         return _with_store(settings, lambda st: usage.run(st, args))
+    if args.cmd == "catalog":
+        return _with_store(settings, lambda st: catalog.run(settings, st, args))
     return 2
 
 

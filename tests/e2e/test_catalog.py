@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,9 @@ import openai
 import pytest
 
 from tests.e2e.cluster import ADMIN_TOKEN, aquery, pg_database, serving, two_speed_config
+from tests.e2e.conftest import PY, run_cli, sluice_env
 from tests.sim.openai_sim import OpenAISim
 
-pytestmark = pytest.mark.postgres
 UPSTREAM_KEY = "sk-live-added-upstream-key-0042"
 POLL = 0.5  # channels.poll_seconds below: the delay the docs state for another instance to follow
 
@@ -49,6 +51,7 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
+@pytest.mark.postgres
 async def test_a_provider_added_on_one_instance_serves_on_the_other(tmp_path: Path, pg_url: str) -> None:
     url = pg_url
     cfg = two_speed_config(tmp_path, url, slow_tps=100,
@@ -86,6 +89,7 @@ async def test_a_provider_added_on_one_instance_serves_on_the_other(tmp_path: Pa
             await client.close()
 
 
+@pytest.mark.postgres
 async def test_catalog_rejects_what_would_break_the_configuration(tmp_path: Path, pg_url: str) -> None:
     url = pg_url
     cfg = two_speed_config(tmp_path, url, slow_tps=100, sections=f"[channels]\npoll_seconds = {POLL}\n")
@@ -101,3 +105,21 @@ async def test_catalog_rejects_what_would_break_the_configuration(tmp_path: Path
         assert status == 400 and "bogus" in doc["error"]["message"]
         status, doc = await _admin(a.url, "DELETE", "catalog/models/fast-sim")
         assert status == 404
+
+
+def test_cli_puts_lists_and_deletes_with_keys_masked(tmp_path: Path) -> None:
+    cfg = tmp_path / "sluice.toml"
+    cfg.write_text(f'[storage]\nurl = "sqlite:///{tmp_path / "s.db"}"\n[channels]\nsecret = "cli-test-secret"\n'
+                   '[[providers]]\nname = "sim"\nkind = "simulated"\n'
+                   '[[models]]\nname = "m"\ntargets = [{ provider = "sim", model = "m" }]\n')
+    body = json.dumps({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_keys": [UPSTREAM_KEY]})
+    put = subprocess.run([PY, "-m", "sluice", "catalog", "put", "provider", "up", "-", "--config", str(cfg)],
+                         input=body, env=sluice_env(), capture_output=True, text=True, timeout=30)
+    assert put.returncode == 0, put.stderr
+    listed = run_cli("catalog", "list", "--config", str(cfg))
+    assert listed.returncode == 0 and UPSTREAM_KEY not in listed.stdout + put.stdout
+    doc = json.loads(listed.stdout)
+    assert [(p["name"], p["source"]) for p in doc["providers"]] == [("sim", "file"), ("up", "database")]
+    assert run_cli("catalog", "delete", "provider", "up", "--config", str(cfg)).returncode == 0
+    bad = run_cli("catalog", "delete", "provider", "up", "--config", str(cfg))
+    assert bad.returncode == 1 and "No provider" in bad.stderr

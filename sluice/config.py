@@ -102,6 +102,7 @@ class ModelConfig(_Strict):
     owned_by: str = "sluice"
     pricing: PricingConfig | None = None
     max_output_reserve: int | None = None  # tokens reserved when a request sets no max_tokens
+    strip_suffixes: list[str] = msgspec.field(default_factory=list)  # e.g. ["[1m]"], removed before matching
 
 
 class LimitsConfig(_Strict):
@@ -284,9 +285,15 @@ def _check(s: Settings) -> None:
         models.add(m.name)
         if not m.targets:
             raise ConfigError(f"models[{i}].targets: at least one target is required")
+        if m.name.count("*") > 1 or not 0 < len(m.name) <= 200:
+            raise ConfigError(f"models[{i}].name: 1 to 200 characters with at most one '*'")
+        if any(not 0 < len(x) <= 50 for x in m.strip_suffixes):
+            raise ConfigError(f"models[{i}].strip_suffixes: each suffix must be 1 to 50 characters")
         for j, t in enumerate(m.targets):
             if t.provider not in names:
                 raise ConfigError(f"models[{i}].targets[{j}].provider: unknown provider {t.provider!r}")
+            if "*" in t.model and "*" not in m.name:
+                raise ConfigError(f"models[{i}].targets[{j}].model: '*' only in the targets of a pattern")
             if t.weight < 0:
                 raise ConfigError(f"models[{i}].targets[{j}].weight: must not be negative")
 

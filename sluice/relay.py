@@ -83,7 +83,11 @@ class Relay:
         return route
 
     def models_for(self, key: KeyRecord) -> list[Route]:
-        return [r for n in self.table.names() if key.may_use(n) and (r := self.table.get(n)) is not None]
+        """Exact names, then what the patterns make of the upstreams' own model lists."""
+        names = self.table.names()
+        if self.channels is not None:
+            names += self.table.listed(self.channels.offered)
+        return [r for n in names if key.may_use(n) and (r := self.table.get(n)) is not None]
 
     async def _start(self, meter: Meter, key: KeyRecord, req: ChatRequest, stream: bool) -> tuple[Route, Headers]:
         meter.key_id = key.id

@@ -15,29 +15,38 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sluice.channels.health import classify
+from sluice.channels.offered import fetch_models
 from sluice.channels.pool import ACTIVE, COOLING, DISABLED_AUTO, DISABLED_MANUAL, KeyPool, UpstreamKey
 from sluice.channels.probe import ProbeResult, probe
 from sluice.channels.ticker import Ticker
-from sluice.config import Settings, UpstreamKeyConfig
+from sluice.config import ProviderConfig, Settings, UpstreamKeyConfig
 from sluice.errors import InvalidRequest, NotFound, UpstreamError, UpstreamUnavailable
 from sluice.providers.base import Provider
 from sluice.storage.base import Store, UpstreamKeyState
+from sluice.upstream import UpstreamClient
 
 T = TypeVar("T")
+LIST_MODELS_SECONDS = 300.0  # how often the upstreams behind pattern models are asked for their lists
 log = logging.getLogger("sluice.channels")
 
 
 class ChannelHub:
-    def __init__(self, settings: Settings, providers: dict[str, Provider], store: Store) -> None:
+    def __init__(self, settings: Settings, providers: dict[str, Provider], store: Store,
+                 client: UpstreamClient | None = None) -> None:
         self._providers = providers
         self._store = store
+        self._client = client
+        self.offered: dict[str, list[str]] = {}  # provider -> the model ids its upstream lists
+        self._list_for: list[ProviderConfig] = []
+        self._lister = Ticker(LIST_MODELS_SECONDS, self.refresh_offered, "listing upstream models")
         self._cooldown = settings.channels.cooldown_seconds
         self.pools: dict[str, KeyPool] = {}
         self._probe_model: dict[str, str] = {}
         self._probe_interval: dict[str, float] = {}
         self.configure(settings, providers)
         self._ticker = Ticker(settings.channels.poll_seconds, self._tick, "channel state sync")
-        self._writes: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Task[None]] = set()   # state writes: awaited at close
+        self._listing: set[asyncio.Task[None]] = set()  # model listings: cancelled at close
 
     def configure(self, settings: Settings, providers: dict[str, Provider]) -> None:
         """(Re)build the pools from settings; keys that stay keep their state and counters."""
@@ -62,6 +71,8 @@ class ChannelHub:
                 probe_model[p.name] = model
             self._probe_interval[p.name] = p.probe_interval
         self._providers, self.pools, self._probe_model = providers, pools, probe_model
+        targeted = {t.provider for m in settings.models if "*" in m.name for t in m.targets}
+        self._list_for = [p for p in settings.providers if p.name in targeted]
 
     # --- the request path ---
     async def call(self, provider: str, fn: Callable[[str | None], Awaitable[T]]) -> T:
@@ -97,10 +108,9 @@ class ChannelHub:
         key.next_probe = time.monotonic() + self._probe_interval.get(pool.provider, 60.0)
         log.warning("upstream key %s of provider %s disabled: %s", key.id, pool.provider, reason)
         # not awaited: the request goes on with the next key while the state is shared
-        task = asyncio.get_running_loop().create_task(
-            self._store.put_upstream_key_state(UpstreamKeyState(pool.provider, key.id, DISABLED_AUTO, reason, now)))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._track(asyncio.get_running_loop().create_task(
+            self._store.put_upstream_key_state(UpstreamKeyState(pool.provider, key.id, DISABLED_AUTO, reason, now))),
+            self._writes)
 
     # --- the admin side ---
     def public(self) -> list[dict[str, Any]]:
@@ -147,9 +157,35 @@ class ChannelHub:
         if self.pools:
             await self.sync()
         self._ticker.start()
+        if self._client is not None:
+            self._lister.start()
+            self.relist()
+
+    def relist(self) -> None:
+        """Refresh the upstreams' model lists soon, in the background (after a start or a catalog change)."""
+        if self._client is not None and self._list_for:
+            self._track(asyncio.get_running_loop().create_task(self.refresh_offered()), self._listing)
+
+    @staticmethod
+    def _track(task: asyncio.Task[None], into: set[asyncio.Task[None]]) -> None:
+        into.add(task)
+        task.add_done_callback(into.discard)
+
+    async def refresh_offered(self) -> None:
+        """Ask the upstreams behind pattern models what they offer (for /v1/models)."""
+        if self._client is None:
+            return
+        for cfg in list(self._list_for):
+            got = await fetch_models(self._client, cfg)
+            if got is not None:
+                self.offered[cfg.name] = got
 
     async def aclose(self) -> None:
         await self._ticker.aclose()
+        await self._lister.aclose()
+        for task in self._listing:
+            task.cancel()
+        await asyncio.gather(*self._listing, return_exceptions=True)
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 

@@ -77,6 +77,7 @@ def _apply_catalog(merged: Settings, relay: Relay, client: UpstreamClient) -> No
     relay.admission.set_models(merged.models)
     if relay.channels is not None:
         relay.channels.configure(merged, providers)
+        relay.channels.relist()
 
 
 class App:
@@ -112,7 +113,7 @@ class App:
         auth = Authenticator(store, ttl=s.server.key_cache_seconds)
         admission = Admission(s, store, make_limiter(s))
         await admission.start()
-        channels = ChannelHub(s, providers, store)
+        channels = ChannelHub(s, providers, store, client)
         await channels.start()
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
                       ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable,

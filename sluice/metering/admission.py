@@ -19,6 +19,7 @@ from sluice.metering.meter import Meter
 from sluice.metering.pricing import Price
 from sluice.metering.reservations import ReservationBatcher
 from sluice.metering.tokens import estimate_prompt
+from sluice.routing.patterns import candidates, is_pattern, match
 from sluice.schema.chat import ChatRequest
 from sluice.storage.base import KeyRecord, LedgerRecord, Reservation, Store
 
@@ -31,6 +32,9 @@ class Admission:
     def set_models(self, models: list[ModelConfig]) -> None:
         """Prices and output reserves per model (again when the catalog changes at runtime)."""
         self._prices = {m.name: Price.from_config(m.pricing) for m in models if m.pricing is not None}
+        # patterns and suffix-stripping rules price the names they match, in declaration order
+        self._rules = [(m.name, m.strip_suffixes, Price.from_config(m.pricing)) for m in models
+                       if m.pricing is not None and (is_pattern(m.name) or m.strip_suffixes)]
         self._out_caps = {m.name: m.max_output_reserve for m in models if m.max_output_reserve}
 
     def __init__(self, settings: Settings, store: Store, limiter: Limiter) -> None:
@@ -46,7 +50,13 @@ class Admission:
         self._task: asyncio.Task[None] | None = None
 
     def price(self, model: str) -> Price:
-        return self._prices.get(model, self._default_price)
+        price = self._prices.get(model)
+        if price is not None:
+            return price
+        for pattern, strip, rule_price in self._rules:
+            if any(match(pattern, c) is not None for c in candidates(model, strip)):
+                return rule_price
+        return self._default_price
 
     async def start(self) -> None:
         await self._store.reconcile(self.instance_id, self._budgets.instance_timeout_seconds,

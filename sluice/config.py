@@ -12,6 +12,7 @@ import tomllib
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -69,6 +70,8 @@ class ProviderConfig(_Strict):
     base_url: str | None = None
     api_key: str | None = None
     api_keys: list[str | UpstreamKeyConfig] = msgspec.field(default_factory=list)  # a pool, with api_key
+    proxy: str | None = None         # http://[user:pass@]host:port; None: HTTPS_PROXY/HTTP_PROXY/NO_PROXY; "": none
+    ca_file: str | None = None       # PEM bundle of CAs to trust for this upstream (instead of the system's)
     probe_model: str | None = None   # model of the health probe of disabled/cooling keys (None: no probe)
     probe_interval: float = 60.0     # seconds between probes of one disabled/cooling key
     headers: dict[str, str] = msgspec.field(default_factory=dict)
@@ -196,7 +199,29 @@ def load(path: str | os.PathLike[str] | None = None, *, data_dir: str | None = N
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid config: {_humanize(str(exc))}") from None
     _check(settings)
+    apply_env_proxies(settings)
     return settings
+
+
+def apply_env_proxies(s: Settings) -> None:
+    """Give providers that set no `proxy` the one HTTPS_PROXY / HTTP_PROXY names, unless NO_PROXY
+    exempts their host (curl's rules: `*`, a host, or a domain with or without a leading dot)."""
+    for p in s.providers:
+        if p.proxy is None and p.base_url:
+            u = urlsplit(p.base_url)
+            names = ("https_proxy", "HTTPS_PROXY") if u.scheme == "https" else ("http_proxy", "HTTP_PROXY")
+            proxy = next((v for n in names if (v := os.environ.get(n))), None)
+            if proxy and not _no_proxy(u.hostname or ""):
+                p.proxy = proxy if "://" in proxy else "http://" + proxy
+
+
+def _no_proxy(host: str) -> bool:
+    raw = os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or ""
+    for entry in (e.strip().lower() for e in raw.split(",")):
+        entry = entry.split(":")[0] if entry.count(":") == 1 else entry  # drop a port
+        if entry == "*" or (entry and (host == entry.lstrip(".") or host.endswith("." + entry.lstrip(".")))):
+            return True
+    return False
 
 
 def _env_overrides(raw: dict[str, Any]) -> None:
@@ -263,6 +288,10 @@ def _check(s: Settings) -> None:
             raise ConfigError(f"providers[{i}].base_url: required for kind {p.kind!r}")
         if p.base_url and not p.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"providers[{i}].base_url: must be an http:// or https:// URL")
+        if p.proxy and (not p.proxy.startswith("http://") or not urlsplit(p.proxy).hostname):
+            raise ConfigError(f"providers[{i}].proxy: must be an http://host:port URL")
+        if p.ca_file is not None and not Path(p.ca_file).is_file():
+            raise ConfigError(f"providers[{i}].ca_file: no such file: {p.ca_file}")
         for j, k in enumerate(p.api_keys):
             if isinstance(k, UpstreamKeyConfig) and not 0 <= k.weight <= 1000:
                 raise ConfigError(f"providers[{i}].api_keys[{j}].weight: must be between 0 and 1000")

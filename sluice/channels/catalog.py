@@ -19,7 +19,7 @@ import orjson
 from sluice.channels.pool import mask
 from sluice.channels.secrets import SecretBox
 from sluice.channels.ticker import Ticker
-from sluice.config import ConfigError, ModelConfig, ProviderConfig, Settings, check
+from sluice.config import ConfigError, ModelConfig, ProviderConfig, Settings, apply_env_proxies, check
 from sluice.errors import InvalidRequest, NotFound
 from sluice.schema.chat import parse_json_object
 from sluice.storage.base import CatalogEntry, Store
@@ -154,6 +154,7 @@ def merge(base: Settings, entries: list[CatalogEntry], box: SecretBox) -> Settin
             kept.append(msgspec.structs.replace(m, targets=targets))
     merged = msgspec.structs.replace(base, providers=list(providers.values()), models=kept)
     check(merged)
+    apply_env_proxies(merged)
     return merged
 
 

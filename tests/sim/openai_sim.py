@@ -21,6 +21,7 @@ import contextlib
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -151,7 +152,8 @@ class SimRequest:
 class OpenAISim:
     """The simulator itself; runs in the current event loop (see `ThreadedSim` for its own thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl = ssl_context  # serve https (a TLS upstream) with this server context
         self.requests: list[SimRequest] = []
         self._queue: deque[Fault] = deque()
         self._always: Fault | None = None
@@ -181,7 +183,7 @@ class OpenAISim:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if self._ssl else 'http'}://127.0.0.1:{self.port}/v1"
 
     @property
     def last(self) -> SimRequest:
@@ -201,7 +203,7 @@ class OpenAISim:
         # handler_cancellation: a client that goes away cancels the handler even while it sleeps
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl)
         await site.start()
         server = site._server
         assert server is not None

@@ -54,6 +54,10 @@ class ChannelHub:
         pools: dict[str, KeyPool] = {}
         probe_model: dict[str, str] = {}
         for p in settings.providers:
+            model = p.probe_model or next((t.model for m in settings.models for t in m.targets
+                                           if t.provider == p.name and "*" not in t.model), None)
+            if model:
+                probe_model[p.name] = model  # also for providers without a pool: the test button uses it
             if not p.api_keys:
                 continue  # a single `api_key` keeps the plain failover (cool-downs, no auto-disable)
             keys = [UpstreamKey(p.api_key)] if p.api_key else []
@@ -65,10 +69,6 @@ class ChannelHub:
                     kept.weight = k.weight
                     keys[i] = kept
             pools[p.name] = KeyPool(p.name, keys)
-            model = p.probe_model or next((t.model for m in settings.models for t in m.targets
-                                           if t.provider == p.name), None)
-            if model:
-                probe_model[p.name] = model
             self._probe_interval[p.name] = p.probe_interval
         self._providers, self.pools, self._probe_model = providers, pools, probe_model
         targeted = {t.provider for m in settings.models if "*" in m.name for t in m.targets}
@@ -114,6 +114,7 @@ class ChannelHub:
 
     # --- the admin side ---
     def public(self) -> list[dict[str, Any]]:
+        """The pools (providers with `api_keys`) and their keys, masked."""
         return [{"provider": name, "probe_model": self._probe_model.get(name),
                  "keys": [k.public() for k in pool.keys]} for name, pool in self.pools.items()]
 

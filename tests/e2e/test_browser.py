@@ -288,3 +288,15 @@ def test_owner_page_shows_balance_usage_and_requests(page: Any, gateway: Gateway
     # nothing overflows the narrow viewport but the scrollable tables
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 375, width
+
+
+def test_console_test_button_probes_a_provider(page: Any, gateway: Gateway) -> None:
+    sign_in_console(page)
+    page.get_by_role("tab", name="Providers").click()
+    page.wait_for_selector("#pools-table tbody tr")  # the key pools card is loaded (none in this config)
+    assert "No provider has a key pool" in page.inner_text("#pools-table")
+    page.get_by_role("button", name="Test fast").click()
+    page.wait_for_function("() => /^fast: /.test(document.querySelector('#providers-status').textContent)")
+    status = page.inner_text("#providers-status")
+    assert status.startswith("fast: ok (HTTP 200") and "model fast-model" in status
+    assert status.endswith("— Fast")  # the probe asks for one token

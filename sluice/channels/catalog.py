@@ -27,7 +27,7 @@ from sluice.storage.base import CatalogEntry, Store
 log = logging.getLogger("sluice.channels")
 KINDS = ("provider", "model")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,99}")
-_SECRET_FIELDS = ("api_key", "api_keys")
+_SECRET_FIELDS = ("api_key", "api_keys", "headers")  # headers often carry credentials too: sealed alike
 
 
 class Catalog:
@@ -74,10 +74,7 @@ class Catalog:
         fields.pop("name", None)
         doc: dict[str, Any] = {"enabled": enabled, "fields": fields}
         if kind == "provider":
-            keys = {k: fields.pop(k) for k in _SECRET_FIELDS if k in fields}
-            old = self.entries.get((kind, name))
-            doc["keys"] = self._box.seal(orjson.dumps(keys).decode()) if keys else (
-                orjson.loads(old.doc).get("keys") if old is not None else None)
+            doc["keys"] = self._sealed(name, {k: fields.pop(k) for k in _SECRET_FIELDS if k in fields})
         raw = orjson.dumps(doc).decode()
         candidate = {**self.entries, (kind, name): CatalogEntry(kind, name, raw, 0.0)}
         try:
@@ -87,6 +84,15 @@ class Catalog:
         await self._store.put_catalog(kind, name, raw)
         await self.reload()
         return self.describe(kind, name)
+
+    def _sealed(self, name: str, given: dict[str, Any]) -> str | None:
+        """The provider's secret fields, sealed: those given replace the stored ones, the others stay."""
+        old = self.entries.get(("provider", name))
+        old_sealed = orjson.loads(old.doc).get("keys") if old is not None else None
+        if not given:
+            return old_sealed
+        plain = self._box.open(old_sealed) if old_sealed else None
+        return self._box.seal(orjson.dumps({**(orjson.loads(plain) if plain else {}), **given}).decode())
 
     async def delete(self, kind: str, name: str) -> None:
         candidate = {k: e for k, e in self.entries.items() if k != (kind, name)}

@@ -104,6 +104,7 @@ class ChannelHub:
 
     def _disable(self, pool: KeyPool, key: UpstreamKey, reason: str) -> None:
         now = time.time()
+        reason = pool.scrub(reason)[:500]
         pool.set_state(key, DISABLED_AUTO, reason, now)
         key.next_probe = time.monotonic() + self._probe_interval.get(pool.provider, 60.0)
         log.warning("upstream key %s of provider %s disabled: %s", key.id, pool.provider, reason)

@@ -88,6 +88,12 @@ class KeyPool:
         best.current -= total
         return [best, *sorted((k for k in usable if k is not best), key=lambda k: -k.current)]
 
+    def scrub(self, text: str) -> str:
+        """Upstream messages may echo a key: ours never reach a listing, a log or the database."""
+        for k in self.keys:
+            text = text.replace(k.secret, "****")
+        return text
+
     def succeeded(self, key: UpstreamKey) -> None:
         key.requests += 1
         key.last_success_at = time.time()
@@ -95,12 +101,12 @@ class KeyPool:
     def failed(self, key: UpstreamKey, message: str) -> None:
         key.requests += 1
         key.errors += 1
-        key.last_error = message[:300]
+        key.last_error = self.scrub(message)[:300]
         key.last_error_at = time.time()
 
     def cool(self, key: UpstreamKey, seconds: float, reason: str) -> None:
         if key.state == ACTIVE:
-            key.state, key.reason, key.changed_at = COOLING, reason[:300], time.time()
+            key.state, key.reason, key.changed_at = COOLING, self.scrub(reason)[:300], time.time()
             key.cool_until = time.monotonic() + seconds
             key.next_probe = key.cool_until
 

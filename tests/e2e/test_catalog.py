@@ -83,6 +83,12 @@ async def test_a_provider_added_on_one_instance_serves_on_the_other(tmp_path: Pa
             client_a = openai.AsyncOpenAI(base_url=a.url + "/v1", api_key=key["key"], max_retries=0)
             try:
                 assert await _served(client_a, "live-model", want=False)  # disabled everywhere
+                # an edit that sends no keys keeps the sealed ones
+                status, doc = await _admin(b.url, "PUT", "catalog/providers/live-up", {
+                    "kind": "openai", "base_url": sim.base_url})
+                assert status == 200 and doc["serving"]
+                assert await _served(client_a, "live-model", want=True)
+                assert sim.requests[-1].headers["Authorization"] == f"Bearer {UPSTREAM_KEY}"
             finally:
                 await client_a.close()
         finally:

@@ -48,3 +48,12 @@ def test_secrets_never_shown() -> None:
     assert mask("short") == "****"
     assert secret not in fingerprint(secret)
     assert scrub(f"bad key {secret}!", [secret]) == "bad key ****!"
+
+
+def test_upstream_messages_echoing_a_key_are_scrubbed() -> None:
+    secret = "sk-echoed-by-upstream-0001"
+    pool = KeyPool("p", [UpstreamKey(secret)])
+    key = pool.keys[0]
+    pool.failed(key, f"Incorrect API key provided: {secret}")
+    pool.cool(key, 5.0, f"slow down {secret}")
+    assert key.last_error is not None and secret not in key.last_error and secret not in str(key.public())

@@ -10,6 +10,7 @@ from sluice.errors import UpstreamError, UpstreamRateLimited
 
 # error codes/types by which providers say "this account has no money or quota left"
 _QUOTA_CODES = frozenset({"insufficient_quota", "billing_error", "billing_hard_limit_reached"})
+_BAD_KEY_PHRASE = "please pass a valid api key"
 _QUOTA_PHRASES = ("credit balance is too low", "exceeded your current quota")
 
 
@@ -28,6 +29,8 @@ def classify(exc: UpstreamError) -> Verdict | None:
     if exc.status == 403:
         return Verdict("disable", f"auth: the upstream forbade the key (403): {msg}")
     low = msg.lower()
+    if _BAD_KEY_PHRASE in low:  # Gemini: 400 INVALID_ARGUMENT, reason API_KEY_INVALID
+        return Verdict("disable", f"auth: the upstream does not know the key ({exc.status}): {msg}")
     if code in _QUOTA_CODES or exc.type in _QUOTA_CODES or any(p in low for p in _QUOTA_PHRASES):
         return Verdict("disable", f"quota: {code or exc.type}: {msg}")
     if isinstance(exc, UpstreamRateLimited):

@@ -38,6 +38,8 @@ def test_classify_disables_auth_and_quota_cools_rate_limits_and_ignores_the_rest
     assert quota is not None and quota.action == "disable" and quota.reason.startswith("quota")
     rate = classify(error_for_upstream_status(429, "slow down", retry_after=7.0))
     assert rate is not None and rate.action == "cool" and rate.seconds == 7.0
+    gemini = classify(error_for_upstream_status(400, "API key not valid. Please pass a valid API key."))
+    assert gemini is not None and gemini.action == "disable" and gemini.reason.startswith("auth")
     assert classify(error_for_upstream_status(400, "bad request")) is None
     assert classify(UpstreamError("reset")) is None
 

@@ -45,6 +45,10 @@ class Catalog:
         await self.reload()
         self._ticker.start()
 
+    def wake(self) -> None:
+        """Another instance announced a change (PostgreSQL NOTIFY): look now, not at the next poll."""
+        self._ticker.wake()
+
     async def aclose(self) -> None:
         await self._ticker.aclose()
 

@@ -182,6 +182,10 @@ class ChannelHub:
             if got is not None:
                 self.offered[cfg.name] = got
 
+    def wake(self) -> None:
+        """Another instance announced a change (PostgreSQL NOTIFY): look now, not at the next poll."""
+        self._ticker.wake()
+
     async def aclose(self) -> None:
         await self._ticker.aclose()
         await self._lister.aclose()

@@ -1,5 +1,5 @@
-"""A background task that runs one step every N seconds until closed; a failing step is logged and
-the loop goes on (the database may be away for a moment: keep serving what we have)."""
+"""A background task that runs one step every N seconds (or at once when woken) until closed; a failing
+step is logged and the loop goes on (the database may be away for a moment: keep serving what we have)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ class Ticker:
         self._step = step
         self._what = what
         self._task: asyncio.Task[None] | None = None
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """Run the step now instead of at the end of the wait (a change was announced)."""
+        self._woken.set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -30,7 +35,10 @@ class Ticker:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._seconds):
+                    await self._woken.wait()
+            self._woken.clear()
             try:
                 await self._step()
             except Exception:

@@ -120,6 +120,11 @@ class App:
                       counter_factory=make_counter_factory(s.tokenizer.encoding_file), channels=channels)
         catalog = Catalog(s, store, lambda merged: _apply_catalog(merged, relay, client))
         await catalog.start()
+
+        def changed() -> None:
+            catalog.wake()
+            channels.wake()
+        await store.watch_channels(changed)
         inflight = self.drain.inflight
         routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds,
                               inflight=inflight)

@@ -8,7 +8,7 @@ insert, in one transaction, idempotent on request_id) charges and releases.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -235,6 +235,11 @@ class Store(Protocol):
 
     async def put_upstream_key_state(self, st: UpstreamKeyState) -> None:
         """Insert or replace the state of (provider, key_id)."""
+        ...
+
+    async def watch_channels(self, on_change: Callable[[], None]) -> bool:
+        """Call `on_change` whenever any process changes the catalog or a key state (PostgreSQL:
+        LISTEN/NOTIFY). False when the store cannot tell (SQLite): the readers poll."""
         ...
 
     async def catalog_version(self) -> int:

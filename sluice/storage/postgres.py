@@ -33,6 +33,7 @@ T = TypeVar("T")
 _MIGRATION_LOCK = 0x51_1C_E0_01
 _FIRST_KEY_LOCK = 0x51_1C_E0_02
 _DEADLOCK_RETRIES = 3
+_CHANNELS_NOTIFY = "sluice_channels"  # NOTIFY channel: the catalog or an upstream key state changed
 
 
 @functools.cache
@@ -46,6 +47,7 @@ class PostgresStore:
         self._min_size = min_size
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -59,6 +61,9 @@ class PostgresStore:
         await self._tx(_migrate)
 
     async def close(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -197,7 +202,17 @@ class PostgresStore:
         return [UpstreamKeyState(*r) for r in await self._fetch(sql.SELECT_UPSTREAM_KEYS)]
 
     async def put_upstream_key_state(self, st: UpstreamKeyState) -> None:
-        await self.pool.execute(_q(sql.PUT_UPSTREAM_KEY), st.provider, st.key_id, st.state, st.reason, st.changed_at)
+        async def run(con: asyncpg.Connection) -> None:
+            await con.execute(_q(sql.PUT_UPSTREAM_KEY), st.provider, st.key_id, st.state, st.reason, st.changed_at)
+            await con.execute("SELECT pg_notify($1, 'keys')", _CHANNELS_NOTIFY)
+        await self._tx(run)
+
+    async def watch_channels(self, on_change: Callable[[], None]) -> bool:
+        # a connection of its own, outside the pool: LISTEN lasts as long as the connection does; if it
+        # is lost, the readers' polling still catches every change, only later
+        con = self._listener = await asyncpg.connect(self.url)
+        await con.add_listener(_CHANNELS_NOTIFY, lambda *_: on_change())
+        return True
 
     async def catalog_version(self) -> int:
         return int(await self.pool.fetchval(sql.CATALOG_VERSION))
@@ -216,6 +231,7 @@ class PostgresStore:
             else:
                 await con.execute(_q(sql.PUT_CATALOG), kind, name, doc, time.time())
             await con.execute(sql.BUMP_CATALOG)
+            await con.execute("SELECT pg_notify($1, 'catalog')", _CHANNELS_NOTIFY)  # sent at commit
             return True
         return await self._tx(run)
 

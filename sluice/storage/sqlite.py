@@ -197,6 +197,9 @@ class SQLiteStore:
         args = (st.provider, st.key_id, st.state, st.reason, st.changed_at)
         await self._run(lambda db: db.execute(sql.PUT_UPSTREAM_KEY, args))
 
+    async def watch_channels(self, on_change: Callable[[], None]) -> bool:
+        return False  # no notifications between SQLite processes: the readers poll
+
     async def catalog_version(self) -> int:
         return int((await self._run(lambda db: db.execute(sql.CATALOG_VERSION).fetchone()))[0])
 

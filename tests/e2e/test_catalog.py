@@ -41,7 +41,7 @@ async def _served(client: openai.AsyncOpenAI, model: str, want: bool) -> bool:
                 except openai.NotFoundError:
                     if not want:
                         return True
-                await asyncio.sleep(POLL / 5)
+                await asyncio.sleep(0.1)
     return False
 
 
@@ -52,10 +52,13 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.mark.postgres
-async def test_a_provider_added_on_one_instance_serves_on_the_other(tmp_path: Path, pg_url: str) -> None:
+@pytest.mark.parametrize("poll", [POLL, 3600.0], ids=["polling", "notify"])
+async def test_a_provider_added_on_one_instance_serves_on_the_other(tmp_path: Path, pg_url: str,
+                                                                    poll: float) -> None:
+    """With an hour between polls, only PostgreSQL's NOTIFY can tell the other instance in time."""
     url = pg_url
     cfg = two_speed_config(tmp_path, url, slow_tps=100,
-                           sections=f'[channels]\npoll_seconds = {POLL}\nsecret = "test-catalog-secret-1"\n')
+                           sections=f'[channels]\npoll_seconds = {poll}\nsecret = "test-catalog-secret-1"\n')
     async with OpenAISim() as sim, serving(cfg, tmp_path, "a") as a, serving(cfg, tmp_path, "b") as b:
         status, key = await _admin(a.url, "POST", "keys", {"name": "catalog-test"})
         assert status == 201

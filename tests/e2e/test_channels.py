@@ -69,6 +69,17 @@ def _states(db: Path) -> dict[str, tuple[str, str | None]]:
         return {r[0]: (r[1], r[2]) for r in con.execute("SELECT key_id, state, reason FROM upstream_key_states")}
 
 
+async def _db_until(db: Path, pred: Any) -> dict[str, tuple[str, str | None]]:
+    """The shared states, read until `pred` holds (the writes leave the request path), 30 s at most."""
+    states = _states(db)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(30):
+            while not pred(states):
+                await asyncio.sleep(0.05)
+                states = _states(db)
+    return states
+
+
 async def test_refused_and_exhausted_keys_are_disabled_and_the_probe_re_enables_them(tmp_path: Path) -> None:
     i1, i2, i3 = fingerprint(K1), fingerprint(K2), fingerprint(K3)
     async with OpenAISim() as sim:
@@ -88,8 +99,8 @@ async def test_refused_and_exhausted_keys_are_disabled_and_the_probe_re_enables_
             assert keys[i1]["state"] == "disabled_auto" and keys[i1]["reason"].startswith("auth")
             assert keys[i2]["state"] == "disabled_auto" and keys[i2]["reason"].startswith("quota")
             assert keys[i3]["state"] == "active" and keys[i3]["requests"] == 6 and keys[i3]["errors"] == 0
-            states = _states(s.db)  # shared with every instance through the database
-            assert states[i1][0] == states[i2][0] == "disabled_auto"
+            states = await _db_until(s.db, lambda st: len(st) == 2)  # written in the background
+            assert states[i1][0] == states[i2][0] == "disabled_auto"  # shared with every instance
             status, text = await _admin(s, "GET", "channels")
             assert status == 200 and not any(k in text for k in (K1, K2, K3))
 
@@ -99,7 +110,7 @@ async def test_refused_and_exhausted_keys_are_disabled_and_the_probe_re_enables_
             sim.reset()  # the upstream takes both keys again: the background probe must notice
             keys = await _until(lambda ks: all(k["state"] == "active" for k in ks.values()), s)
             assert [keys[i]["state"] for i in (i1, i2, i3)] == ["active"] * 3
-            assert _states(s.db)[i1] == ("active", None)
+            assert (await _db_until(s.db, lambda st: st.get(i1) == ("active", None)))[i1] == ("active", None)
 
             status, text = await _admin(s, "POST", "channels/pool/test", {"key_id": i2, "model": "gpt-4o"})
             assert status == 200 and '"ok":true' in text.replace(" ", "") and '"status":200' in text.replace(" ", "")

@@ -63,6 +63,7 @@ def sluice_config(out: Path, tag: str, port: int, upstream_port: int, extra: str
     for p in (db, db.with_suffix(".db-wal"), db.with_suffix(".db-shm")):
         p.unlink(missing_ok=True)
     cfg = out / f"sluice-{tag}.toml"
+    free = "" if "[pricing]" in extra else "free = true\n"  # unpriced models are refused unless free
     cfg.write_text(f"""[server]
 host = "{HOST}"
 port = {port}
@@ -78,7 +79,7 @@ api_key = "bench"
 
 [[models]]
 name = "bench-model"
-targets = [{{ provider = "fake", model = "bench-model" }}]
+{free}targets = [{{ provider = "fake", model = "bench-model" }}]
 {extra}""")
     return cfg
 

@@ -11,10 +11,11 @@ import re
 import tomllib
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
+from msgspec import Meta
 
 ProviderKind = Literal["openai", "simulated", "anthropic", "gemini"]
 
@@ -34,9 +35,12 @@ class ServerConfig(_Strict):
     max_body_bytes: int = 16 << 20
     heartbeat_seconds: float = 15.0
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    admin_cors_origins: list[str] = msgspec.field(default_factory=list)   # /admin/*: no browser origin by default
     drain_seconds: float = 0.0            # after SIGTERM: /ready says 503 while requests are still served
     shutdown_grace_seconds: float = 30.0  # then: how long open requests and streams may go on
     key_cache_seconds: float = 2.0
+    metrics_listen: str | None = None     # "host:port": /metrics there without a token (else admin token)
+    ready_cache_seconds: float = 2.0      # /ready re-probes the database and Redis at most this often
 
 
 class StorageConfig(_Strict):
@@ -51,6 +55,10 @@ class AdminConfig(_Strict):
     token: str | None = None
 
 
+# Integers the catalog API also takes: within 64 bits (JSON may carry more); check() sets the real ranges.
+Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+
+
 class TimeoutsConfig(_Strict):
     connect: float = 10.0
     first_byte: float = 600.0  # long-thinking models may be silent for minutes before answering
@@ -61,7 +69,7 @@ class UpstreamKeyConfig(_Strict):
     """One key of a provider's pool; a bare string in `api_keys` is a key of weight 1."""
 
     key: str
-    weight: int = 1
+    weight: Int64 = 1
 
 
 class ProviderConfig(_Strict):
@@ -77,7 +85,9 @@ class ProviderConfig(_Strict):
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
     stream_options: bool = True      # ask the upstream for usage with stream_options.include_usage
-    max_tokens_default: int = 4096   # for upstreams that require max_tokens (Anthropic)
+    max_tokens_default: Int64 = 4096   # for upstreams that require max_tokens (Anthropic)
+    # Anthropic pass-through: client `anthropic-beta` values this upstream rejects (e.g. a cloud-hosted variant)
+    strip_betas: list[str] = msgspec.field(default_factory=list)
     # simulated provider
     ttft_ms: float = 0.0
     tokens_per_second: float = 0.0   # 0: as fast as possible
@@ -87,8 +97,8 @@ class ProviderConfig(_Strict):
 class TargetConfig(_Strict):
     provider: str
     model: str
-    weight: int = 1
-    priority: int = 0
+    weight: Int64 = 1
+    priority: Int64 = 0
 
 
 class PricingConfig(_Strict):
@@ -104,7 +114,8 @@ class ModelConfig(_Strict):
     targets: list[TargetConfig]
     owned_by: str = "sluice"
     pricing: PricingConfig | None = None
-    max_output_reserve: int | None = None  # tokens reserved when a request sets no max_tokens
+    free: bool = False                     # no price on purpose: served without charge (else refused)
+    max_output_reserve: Int64 | None = None  # tokens reserved when a request sets no max_tokens
     strip_suffixes: list[str] = msgspec.field(default_factory=list)  # e.g. ["[1m]"], removed before matching
 
 
@@ -126,6 +137,14 @@ class LedgerConfig(_Strict):
     durable: bool = True        # the record is committed before the response's last byte
     flush_interval: float = 0.2
     batch: int = 500
+    retention_days: float | None = None      # older request-log rows become daily sums (None: keep all)
+    retention_check_seconds: float = 3600.0  # how often an instance tries to do that (one at a time)
+
+
+class LogConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    access: bool = True         # one line per request (sluice.access)
 
 
 class ChannelsConfig(_Strict):
@@ -153,6 +172,7 @@ class Settings(_Strict):
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     tokenizer: TokenizerConfig = msgspec.field(default_factory=TokenizerConfig)
     channels: ChannelsConfig = msgspec.field(default_factory=ChannelsConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
 
     def provider(self, name: str) -> ProviderConfig:
         for p in self.providers:
@@ -234,6 +254,16 @@ def _env_overrides(raw: dict[str, Any]) -> None:
     redis_url = os.environ.get("SLUICE_REDIS_URL")
     if redis_url:
         raw.setdefault("redis", {})["url"] = redis_url
+    for name in ("level", "format"):
+        value = os.environ.get(f"SLUICE_LOG_{name.upper()}")
+        if value:
+            raw.setdefault("log", {})[name] = value.lower()
+
+
+def metrics_dir() -> str | None:
+    """The directory where `--workers N` processes share their metrics (set by `sluice serve`, read by the
+    Prometheus client itself when it is imported); None in a single process."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 def _substitute(value: Any, where: str) -> Any:
@@ -271,6 +301,10 @@ def _check(s: Settings) -> None:
         raise ConfigError("server.workers: must be at least 1")
     if s.server.max_body_bytes < 1024:
         raise ConfigError("server.max_body_bytes: must be at least 1024")
+    if s.server.metrics_listen is not None:
+        split_listen(s.server.metrics_listen)
+    if not 0 <= s.server.ready_cache_seconds <= 3600:
+        raise ConfigError("server.ready_cache_seconds: must be between 0 and 3600")
     if s.server.heartbeat_seconds <= 0:
         raise ConfigError("server.heartbeat_seconds: must be positive")
     for name in ("drain_seconds", "shutdown_grace_seconds"):
@@ -300,6 +334,10 @@ def _check(s: Settings) -> None:
         to = p.timeouts
         if min(to.connect, to.first_byte, to.idle) <= 0:
             raise ConfigError(f"providers[{i}].timeouts: must be positive")
+    if s.ledger.retention_days is not None and not 1 <= s.ledger.retention_days <= 36500:
+        raise ConfigError("ledger.retention_days: must be between 1 and 36500 (or absent to keep every row)")
+    if not 1 <= s.ledger.retention_check_seconds <= 86400:
+        raise ConfigError("ledger.retention_check_seconds: must be between 1 and 86400")
     if not 0.1 <= s.channels.poll_seconds <= 3600.0:
         raise ConfigError("channels.poll_seconds: must be between 0.1 and 3600")
     if not 0.0 <= s.channels.cooldown_seconds <= 86400.0:
@@ -309,6 +347,10 @@ def _check(s: Settings) -> None:
     for i, m in enumerate(s.models):
         if m.pricing is not None:
             _check_price(f"models[{i}].pricing", m.pricing)
+            if m.free:
+                raise ConfigError(f"models[{i}].free: a model with a pricing is not free; set one or the other")
+        if m.max_output_reserve is not None and not 1 <= m.max_output_reserve <= 10_000_000:
+            raise ConfigError(f"models[{i}].max_output_reserve: must be between 1 and 10000000")
         if m.name in models:
             raise ConfigError(f"models[{i}].name: duplicate model name {m.name!r}")
         models.add(m.name)
@@ -338,6 +380,14 @@ def _check_price(where: str, p: PricingConfig) -> None:
             raise ConfigError(f"{where}.{name}: not a decimal number: {v!r}") from None
         if not d.is_finite() or d < 0:
             raise ConfigError(f"{where}.{name}: must be a non-negative number")
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::1]:9464`) -> (host, port); ConfigError naming server.metrics_listen."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("server.metrics_listen: must be host:port, e.g. 127.0.0.1:9464")
+    return host.strip("[]"), int(port)
 
 
 def sqlite_path(url: str) -> Path:

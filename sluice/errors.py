@@ -7,6 +7,7 @@
     ├── PermissionDenied              403 invalid_request_error / model_not_allowed
     ├── NotFound                      404 invalid_request_error / not_found
     │   └── ModelNotFound             404 invalid_request_error / model_not_found
+    ├── Conflict                      409 invalid_request_error / conflict  (well-formed, but not now)
     ├── RateLimited                   429 requests / rate_limit_exceeded          (retryable)
     │   └── QuotaExceeded             429 insufficient_quota / insufficient_quota (x-should-retry: false)
     ├── ServerShutdown                503 server_error / server_shutdown          (retryable; the grace ran out)
@@ -23,6 +24,7 @@ gives `retry-after` / `x-should-retry` where they carry meaning.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -76,6 +78,30 @@ class InvalidRequest(SluiceError):
     code: str | None = None
 
 
+def invalid_field(validation_error: str) -> InvalidRequest:
+    """A 400 naming the field from a msgspec validation message ("Expected `int` <= 128 - at `$.n`")."""
+    what, sep, where = validation_error.partition(" - at `$")
+    param = where.rstrip("`").lstrip(".") or None if sep else None
+    code = "invalid_type" if ", got `" in what else "invalid_value"
+    missing = re.match(r"Object missing required field `([^`]+)`", what)
+    if missing:
+        param = f"{param}.{missing[1]}" if param else missing[1]
+        code = "missing_required_parameter"
+    return InvalidRequest(f"Invalid '{param or 'body'}': {what[:1].lower()}{what[1:]}.", param=param, code=code)
+
+
+class MethodNotAllowed(InvalidRequest):
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, allow: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"allow", ", ".join(self.allow).encode())]
+
+
 class BodyTooLarge(InvalidRequest):
     status = 413
     code = "request_too_large"
@@ -97,6 +123,14 @@ class NotFound(SluiceError):
     status = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class Conflict(SluiceError):
+    """A request the schema allows that the current state refuses (a balance at its cap, a date passed)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class ModelNotFound(NotFound):

@@ -20,9 +20,11 @@ from sluice.errors import ModelNotFound, PermissionDenied, SluiceError
 from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
 from sluice.metering.meter import Meter
-from sluice.metering.tokenizer import Counter
+from sluice.metering.tokenizer import Counter, count_request
 from sluice.metering.tokens import TokenCounter
-from sluice.providers.base import Call, ChunkStream, Completion, Provider
+from sluice.observability import metrics
+from sluice.observability.access_log import access_line
+from sluice.providers.base import Call, ChunkStream, Completion, NativeBody, NativeProvider, Provider
 from sluice.routing.fallback import Cooldowns, with_failover
 from sluice.routing.table import ModelTable, Route, Target
 from sluice.schema.chat import ChatRequest
@@ -54,11 +56,13 @@ class Relay:
         self.auth = auth
         self.admission = admission
         self.durable = durable
-        self.cooldowns = Cooldowns()
+        self.cooldowns = Cooldowns(on_change=metrics.target_state)
+        self.labels = metrics.Labels(table.names(), list(providers))
         self.channels = channels
 
-    def meter(self, request_id: str) -> Meter:
-        return Meter(request_id)
+    def meter(self, request_id: str, route: str = "") -> Meter:
+        metrics.request_started()
+        return Meter(request_id, route)
 
     async def settle(self, meter: Meter, *, durable: bool | None = None) -> LedgerRecord | None:
         """Price the request, free its limits and reservation, write its record. Once; later calls no-op."""
@@ -66,6 +70,8 @@ class Relay:
         if rec is None:
             return None
         self.admission.price_record(meter, rec)
+        metrics.settled(self.labels, meter, rec)
+        access_line(meter, rec)
         if meter.limits:
             await self.admission.release_limits(meter, (rec.prompt_tokens or 0) + (rec.completion_tokens or 0))
         if self.durable if durable is None else durable:
@@ -97,23 +103,43 @@ class Relay:
         route = self.route_for(key, req.model)
         return route, await self.admission.admit(key, req, meter)
 
-    def _attempt_meta(self, meter: Meter, target: Target, n: int, api_key: str | None) -> Call:
+    def _attempt_meta(self, meter: Meter, target: Target, n: int, native: NativeBody | None,
+                      api_key: str | None) -> Call:
         meter.attempts = n
+        if n > 1 and (meter.provider, meter.upstream_model) != (target.provider, target.model):
+            meter.failovers += 1
         meter.provider = target.provider
         meter.upstream_model = target.model
         return Call(meter.request, target.model, meter.request_id, target.timeouts,  # type: ignore[arg-type]
-                    api_key=api_key)
+                    native, api_key=api_key)
 
     async def _keyed(self, target: Target, fn: Callable[[str | None], Awaitable[T]]) -> T:
         """`fn` with a key from the target provider's pool (moving on past refused keys), if it has one."""
         return await fn(None) if self.channels is None else await self.channels.call(target.provider, fn)
 
-    async def complete(self, key: KeyRecord, req: ChatRequest, meter: Meter) -> tuple[Completion, Headers]:
+    def native_provider(self, target: Target, native: NativeBody | None) -> NativeProvider | None:
+        """The target's provider when it speaks the request's own wire format (a pass-through serves it);
+        None when the translated request serves, which raises what makes a translation unservable."""
+        if native is None:
+            return None
+        prov = self.providers[target.provider]
+        if isinstance(prov, NativeProvider) and prov.dialect == native.dialect:
+            return prov
+        if native.unservable is not None:
+            raise native.unservable
+        return None
+
+    async def complete(self, key: KeyRecord, req: ChatRequest, meter: Meter,
+                       native: NativeBody | None = None) -> tuple[Completion, Headers]:
         route, headers = await self._start(meter, key, req, False)
 
         async def attempt(target: Target, n: int) -> Completion:
-            provider = self.providers[target.provider]
-            return await self._keyed(target, lambda key: provider.complete(self._attempt_meta(meter, target, n, key)))
+            async def one(api_key: str | None) -> Completion:
+                call = self._attempt_meta(meter, target, n, native, api_key)
+                if (prov := self.native_provider(target, native)) is not None:
+                    return await prov.complete_native(call)
+                return await self.providers[target.provider].complete(call)
+            return await self._keyed(target, one)
 
         result = await with_failover(route.order(), attempt, self.cooldowns)
         meter.first_token()
@@ -124,17 +150,45 @@ class Relay:
         meter.status = 200
         return result, headers
 
-    async def stream(self, key: KeyRecord, req: ChatRequest, meter: Meter) -> RelayStream:
+    async def count_tokens(self, key: KeyRecord, req: ChatRequest, native: NativeBody,
+                           request_id: str) -> tuple[bytes, bool]:
+        """(reply body, estimated): the first target's own count when it speaks the request's format,
+        else (or when that upstream is unavailable) a local count. Neither billed nor written to the ledger."""
+        target = self.route_for(key, req.model).order()[0]
+        prov = self.native_provider(target, native)
+        if prov is not None:
+            try:
+                return await self._keyed(target, lambda api_key: prov.count_tokens(
+                    Call(req, target.model, request_id, target.timeouts, native, api_key=api_key))), False
+            except SluiceError as exc:
+                if not exc.retryable:
+                    raise
+        tokens = count_request(req.body, self.counter_factory())
+        return orjson.dumps({"input_tokens": tokens}), True
+
+    async def stream(self, key: KeyRecord, req: ChatRequest, meter: Meter,
+                     native: NativeBody | None = None) -> RelayStream:
         route, headers = await self._start(meter, key, req, True)
+        served_native = False
 
         async def attempt(target: Target, n: int) -> ChunkStream:
-            provider = self.providers[target.provider]
-            return await self._keyed(target, lambda key: provider.stream(self._attempt_meta(meter, target, n, key)))
+            async def one(api_key: str | None) -> ChunkStream:
+                nonlocal served_native
+                call = self._attempt_meta(meter, target, n, native, api_key)
+                if (prov := self.native_provider(target, native)) is not None:
+                    served_native = True
+                    return await prov.stream_native(call)
+                served_native = False
+                return await self.providers[target.provider].stream(call)
+            return await self._keyed(target, one)
 
         upstream = await with_failover(route.order(), attempt, self.cooldowns)
         meter.status = 200
         meter.counter = self.counter_factory()
-        return RelayStream(self, upstream, meter, req.include_usage, headers)
+        metrics.stream_opened()
+        rs = RelayStream(self, upstream, meter, req.include_usage, headers)
+        rs.native = served_native
+        return rs
 
 
 class RelayStream:
@@ -148,6 +202,7 @@ class RelayStream:
         self.headers = headers
         self._include_usage = include_usage
         self._last: dict[str, Any] | None = None
+        self.native = False  # the upstream speaks the front door's format: `passthrough()`, not `chunks()`
 
     async def frames(self) -> AsyncIterator[bytes]:
         """OpenAI SSE frames, each ending in a blank line; the last is `[DONE]` or an error event."""
@@ -195,6 +250,24 @@ class RelayStream:
                 if chunk.usage is not None:
                     meter.usage = chunk.usage
                 yield chunk.parsed if chunk.parsed is not None else orjson.loads(chunk.payload)
+        except SluiceError as exc:
+            await self.fail(exc)
+            raise
+        await self._relay.settle(meter)
+
+    async def passthrough(self) -> AsyncIterator[bytes]:
+        """A native stream's frames as the upstream sent them, metered as they pass; settled before the
+        last frame. Raises SluiceError on a failure (settled)."""
+        meter = self.meter
+        try:
+            async for chunk in self._upstream:
+                if meter.ttft is None:
+                    meter.first_token()
+                if chunk.usage is not None:
+                    meter.usage = chunk.usage
+                if chunk.finish:
+                    await self._relay.settle(meter)
+                yield chunk.payload
         except SluiceError as exc:
             await self.fail(exc)
             raise

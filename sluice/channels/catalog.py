@@ -20,13 +20,13 @@ from sluice.channels.pool import mask
 from sluice.channels.secrets import SecretBox
 from sluice.channels.ticker import Ticker
 from sluice.config import ConfigError, ModelConfig, ProviderConfig, Settings, apply_env_proxies, check
-from sluice.errors import InvalidRequest, NotFound
-from sluice.schema.chat import parse_json_object
+from sluice.errors import Conflict, InvalidRequest, NotFound, invalid_field
 from sluice.storage.base import CatalogEntry, Store
 
 log = logging.getLogger("sluice.channels")
 KINDS = ("provider", "model")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,99}")
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,99}"
+_NAME = re.compile(NAME_PATTERN)
 _SECRET_FIELDS = ("api_key", "api_keys", "headers")  # headers often carry credentials too: sealed alike
 
 
@@ -69,13 +69,19 @@ class Catalog:
         self._apply(settings)
 
     # --- the admin side ---
-    async def put(self, kind: str, name: str, body: bytes) -> dict[str, Any]:
+    async def put(self, kind: str, name: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace one entry from its config table (a JSON object; `enabled` besides)."""
         _check_name(name)
-        fields = parse_json_object(body)
+        fields = dict(fields)
         enabled = fields.pop("enabled", True)
         if not isinstance(enabled, bool):
             raise InvalidRequest("'enabled' must be a boolean", param="enabled")
-        fields.pop("name", None)
+        if fields.pop("name", name) != name:
+            raise InvalidRequest("'name', when given, must be the name in the path", param="name")
+        try:   # the body's own shape first (a 400), then whether it fits with the rest (a 409)
+            msgspec.convert({**fields, "name": name}, ProviderConfig if kind == "provider" else ModelConfig)
+        except msgspec.ValidationError as exc:
+            raise invalid_field(str(exc)) from None
         doc: dict[str, Any] = {"enabled": enabled, "fields": fields}
         if kind == "provider":
             doc["keys"] = self._sealed(name, {k: fields.pop(k) for k in _SECRET_FIELDS if k in fields})
@@ -84,7 +90,7 @@ class Catalog:
         try:
             merge(self._base, list(candidate.values()), self._box)
         except ConfigError as exc:
-            raise InvalidRequest(str(exc), param=kind) from None
+            raise Conflict(f"With this {kind} the configuration would not be valid: {exc}", param=kind) from None
         await self._store.put_catalog(kind, name, raw)
         await self.reload()
         return self.describe(kind, name)
@@ -103,8 +109,8 @@ class Catalog:
         try:
             merge(self._base, list(candidate.values()), self._box)
         except ConfigError as exc:
-            raise InvalidRequest(f"Deleting {kind} {name!r} would leave the configuration invalid: {exc}",
-                                 param=kind) from None
+            raise Conflict(f"Deleting {kind} {name!r} would leave the configuration invalid: {exc}",
+                           param=kind) from None
         if not await self._store.put_catalog(kind, name, None):
             raise NotFound(f"No {kind} {name!r} in the database (entries from the config file cannot be deleted; "
                            "disable them with enabled=false).")

@@ -9,7 +9,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from sluice.errors import InvalidRequest
+from sluice.errors import Conflict
 
 _PREFIX = "fernet1:"
 
@@ -24,7 +24,7 @@ class SecretBox:
 
     def seal(self, plain: str) -> str:
         if self._fernet is None:
-            raise InvalidRequest("Storing upstream keys needs channels.secret (or SLUICE_CHANNELS_SECRET) set "
+            raise Conflict("Storing upstream keys needs channels.secret (or SLUICE_CHANNELS_SECRET) set "
                                  "on the server, to encrypt them.", code="channels_secret_missing")
         return _PREFIX + self._fernet.encrypt(plain.encode()).decode()
 

@@ -14,6 +14,7 @@ from typing import Any
 from sluice.channels.catalog import Catalog
 from sluice.config import Settings
 from sluice.errors import SluiceError
+from sluice.schema.chat import parse_json_object
 from sluice.storage.base import Store
 
 
@@ -40,7 +41,7 @@ async def run(settings: Settings, store: Store, args: argparse.Namespace) -> int
     try:
         if args.catalog_cmd == "put":
             body = sys.stdin.read() if args.body == "-" else args.body
-            print(json.dumps(await catalog.put(args.kind, args.name, body.encode()), indent=2))
+            print(json.dumps(await catalog.put(args.kind, args.name, parse_json_object(body.encode())), indent=2))
         elif args.catalog_cmd == "delete":
             await catalog.delete(args.kind, args.name)
             print(f"deleted {args.kind} {args.name}")

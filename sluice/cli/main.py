@@ -1,4 +1,5 @@
-"""`sluice serve | keys | usage | catalog`: every command reads the same configuration (--config or SLUICE_CONFIG)."""
+"""`sluice serve | keys | usage | accounts | groups | codes | catalog`: every command reads the same
+configuration (--config or SLUICE_CONFIG)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 
 from sluice import __version__
 from sluice.auth.keys import hash_key, new_key
-from sluice.cli import catalog, usage
+from sluice.cli import accounts, catalog, usage
 from sluice.cli.tables import render
 from sluice.config import ConfigError, Settings, load
 from sluice.metering.pricing import fmt_money, to_nanos
@@ -51,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     kc.add_argument("--rpm", type=int, help="requests per minute")
     kc.add_argument("--tpm", type=int, help="tokens per minute")
     kc.add_argument("--max-concurrency", type=int)
+    kc.add_argument("--account", help="the account it spends from (see `sluice accounts`)")
     kc.add_argument("--json", action="store_true")
     kt = keys.add_parser("topup", help="add money to a key's budget")
     _common(kt)
@@ -63,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
     _common(kr)
     kr.add_argument("id")
     usage.add_parser(sub, _common)
+    accounts.add_parsers(sub, _common)
     catalog.add_parser(sub, _common)
     return ap
 
@@ -85,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         return _keys(args, settings)
     if args.cmd == "usage":
         return _with_store(settings, lambda st: usage.run(st, args))
+    if args.cmd in ("accounts", "groups", "codes"):
+        return _with_store(settings, lambda st: accounts.run(st, args))
     if args.cmd == "catalog":
         return _with_store(settings, lambda st: catalog.run(settings, st, args))
     return 2
@@ -137,7 +142,7 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
         fields = {"owner": args.owner, "budget": _money(args.budget) if args.budget else None,
                   "token_quota": args.token_quota, "period": args.period, "rpm": args.rpm, "tpm": args.tpm,
-                  "max_concurrency": args.max_concurrency}
+                  "max_concurrency": args.max_concurrency, "account_id": args.account}
         rec, secret = _with_store(settings, lambda st: create_key(st, args.name, models, **fields))
         if args.json:
             print(json.dumps({**rec.public(), "key": secret}))

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import signal
+import tempfile
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -18,9 +19,12 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
+from sluice.auth.admin_token import create_first_admin_token
 from sluice.config import DEFAULT_MODEL, Settings, load
 from sluice.http.app import App, create_app
 from sluice.http.drain import Drain
+from sluice.observability.exporter import start_exporter
+from sluice.observability.logs import setup_logging
 from sluice.storage import open_store
 
 log = logging.getLogger("sluice")
@@ -118,12 +122,9 @@ def serving_app(settings: Settings) -> App:
 
 def app_from_env() -> App:
     """The factory each worker process calls (`--workers N`); config comes from the environment."""
-    _log_setup()
-    return serving_app(load())
-
-
-def _log_setup() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load()
+    setup_logging(settings.log)
+    return serving_app(settings)
 
 
 async def _prepare(settings: Settings) -> str | None:
@@ -140,18 +141,23 @@ async def _prepare(settings: Settings) -> str | None:
 
 
 def serve(settings: Settings, *, config_path: str | None, data_dir: str | None) -> int:
-    _log_setup()
+    setup_logging(settings.log)
     secret = asyncio.run(_prepare(settings))
+    admin_secret = create_first_admin_token(settings)
     host, port, workers = settings.server.host, settings.server.port, settings.server.workers
     base = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}/v1"
     if secret:
         model = settings.models[0].name if settings.models else DEFAULT_MODEL
         print(_first_key_banner(secret, base, model), flush=True)
+    if admin_secret:
+        print(_admin_banner(admin_secret, base.removesuffix("/v1")), flush=True)
     print(f"Sluice listening on {base} ({workers} worker{'s' if workers > 1 else ''}, "
           f"storage {settings.storage.url.split('://')[0]})", flush=True)
     # uvicorn's own deadline is a backstop: GracefulStop ends open requests at the grace itself
     backstop = math.ceil(settings.server.shutdown_grace_seconds) + CUT_MARGIN_SECONDS
+    # log_config=None: uvicorn's loggers go through ours (level, format, the log thread)
     common = dict(host=host, port=port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
+                  log_config=None,
                   log_level="warning", timeout_keep_alive=75, backlog=4096, server_header=False, proxy_headers=False,
                   timeout_graceful_shutdown=backstop)
     if workers > 1:
@@ -162,10 +168,32 @@ def serve(settings: Settings, *, config_path: str | None, data_dir: str | None) 
             os.environ["SLUICE_DATA_DIR"] = os.path.abspath(data_dir)
         config = uvicorn.Config("sluice.cli.serve:app_from_env", factory=True, workers=workers,
                                 **common)  # type: ignore[arg-type]
-        Supervisor(config, sockets=[config.bind_socket()]).run()
+        # the workers share their metrics through files in a directory of this run (never a previous run's)
+        with tempfile.TemporaryDirectory(prefix="sluice-metrics-") as shared:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+            _exporter(settings)
+            Supervisor(config, sockets=[config.bind_socket()]).run()
     else:
+        _exporter(settings)
         uvicorn.run(serving_app(settings), **common)  # type: ignore[arg-type]
     return 0
+
+
+def _exporter(settings: Settings) -> None:
+    if settings.server.metrics_listen:
+        start_exporter(settings.server.metrics_listen)
+        print(f"Metrics on http://{settings.server.metrics_listen}/metrics", flush=True)
+
+
+def _admin_banner(secret: str, origin: str) -> str:
+    return f"""
+First start: created an admin token (only its hash is stored). It is shown only this once.
+
+    {secret}
+
+Open the console at {origin}/console and paste it there; scripts send it as
+Authorization: Bearer <admin token> to {origin}/admin/ and {origin}/metrics.
+"""
 
 
 def _first_key_banner(secret: str, base: str, model: str) -> str:

@@ -1,58 +1,42 @@
 """The admin API under /admin/ (admin token, separate from user keys) and a key owner's /v1/dashboard/.
 
 Admin: keys CRUD, top-ups, usage (by key / model / time, grouped by hour or day), the request log and
-one request's record, providers and models with their health, and the OpenAPI document.
+one request's record, providers and models with their health, accounts/groups/codes (account_routes.py),
+key pools and the runtime catalog (channel_routes.py), and the OpenAPI document.
 Owner: its own balance, limits, usage and requests, with nothing but its own key.
 """
 
 from __future__ import annotations
 
-import hmac
 import time
-from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs
 
-import msgspec
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET
 
+from sluice.auth.admin_token import AdminToken
 from sluice.auth.keys import hash_key, new_key
 from sluice.channels.catalog import Catalog
 from sluice.config import Settings
-from sluice.errors import AuthenticationFailed, InvalidRequest, NotFound, SluiceError
+from sluice.errors import AuthenticationFailed, InvalidRequest, MethodNotAllowed, NotFound, SluiceError
+from sluice.http.account_routes import AccountAdmin, account_doc, owner_account
+from sluice.http.admin_schema import KeyFields, NewKey, TopUp, changes, decode, ledger_params, money_nanos
 from sluice.http.asgi import Headers, Receive, Scope, Send, header, read_body, send_error, send_json
 from sluice.http.channel_routes import catalog_route, channel_route
 from sluice.http.openapi import OPENAPI
-from sluice.metering.pricing import to_nanos
+from sluice.metering.pricing import MAX_NANOS
 from sluice.relay import Relay
-from sluice.schema.chat import parse_json_object
-from sluice.storage.base import PERIODS, KeyRecord, LedgerQuery
-
-
-class KeyFields(msgspec.Struct, forbid_unknown_fields=True):
-    """Key fields an admin may set; absent fields stay as they are, `null` clears a limit."""
-
-    name: str | UnsetType = UNSET
-    owner: str | UnsetType | None = UNSET
-    models: list[str] | UnsetType | None = UNSET
-    enabled: bool | UnsetType = UNSET
-    expires_at: float | UnsetType | None = UNSET
-    budget: str | float | int | UnsetType | None = UNSET
-    token_quota: int | UnsetType | None = UNSET
-    period: str | UnsetType | None = UNSET
-    rpm: int | UnsetType | None = UNSET
-    tpm: int | UnsetType | None = UNSET
-    max_concurrency: int | UnsetType | None = UNSET
-    metadata: dict[str, Any] | UnsetType | None = UNSET
+from sluice.storage.base import KeyRecord
 
 
 class AdminRoutes:
     def __init__(self, settings: Settings, relay: Relay, catalog: Catalog | None = None) -> None:
-        self._token = settings.admin.token
+        self.token = AdminToken.from_settings(settings)
         self._settings = settings
         self.relay = relay
         self.catalog = catalog
         self.store = relay.store
+        self.accounts = AccountAdmin(relay)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
         try:
@@ -66,76 +50,73 @@ class AdminRoutes:
         await send_json(send, status, doc, headers)
 
     def _check_admin(self, scope: Scope) -> None:
-        if not self._token:
+        if not self.token.enabled:
             raise AuthenticationFailed("The admin API is disabled: set admin.token in the config or "
                                        "SLUICE_ADMIN_TOKEN in the environment.", code="admin_disabled")
-        got = header(scope, b"authorization") or b""
-        scheme, _, value = got.decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self._token.encode()):
+        if not self.token.check(header(scope, b"authorization")):
             raise AuthenticationFailed("Admin credentials required: Authorization: Bearer <admin token>.",
                                        code="invalid_admin_token")
 
     async def _dispatch(self, method: str, path: str, q: dict[str, str], body: bytes) -> tuple[int, Any]:
         parts = path.split("/") if path else []
+        _check_method(method, path, parts)
         if parts == ["openapi.json"]:
             return 200, OPENAPI
         if parts == ["keys"]:
             if method == "GET":
                 return 200, {"data": [k.public() for k in await self.store.list_keys()]}
-            if method == "POST":
-                return 201, await self._create_key(body)
-        if len(parts) >= 2 and parts[0] == "keys":
+            return 201, await self._create_key(body)
+        if parts[0] == "keys":
             return await self._key(method, parts[1], parts[2:], body)
-        if parts == ["usage"] and method == "GET":
-            rows = await self.store.usage(_ledger_query(q), _group(q))
-            return 200, {"data": [r.public() for r in rows]}
-        if parts == ["requests"] and method == "GET":
-            return 200, {"data": [r.public() for r in await self.store.list_ledger(_ledger_query(q))]}
-        if len(parts) == 2 and parts[0] == "requests" and method == "GET":
+        if parts[0] in ("accounts", "groups", "codes"):
+            return await self.accounts.dispatch(method, parts, q, body)
+        if parts == ["usage"]:
+            lq, group = ledger_params(q)
+            return 200, {"data": [r.public() for r in await self.store.usage(lq, group)]}
+        if parts == ["requests"]:
+            lq, _ = ledger_params(q)
+            return 200, {"data": [r.public() for r in await self.store.list_ledger(lq)]}
+        if parts[0] == "requests":
             rec = await self.store.get_ledger(parts[1])
             if rec is None:
                 raise NotFound(f"No request {parts[1]} in the ledger.")
             return 200, rec.public()
-        if parts == ["providers"] and method == "GET":
-            return 200, self._providers()
-        if parts and parts[0] == "channels":
+        if parts[0] == "channels":
             return await channel_route(self.relay.channels, method, parts[1:], body)
-        if parts and parts[0] == "catalog":
+        if parts[0] == "catalog":
             return await catalog_route(self.catalog, method, parts[1:], body)
-        raise NotFound(f"Unknown admin route: {method} /admin/{path}", code="unknown_url")
+        return 200, self._providers()
 
     async def _create_key(self, body: bytes) -> dict[str, Any]:
-        f = _fields(body)
-        if not isinstance(f.name, str) or not f.name:
-            raise InvalidRequest("'name' is required", param="name")
+        f = decode(body, NewKey)
+        await self.accounts.check_account(None if f.account_id is UNSET else f.account_id)
         kid, secret = new_key()
         rec = KeyRecord(kid, f.name, hash_key(secret), created_at=time.time())
-        for k, v in _changes(f).items():
+        for k, v in changes(f).items():
             setattr(rec, k, v)
         await self.store.create_key(rec)
         return {**rec.public(), "key": secret}
 
     async def _key(self, method: str, kid: str, rest: list[str], body: bytes) -> tuple[int, Any]:
-        if rest == ["topup"] and method == "POST":
-            doc = parse_json_object(body)
-            nanos = _money(doc.get("amount"), "amount")
-            if nanos <= 0:
-                raise InvalidRequest("'amount' must be positive", param="amount")
+        if rest == ["topup"]:
+            nanos = money_nanos(decode(body, TopUp).amount)
+            held = await self.store.get_key(kid)
+            if held is not None and (held.spent if held.budget is None else held.budget) + nanos > MAX_NANOS:
+                raise InvalidRequest("This top-up would take the budget past 10^9 currency units.", param="amount",
+                                     code="invalid_value")
             rec = await self.store.top_up(kid, nanos)
-        elif rest:
-            raise NotFound(f"Unknown admin route: /admin/keys/{kid}/{'/'.join(rest)}", code="unknown_url")
         elif method == "GET":
             rec = await self.store.get_key(kid)
         elif method == "PATCH":
-            rec = await self.store.update_key(kid, _changes(_fields(body)))
+            f = decode(body, KeyFields)
+            await self.accounts.check_account(None if f.account_id is UNSET else f.account_id)
+            rec = await self.store.update_key(kid, changes(f))
             self.relay.auth.forget(kid)
-        elif method == "DELETE":
+        else:
             if not await self.store.revoke_key(kid) and await self.store.get_key(kid) is None:
                 raise NotFound(f"No key {kid}.")
             self.relay.auth.forget(kid)
             rec = await self.store.get_key(kid)
-        else:
-            raise NotFound(f"Unknown admin route: {method} /admin/keys/{kid}", code="unknown_url")
         if rec is None:
             raise NotFound(f"No key {kid}.")
         return 200, rec.public()
@@ -162,9 +143,13 @@ class DashboardRoutes:
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
         try:
-            await read_body(scope, receive, 1 << 16)
+            body = await read_body(scope, receive, 1 << 16)
             key = await self.relay.auth.authenticate(header(scope, b"authorization"))
-            doc = await self._dispatch(key, scope["path"][len("/v1/dashboard/"):].strip("/"), _query(scope))
+            path = scope["path"][len("/v1/dashboard/"):].strip("/")
+            if path in ("history", "redeem", "prices"):
+                doc = await owner_account(self.relay, key, scope["method"], path, _query(scope), body)
+            else:
+                doc = await self._dispatch(key, path, _query(scope))
         except SluiceError as exc:
             await send_error(send, exc, headers)
             return
@@ -174,11 +159,12 @@ class DashboardRoutes:
         store = self.relay.store
         fresh = await store.get_key(key.id) or key
         if path in ("", "me"):
-            return {**fresh.public(), "models_available": [r.name for r in self.relay.models_for(fresh)]}
-        lq = _ledger_query(q)
+            return {**fresh.public(), "models_available": [r.name for r in self.relay.models_for(fresh)],
+                    **await account_doc(self.relay, fresh)}
+        lq, group = ledger_params(q)
         lq.key_id = key.id
         if path == "usage":
-            return {"data": [r.public() for r in await store.usage(lq, _group(q))]}
+            return {"data": [r.public() for r in await store.usage(lq, group)]}
         if path == "requests":
             return {"data": [r.public() for r in await store.list_ledger(lq)]}
         if path.startswith("requests/"):
@@ -191,54 +177,36 @@ class DashboardRoutes:
 
 def _query(scope: Scope) -> dict[str, str]:
     raw = scope.get("query_string") or b""
-    return {k: v[-1] for k, v in parse_qs(raw.decode("latin-1")).items()}
+    return {k: v[-1] for k, v in parse_qs(raw.decode("latin-1"), keep_blank_values=True).items()}
 
 
-def _ledger_query(q: dict[str, str]) -> LedgerQuery:
-    try:
-        return LedgerQuery(
-            key_id=q.get("key_id") or q.get("key"), model=q.get("model"),
-            status=int(q["status"]) if q.get("status") not in (None, "") else None,
-            since=float(q["since"]) if q.get("since") else None,
-            until=float(q["until"]) if q.get("until") else None,
-            limit=int(q.get("limit") or 100))
-    except ValueError as exc:
-        raise InvalidRequest(f"bad query parameter: {exc}") from None
+# The admin routes (path pattern -> methods), the same the OpenAPI document lists: a known path asked with
+# another method is a 405 with `Allow`, an unknown path a 404.
+_ROUTES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("openapi.json",): ("GET",), ("keys",): ("GET", "POST"), ("keys", "*"): ("GET", "PATCH", "DELETE"),
+    ("keys", "*", "topup"): ("POST",), ("usage",): ("GET",), ("requests",): ("GET",),
+    ("requests", "*"): ("GET",), ("providers",): ("GET",),
+    ("accounts",): ("GET", "POST"), ("accounts", "*"): ("GET", "PATCH"), ("accounts", "*", "topup"): ("POST",),
+    ("accounts", "*", "adjust"): ("POST",), ("accounts", "*", "history"): ("GET",), ("groups",): ("GET", "POST"),
+    ("groups", "*"): ("GET",), ("codes",): ("GET", "POST"),
+    ("channels",): ("GET",), ("channels", "*", "test"): ("POST",),
+    ("channels", "*", "keys", "*", "enable"): ("POST",), ("channels", "*", "keys", "*", "disable"): ("POST",),
+    ("catalog",): ("GET",), ("catalog", "providers", "*"): ("GET", "PUT", "DELETE"),
+    ("catalog", "models", "*"): ("GET", "PUT", "DELETE")}
 
 
-def _group(q: dict[str, str]) -> str | None:
-    g = q.get("group") or None
-    if g not in (None, "hour", "day"):
-        raise InvalidRequest("'group' must be hour or day", param="group")
-    return g
+def _pattern(parts: list[str]) -> tuple[str, ...]:
+    """The _ROUTES key of a path: names in place of `*` (a catalog model's name may hold slashes)."""
+    if parts[0] == "catalog" and len(parts) >= 3:
+        return ("catalog", parts[1], "*")
+    names = (1, 3) if parts[0] == "channels" else (1,)
+    return tuple("*" if i in names and p else p for i, p in enumerate(parts))
 
 
-def _fields(body: bytes) -> KeyFields:
-    try:
-        return msgspec.json.decode(body or b"{}", type=KeyFields)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"invalid key fields: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
-
-
-def _changes(f: KeyFields) -> dict[str, Any]:
-    out = {k: getattr(f, k) for k in f.__struct_fields__ if getattr(f, k) is not UNSET}
-    if out.get("budget") is not None:
-        out["budget"] = _money(out["budget"], "budget")
-    if out.get("period") is not None and out["period"] not in PERIODS:
-        raise InvalidRequest("'period' must be day, week or month", param="period")
-    for name in ("token_quota", "rpm", "tpm", "max_concurrency"):
-        if out.get(name) is not None and out[name] < 1:
-            raise InvalidRequest(f"'{name}' must be a positive integer, or null for no limit", param=name)
-    return out
-
-
-def _money(v: Any, param: str) -> int:
-    try:
-        d = Decimal(str(v))
-    except InvalidOperation:
-        raise InvalidRequest(f"'{param}' must be a decimal amount", param=param) from None
-    if not d.is_finite() or d < 0:
-        raise InvalidRequest(f"'{param}' must be a non-negative amount", param=param)
-    return to_nanos(d)
+def _check_method(method: str, path: str, parts: list[str]) -> None:
+    pattern = _pattern(parts) if parts else ()
+    allowed = _ROUTES.get(pattern)
+    if allowed is None or not all(parts):
+        raise NotFound(f"Unknown admin route: {method} /admin/{path}", code="unknown_url")
+    if method not in allowed:
+        raise MethodNotAllowed(f"{method} is not allowed on /admin/{path}; use {', '.join(allowed)}.", allowed)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sluice.accounts.retention import Retention
 from sluice.auth.principal import Authenticator
 from sluice.channels.catalog import Catalog
 from sluice.channels.hub import ChannelHub
@@ -26,13 +28,18 @@ from sluice.http.asgi import (
     send_error,
     send_json,
 )
+from sluice.http.cors import CorsPolicy
 from sluice.http.drain import Drain
 from sluice.http.messages_route import MessagesRoute
 from sluice.http.openai_routes import OpenAIRoutes
+from sluice.http.ops_routes import OpsRoutes
+from sluice.http.readiness import Probe
 from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
 from sluice.metering.limits import Limiter, MemoryLimiter
 from sluice.metering.tokenizer import make_counter_factory
+from sluice.observability import metrics
+from sluice.observability.sampler import Sampler
 from sluice.providers.anthropic.inbound import error_body as anthropic_error_body
 from sluice.providers.base import Provider
 from sluice.providers.registry import build_providers
@@ -66,6 +73,8 @@ class Resources:
     admin: AdminRoutes
     dashboard: DashboardRoutes
     messages: MessagesRoute
+    ops: OpsRoutes
+    sampler: Sampler
 
 
 def _apply_catalog(merged: Settings, relay: Relay, client: UpstreamClient) -> None:
@@ -75,6 +84,7 @@ def _apply_catalog(merged: Settings, relay: Relay, client: UpstreamClient) -> No
     relay.providers = providers
     relay.table = ModelTable(merged.models, merged.providers)
     relay.admission.set_models(merged.models)
+    relay.labels = metrics.Labels(relay.table.names(), list(providers))
     if relay.channels is not None:
         relay.channels.configure(merged, providers)
         relay.channels.relist()
@@ -91,10 +101,10 @@ class App:
         self.drain = Drain()
         # run once the app has started, in the serving process (cli/serve.py installs its signal handling)
         self.on_started: list[Callable[[], None]] = []
-        origins = settings.server.cors_origins
-        self._any_origin = "*" in origins
-        self._origins = {o.encode() for o in origins}
+        self._cors = CorsPolicy(settings.server.cors_origins)
+        self._admin_cors = CorsPolicy(settings.server.admin_cors_origins)
         self.web = WebAssets()
+        self._retention: Retention | None = None
 
     @property
     def resources(self) -> Resources:
@@ -111,8 +121,11 @@ class App:
         ledger = LedgerWriter(store, interval=s.ledger.flush_interval, batch=s.ledger.batch)
         ledger.start()
         auth = Authenticator(store, ttl=s.server.key_cache_seconds)
-        admission = Admission(s, store, make_limiter(s))
+        limiter = make_limiter(s)
+        admission = Admission(s, store, limiter)
         await admission.start()
+        self._retention = Retention(store, s.ledger.retention_days, s.ledger.retention_check_seconds)
+        self._retention.start()
         channels = ChannelHub(s, providers, store, client)
         await channels.start()
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
@@ -128,9 +141,17 @@ class App:
         inflight = self.drain.inflight
         routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds,
                               inflight=inflight)
-        self._res = Resources(store, client, providers, ledger, relay, routes, AdminRoutes(s, relay, catalog),
+        admin = AdminRoutes(s, relay, catalog)
+        probes: dict[str, Probe] = {"database": store.count_reservations}
+        if s.redis.url:
+            probes["redis"] = limiter.ping  # type: ignore[attr-defined]  # the RedisLimiter
+        sampler = Sampler(lambda: ledger.depth, store.count_reservations)
+        sampler.start()
+        self._res = Resources(store, client, providers, ledger, relay, routes, admin,
                               DashboardRoutes(relay), MessagesRoute(relay, max_body=s.server.max_body_bytes,
-                                                                    inflight=inflight))
+                                                                    heartbeat=s.server.heartbeat_seconds,
+                                                                    inflight=inflight),
+                              OpsRoutes(s, admin.token, probes), sampler)
         tune_gc()
         for hook in self.on_started:
             hook()
@@ -139,6 +160,9 @@ class App:
         res, self._res = self._res, None
         if res is None:
             return
+        await res.sampler.aclose()
+        if self._retention is not None:
+            await self._retention.aclose()
         if res.admin.catalog is not None:
             await res.admin.catalog.aclose()
         if res.relay.channels is not None:
@@ -149,6 +173,7 @@ class App:
             await p.aclose()
         await res.client.aclose()
         await res.store.close()
+        metrics.process_exiting(os.getpid())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -182,9 +207,10 @@ class App:
         headers: Headers = [(b"x-request-id", rid.encode())]
         if self.drain.draining:  # a kept-alive connection (a balancer's pool) closes after this response
             headers.append((b"connection", b"close"))
-        origin = header(scope, b"origin")
-        if origin is not None and (self._any_origin or origin in self._origins):
-            headers.append((b"access-control-allow-origin", b"*" if self._any_origin else origin))
+        policy = self._admin_cors if scope["path"].startswith("/admin/") else self._cors
+        allowed = policy.allow(header(scope, b"origin"))
+        if allowed is not None:
+            headers.append((b"access-control-allow-origin", allowed))
             headers.append((b"access-control-expose-headers", _EXPOSE))
         return headers
 
@@ -218,6 +244,9 @@ class App:
         elif path in ("/v1/messages", "/messages") and method == "POST":
             await res.messages.handle(scope, receive, send, rid, headers)
             return
+        elif path in ("/v1/messages/count_tokens", "/messages/count_tokens") and method == "POST":
+            await res.messages.count_tokens(scope, receive, send, rid, headers)
+            return
         elif path in ("/v1/models", "/models") and method == "GET":
             await res.routes.list_models(scope, send, headers)
             return
@@ -239,8 +268,10 @@ class App:
             await self.web(scope, receive, send, headers)
             return
         elif path in ("/ready", "/readyz"):
-            ok = not self.drain.draining
-            await send_json(send, 200 if ok else 503, {"status": "ready" if ok else "draining"}, headers)
+            await res.ops.ready(send, headers, draining=self.drain.draining)
+            return
+        elif path == "/metrics" and method == "GET":
+            await res.ops.metrics(scope, send, headers)
             return
         await self._not_found(scope, receive, send, headers)
 
@@ -256,7 +287,8 @@ class App:
     async def _not_found(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
         await _drain(receive)
         path, method = scope["path"], scope["method"]
-        known = ("/v1/chat/completions", "/v1/messages", "/v1/models", "/health", "/ready")
+        known = ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/v1/models", "/health",
+                 "/ready")
         err: SluiceError
         if path in known:
             err = InvalidRequest(f"Method {method} is not allowed on {path}.", code="method_not_allowed",

@@ -25,6 +25,12 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def credentials(scope: Scope) -> bytes | None:
+    """The client's key as a Bearer header value: `x-api-key` (Anthropic's SDKs) or `Authorization`."""
+    api_key = header(scope, b"x-api-key")
+    return b"Bearer " + api_key if api_key else header(scope, b"authorization")
+
+
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     cl = header(scope, b"content-length")
     if cl is not None:

@@ -16,6 +16,7 @@ from sluice.errors import ServerShutdown, SluiceError
 from sluice.http.asgi import ClientGone, Headers, Receive, Scope, Send, read_body
 from sluice.http.streaming import DisconnectWatch
 from sluice.metering.meter import Meter
+from sluice.observability import metrics
 from sluice.relay import Relay, RelayStream
 from sluice.storage.base import KeyRecord
 
@@ -48,10 +49,12 @@ async def run_exchange(relay: Relay, scope: Scope, receive: Receive, send: Send,
     except ClientGone:
         return
     except SluiceError as exc:
+        metrics.rejected(_front_door(scope["path"]), exc.code)
         await send_error(send, exc, headers)
         return
-    meter = relay.meter(rid)
+    meter = relay.meter(rid, _front_door(scope["path"]))
     meter.key_id = key.id
+    meter.key_name, meter.account = key.name, key.owner
     ex = Exchange(key, raw, meter, DisconnectWatch(receive, inflight))
     try:
         await serve(ex)
@@ -81,6 +84,11 @@ async def run_exchange(relay: Relay, scope: Scope, receive: Receive, send: Send,
             await asyncio.shield(ex.stream.close(disconnected=meter.disconnected))
         else:
             await asyncio.shield(relay.settle(meter, durable=False))
+
+
+def _front_door(path: str) -> str:
+    """`/v1/chat/completions` -> `chat_completions`: a bounded label, as only relay routes get here."""
+    return path.removeprefix("/v1/").strip("/").replace("/", "_")
 
 
 async def _cut_short(ex: Exchange, send: Send, headers: Headers, send_error: SendError,

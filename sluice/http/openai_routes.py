@@ -1,16 +1,21 @@
-"""OpenAI routes: `POST /v1/chat/completions` (JSON and SSE) and `GET /v1/models[/{id}]`."""
+"""OpenAI routes: `POST /v1/chat/completions` (JSON and SSE) and `GET /v1/models[/{id}]` (in Anthropic's
+shape and envelope when the request carries `anthropic-version`, as Claude Code's model discovery does)."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
+from urllib.parse import parse_qsl
 
 from sluice.errors import ModelNotFound, SluiceError
+from sluice.http.account_routes import caller_prices
 from sluice.http.asgi import (
     JSON_CT,
     Headers,
     Receive,
     Scope,
     Send,
+    credentials,
     header,
     send_bytes,
     send_error,
@@ -20,6 +25,8 @@ from sluice.http.exchange import Exchange, run_exchange
 from sluice.http.streaming import DisconnectWatch, error_frame, send_stream
 from sluice.metering.meter import Meter
 from sluice.metering.pricing import fmt_money
+from sluice.providers.anthropic.inbound import error_body
+from sluice.providers.anthropic.models import model_info, models_page
 from sluice.relay import Relay
 from sluice.routing.table import Route
 from sluice.schema.chat import ChatRequest
@@ -60,8 +67,19 @@ class OpenAIRoutes:
         key = await self._auth(scope, send, headers)
         if key is None:
             return
-        data = [_model(r) for r in self.relay.models_for(key)]
-        await send_json(send, 200, {"object": "list", "data": data}, headers)
+        routes = self.relay.models_for(key)
+        if not _anthropic(scope):
+            prices = {p["model"]: p for p in await caller_prices(self.relay, key)}
+            data = [_model(r, prices.get(r.name)) for r in routes]
+            await send_json(send, 200, {"object": "list", "data": data}, headers)
+            return
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        try:
+            page = models_page([r.name for r in routes], query, STARTED)
+        except SluiceError as exc:
+            await _send_error(scope, send, exc, headers)
+            return
+        await send_json(send, 200, page, headers)
 
     async def get_model(self, scope: Scope, send: Send, headers: Headers, model_id: str) -> None:
         key = await self._auth(scope, send, headers)
@@ -69,17 +87,32 @@ class OpenAIRoutes:
             return
         try:
             route = self.relay.route_for(key, model_id)
-        except SluiceError:
-            await send_error(send, ModelNotFound(model_id), headers)  # never reveal models the key can't use
+        except SluiceError:  # never reveal models the key can't use
+            await _send_error(scope, send, ModelNotFound(model_id), headers)
             return
-        await send_json(send, 200, _model(route), headers)
+        if _anthropic(scope):
+            await send_json(send, 200, model_info(route.name, STARTED), headers)
+            return
+        prices = {p["model"]: p for p in await caller_prices(self.relay, key)}
+        await send_json(send, 200, _model(route, prices.get(route.name)), headers)
 
     async def _auth(self, scope: Scope, send: Send, headers: Headers) -> KeyRecord | None:
         try:
-            return await self.relay.auth.authenticate(header(scope, b"authorization"))
+            return await self.relay.auth.authenticate(credentials(scope))
         except SluiceError as exc:
-            await send_error(send, exc, headers)
+            await _send_error(scope, send, exc, headers)
             return None
+
+
+def _anthropic(scope: Scope) -> bool:
+    return header(scope, b"anthropic-version") is not None
+
+
+async def _send_error(scope: Scope, send: Send, exc: SluiceError, headers: Headers) -> None:
+    if _anthropic(scope):
+        await send_bytes(send, exc.status, error_body(exc), [JSON_CT, *exc.headers(), *headers])
+    else:
+        await send_error(send, exc, headers)
 
 
 def _served_by(meter: Meter) -> Headers:
@@ -98,5 +131,8 @@ def _charged(rec: LedgerRecord | None) -> Headers:
     return out
 
 
-def _model(route: Route) -> dict[str, object]:
-    return {"id": route.name, "object": "model", "created": STARTED, "owned_by": route.owned_by}
+def _model(route: Route, price: dict[str, Any] | None = None) -> dict[str, object]:
+    doc: dict[str, object] = {"id": route.name, "object": "model", "created": STARTED, "owned_by": route.owned_by}
+    if price is not None and price["priced"]:   # what this caller pays, per million tokens (an extension)
+        doc["pricing"] = {k: price[k] for k in ("input", "cached_input", "output", "multiplier")}
+    return doc

@@ -6,6 +6,7 @@ upstream call), also while waiting for the first token.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from sluice.errors import SluiceError
 from sluice.http.asgi import Headers, Receive, Send
@@ -93,7 +94,7 @@ async def send_stream(send: Send, rs: RelayStream, headers: Headers, heartbeat: 
     loop = asyncio.get_running_loop()
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
     beat = _Beat(loop.time())
-    hb = loop.create_task(_heartbeat(send, beat, heartbeat))
+    hb = loop.create_task(_heartbeat(send, beat, heartbeat, KEEPALIVE_FRAME))
     ended = False
     try:
         async for frame in rs.frames():
@@ -110,17 +111,34 @@ async def send_stream(send: Send, rs: RelayStream, headers: Headers, heartbeat: 
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+async def send_frames(send: Send, frames: AsyncIterator[bytes], headers: Headers, heartbeat: float,
+                      ping: bytes) -> None:
+    """Send the 200, then each frame as it comes and `ping` whenever the source was silent for `heartbeat`
+    seconds (a dialect's own keep-alive: clients that ignore SSE comments still see the stream alive)."""
+    loop = asyncio.get_running_loop()
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
+    beat = _Beat(loop.time())
+    hb = loop.create_task(_heartbeat(send, beat, heartbeat, ping))
+    try:
+        async for frame in frames:
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+            beat.last = loop.time()
+    finally:
+        hb.cancel()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 def error_frame(exc: SluiceError) -> bytes:
     """The last event of a stream that failed after its 200: OpenAI's error envelope, no `[DONE]` after it."""
     return b"data: " + exc.to_body() + b"\n\n"
 
 
-async def _heartbeat(send: Send, beat: _Beat, interval: float) -> None:
+async def _heartbeat(send: Send, beat: _Beat, interval: float, frame: bytes) -> None:
     loop = asyncio.get_running_loop()
     while True:
         idle = loop.time() - beat.last
         if idle < interval:
             await asyncio.sleep(interval - idle)
             continue
-        await send({"type": "http.response.body", "body": KEEPALIVE_FRAME, "more_body": True})
+        await send({"type": "http.response.body", "body": frame, "more_body": True})
         beat.last = loop.time()

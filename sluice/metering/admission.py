@@ -11,12 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import dataclass
+from decimal import Decimal
 
+from sluice.accounts.records import AccountRecord
+from sluice.accounts.store import AccountStore
+from sluice.accounts.view import AccountView, multiplier
 from sluice.config import ModelConfig, Settings
-from sluice.errors import QuotaExceeded
+from sluice.errors import PermissionDenied, QuotaExceeded
+from sluice.metering.fit import MIN_ADAPTED_OUTPUT, affordable_output
 from sluice.metering.limits import Limiter, LimitSpec
 from sluice.metering.meter import Meter
-from sluice.metering.pricing import Price
+from sluice.metering.pricing import Price, fmt_money
 from sluice.metering.reservations import ReservationBatcher
 from sluice.metering.tokens import estimate_prompt
 from sluice.routing.patterns import candidates, is_pattern, match
@@ -25,17 +31,31 @@ from sluice.storage.base import KeyRecord, LedgerRecord, Reservation, Store
 
 log = logging.getLogger("sluice.admission")
 
+_FREE = Price(Decimal(0), Decimal(0), Decimal(0))
+
 Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class UnderBilling:
+    """Charges capped at their reservation since start: money the upstream's usage says was not billed.
+    An in-process counter for the metrics endpoint to export."""
+
+    count: int = 0
+    nanos: int = 0
 
 
 class Admission:
     def set_models(self, models: list[ModelConfig]) -> None:
         """Prices and output reserves per model (again when the catalog changes at runtime)."""
         self._prices = {m.name: Price.from_config(m.pricing) for m in models if m.pricing is not None}
+        self._prices.update((m.name, _FREE) for m in models if m.free)
         # patterns and suffix-stripping rules price the names they match, in declaration order
-        self._rules = [(m.name, m.strip_suffixes, Price.from_config(m.pricing)) for m in models
-                       if m.pricing is not None and (is_pattern(m.name) or m.strip_suffixes)]
+        self._rules = [(m.name, m.strip_suffixes, _FREE if m.pricing is None else Price.from_config(m.pricing), m.free)
+                       for m in models if (m.pricing is not None or m.free)
+                       and (is_pattern(m.name) or m.strip_suffixes)]
         self._out_caps = {m.name: m.max_output_reserve for m in models if m.max_output_reserve}
+        self._free = {m.name for m in models if m.free}
 
     def __init__(self, settings: Settings, store: Store, limiter: Limiter) -> None:
         self._store = store
@@ -47,16 +67,29 @@ class Admission:
         self._global = LimitSpec(rpm=g.rpm, tpm=g.tpm, max_concurrency=g.max_concurrency)
         self.instance_id = os.urandom(8).hex()
         self._reservations = ReservationBatcher(store)
+        self.accounts = AccountView(AccountStore(store), ttl=settings.server.key_cache_seconds)
+        self.underbilled = UnderBilling()
         self._task: asyncio.Task[None] | None = None
 
     def price(self, model: str) -> Price:
         price = self._prices.get(model)
         if price is not None:
             return price
-        for pattern, strip, rule_price in self._rules:
-            if any(match(pattern, c) is not None for c in candidates(model, strip)):
-                return rule_price
-        return self._default_price
+        rule = self._rule(model)
+        return rule[2] if rule is not None else self._default_price
+
+    def _rule(self, model: str) -> tuple[str, list[str], Price, bool] | None:
+        for rule in self._rules:
+            if any(match(rule[0], c) is not None for c in candidates(model, rule[1])):
+                return rule
+        return None
+
+    def _marked_free(self, model: str) -> bool:
+        """The operator said `free = true` for this name, or for the pattern that prices it."""
+        if model in self._prices:
+            return model in self._free
+        rule = self._rule(model)
+        return rule is not None and rule[3]
 
     async def start(self) -> None:
         await self._store.reconcile(self.instance_id, self._budgets.instance_timeout_seconds,
@@ -83,31 +116,80 @@ class Admission:
                 log.exception("reconciliation failed; will retry")
 
     async def admit(self, key: KeyRecord, req: ChatRequest, meter: Meter) -> Headers:
-        """Rate limits, then the reservation. Raises RateLimited / QuotaExceeded before any upstream call."""
-        meter.price = self.price(req.model)
+        """The price, the reservation, then the rate limits; raises before any upstream call.
+
+        Money comes first so that a refusal for money uses none of the rate limits' allowance; a request
+        then refused by a rate limit gives its reservation back when it settles (uncharged)."""
+        meter.price = self.priced(req.model)
+        account: AccountRecord | None = None
+        if key.account_id is not None:   # the account pays, at its group's prices
+            account, group = await self.accounts.payer(key.account_id)
+            meter.account_id = account.id
+            mult = multiplier(group, req.model)
+            meter.list_price, meter.price = meter.price, meter.price.scaled(mult)
+            meter.extra["multiplier"] = str(mult)
         out_cap = req.max_tokens or self._out_caps.get(req.model) or self._budgets.max_output_reserve
         prompt = estimate_prompt(req.messages)
         meter.prompt_estimate = prompt
-        tokens = (prompt * 5 // 4 + 16 + out_cap * req.n)
         headers: Headers = []
+        if key.metered:
+            out_cap = await self._reserve(key, account, req, meter, prompt * 5 // 4 + 16, out_cap)
+            if "capped_max_tokens" in meter.extra:  # tell the caller why the reply may stop early
+                headers.append((b"x-sluice-max-tokens", str(out_cap).encode()))
+        tokens = (prompt * 5 // 4 + 16 + out_cap * req.n)
         key_spec = LimitSpec(rpm=key.rpm, tpm=key.tpm, max_concurrency=key.max_concurrency)
+        limit_headers: Headers = []
         for scope, spec in (("global", self._global), ("key:" + key.id, key_spec)):
             if spec.empty:
                 continue
-            headers = await self._limiter.admit(scope, spec, meter.request_id, tokens)
+            limit_headers = await self._limiter.admit(scope, spec, meter.request_id, tokens)  # the key's win
             meter.limits.append((scope, spec, tokens))
-        if key.metered:
-            nanos = meter.price.cost_nanos(tokens - out_cap * req.n, out_cap * req.n)
-            held = Reservation(key.id, meter.request_id, nanos, tokens, self.instance_id)
-            ok = await self._reservations.reserve(held)
-            if not ok:
-                await self.release_limits(meter, 0)
-                raise QuotaExceeded(
-                    "You exceeded your current quota: this key's remaining budget does not cover the most this "
-                    "request can cost. Top up the key or lower max_tokens.")
-            meter.reserved = (nanos, tokens)
-            meter.budgeted = (key.budget is not None, key.token_quota is not None)
-        return headers
+        return [*headers, *limit_headers]
+
+    def priced(self, model: str) -> Price:
+        """The model's price; a model without one is refused unless the operator marked it free."""
+        price = self.price(model)
+        if price.free and not self._marked_free(model):
+            raise PermissionDenied(
+                f"The model `{model}` has no price set, so this gateway cannot bill it. The operator must give "
+                "it a pricing (or mark it `free = true`).", param="model", code="model_not_priced")
+        return price
+
+    async def _reserve(self, key: KeyRecord, account: AccountRecord | None, req: ChatRequest, meter: Meter,
+                       base: int, out_cap: int) -> int:
+        """Hold the most the request can cost; returns the output cap held for. Without `max_tokens` the
+        cap shrinks to what the balance still allows (re-read once if the cached key proves stale) and
+        the upstream request gets that cap as its `max_tokens`."""
+        adapt = req.max_tokens is None
+        for attempt in range(2 if adapt else 1):
+            cap = out_cap
+            if adapt:
+                cap = affordable_output(meter.price or self._default_price, base, req.n, out_cap,
+                                        _money_left(key, account), _tokens_left(key))
+            if cap >= min(out_cap, MIN_ADAPTED_OUTPUT) and await self._hold(key, meter, base, cap, req.n):
+                if cap < out_cap:
+                    req.max_tokens = cap
+                    req.body["max_tokens"] = cap
+                    meter.extra["capped_max_tokens"] = cap
+                return cap
+            if attempt == 0 and adapt:
+                key = await self._store.get_key(key.id) or key
+                if account is not None:
+                    account = (await self.accounts.payer(account.id, fresh=True))[0]
+        raise QuotaExceeded(
+            "You exceeded your current quota: the remaining balance does not cover the most this request can "
+            "cost. Top up (or redeem a code) or lower max_tokens.")
+
+    async def _hold(self, key: KeyRecord, meter: Meter, base: int, cap: int, n: int) -> bool:
+        price = meter.price or self._default_price
+        tokens = base + cap * n
+        nanos = price.cost_nanos(base, cap * n)
+        if not await self._reservations.reserve(Reservation(key.id, meter.request_id, nanos, tokens,
+                                                            self.instance_id, meter.account_id)):
+            return False
+        meter.reserved = (nanos, tokens)
+        meter.budgeted = (key.budget is not None or meter.account_id is not None, key.token_quota is not None)
+        return True
 
     async def release_limits(self, meter: Meter, used: int) -> None:
         limits, meter.limits = meter.limits, []
@@ -119,7 +201,10 @@ class Admission:
 
     def price_record(self, meter: Meter, rec: LedgerRecord) -> None:
         """Fill in the cost (capped at the reservation for budgeted keys) before the record is written."""
-        if meter.price is None or rec.prompt_tokens is None:
+        if meter.price is None:
+            return
+        if rec.prompt_tokens is None:  # nothing came from an upstream: nothing to charge
+            rec.cost = 0
             return
         prompt, completion = rec.prompt_tokens, rec.completion_tokens or 0
         cost = meter.price.cost_nanos(prompt, completion, rec.cached_tokens or 0)
@@ -127,8 +212,30 @@ class Admission:
             nanos, tokens = meter.reserved
             money_capped, quota_capped = meter.budgeted
             if money_capped and cost > nanos:
-                rec.extra["uncapped_cost_nanos"] = cost
+                self._underbilled(rec, cost, nanos)
                 cost = nanos
             if quota_capped and prompt + completion > tokens:
                 rec.quota_tokens = tokens
         rec.cost = cost
+        if meter.list_price is not None:   # an account's price: say what the list price was
+            rec.extra["list_cost"] = fmt_money(meter.list_price.cost_nanos(prompt, completion, rec.cached_tokens or 0))
+
+    def _underbilled(self, rec: LedgerRecord, cost: int, nanos: int) -> None:
+        """The settled cost is capped at the reservation so the budget holds; say so rather than drop the rest
+        silently (a wrong price, an upstream that ignores max_tokens, or a bad token estimate)."""
+        rec.extra["uncapped_cost_nanos"] = cost
+        rec.extra["underbilled"] = True
+        self.underbilled.count += 1
+        self.underbilled.nanos += cost - nanos
+        log.warning("under-billed %s: cost %d nano-units capped at its reservation %d (key %s, model %s)",
+                    rec.request_id, cost, nanos, rec.key_id, rec.model)
+
+
+def _money_left(key: KeyRecord, account: AccountRecord | None) -> int | None:
+    left = [v for v in (None if key.budget is None else key.budget - key.spent - key.reserved,
+                        None if account is None else account.available) if v is not None]
+    return min(left) if left else None
+
+
+def _tokens_left(key: KeyRecord) -> int | None:
+    return None if key.token_quota is None else key.token_quota - key.tokens_used - key.tokens_reserved

@@ -5,14 +5,19 @@ the record is in the database (group commit: every record that arrives while a w
 into the next one, so the cost per record falls as load rises); the relay uses it before a response's
 last byte so a finished request is never lost, even to SIGKILL. `close()` flushes what is left. A failed
 write is retried on the next flush; records are idempotent on request_id, so a retry never doubles one.
+A batch that fails because of what one record holds (storage/poison.py) is written again one record at a
+time, and the record that still fails is quarantined, so it cannot hold back the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
+from sluice.observability.metrics import LEDGER_COMMIT
 from sluice.storage.base import LedgerRecord, Store
+from sluice.storage.poison import is_record_error
 
 log = logging.getLogger("sluice.ledger")
 
@@ -32,6 +37,11 @@ class LedgerWriter:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sluice-ledger")
+
+    @property
+    def depth(self) -> int:
+        """Records waiting to be written (a metric, sampled)."""
+        return len(self._pending)
 
     def submit(self, rec: LedgerRecord) -> None:
         self._pending.append(rec)
@@ -62,8 +72,12 @@ class LedgerWriter:
             for i in range(0, len(pending), self._batch):
                 batch = pending[i:i + self._batch]
                 try:
+                    t0 = time.perf_counter()
                     await self._store.write_ledger(batch)
-                except Exception:
+                    LEDGER_COMMIT.observe(time.perf_counter() - t0)
+                except Exception as exc:
+                    if is_record_error(exc) and await self._one_by_one(batch):
+                        continue
                     log.exception("ledger write failed; %d records kept for the next flush", len(pending) - i)
                     self._pending[:0] = pending[i:][-self._max_pending:]
                     return
@@ -71,6 +85,26 @@ class LedgerWriter:
             for w in waiters:
                 if not w.done():
                     w.set_result(None)
+
+    async def _one_by_one(self, batch: list[LedgerRecord]) -> bool:
+        """Write each record alone; quarantine those that fail for what they hold. False (nothing more
+        written) as soon as one fails for another reason, or cannot be quarantined: the database itself
+        is in trouble, so the whole batch waits for the next flush (records are idempotent)."""
+        for rec in batch:
+            try:
+                await self._store.write_ledger([rec])
+                continue
+            except Exception as exc:
+                if not is_record_error(exc):
+                    return False
+                error = f"{type(exc).__name__}: {exc}"
+            try:
+                await self._store.quarantine(rec, error)
+            except Exception:
+                return False
+            log.error("ledger record %s (key %s) cannot be written and was quarantined: %s", rec.request_id,
+                      rec.key_id, error)
+        return True
 
     async def close(self) -> None:
         self._closing = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -10,20 +11,26 @@ from sluice.schema.chat import ChatRequest
 from sluice.schema.usage import Usage
 from sluice.storage.base import LedgerRecord
 
+log = logging.getLogger("sluice.meter")
+
 if TYPE_CHECKING:
     from sluice.metering.pricing import Price
     from sluice.metering.tokenizer import Counter
 
 
 class Meter:
-    __slots__ = ("_done", "attempts", "budgeted", "counter", "disconnected", "error_code", "extra", "key_id",
-                 "limits", "model", "price", "prompt_estimate", "provider", "record", "request", "request_id",
-                 "reserved", "started", "status", "stream", "ttft", "upstream_model", "usage", "wall_start")
+    __slots__ = ("_done", "account", "account_id", "attempts", "budgeted", "counter", "disconnected",
+                 "error_code", "extra", "failovers", "key_id", "key_name", "limits", "list_price", "model", "price",
+                 "prompt_estimate", "provider", "record", "request", "request_id", "reserved", "route", "started",
+                 "status", "stream", "ttft", "upstream_model", "usage", "wall_start")
 
-    def __init__(self, request_id: str) -> None:
+    def __init__(self, request_id: str, route: str = "") -> None:
         self.request_id = request_id
+        self.route = route          # the front door, e.g. chat_completions (a metrics label and log field)
         self._done = False
         self.price: Price | None = None
+        self.list_price: Price | None = None               # before the account group's multiplier
+        self.account_id: str | None = None                  # the account that pays, if any
         self.limits: list[tuple[str, Any, int]] = []       # (scope, LimitSpec, tokens reserved) admitted
         self.reserved: tuple[int, int] | None = None        # (nanos, tokens) held on the key
         self.budgeted: tuple[bool, bool] = (False, False)   # (money budget, token quota) caps apply
@@ -31,6 +38,8 @@ class Meter:
         self.started = time.monotonic()
         self.wall_start = time.time()
         self.key_id: str | None = None
+        self.key_name: str | None = None
+        self.account: str | None = None     # the key's owner, for the access log
         self.model = ""
         self.request: ChatRequest | None = None
         self.provider: str | None = None
@@ -44,6 +53,7 @@ class Meter:
         self.disconnected = False
         self.error_code: str | None = None
         self.attempts = 0
+        self.failovers = 0          # attempts that moved to another target than the one before
         self.extra: dict[str, object] = {}
 
     def first_token(self) -> None:
@@ -54,7 +64,9 @@ class Meter:
         """(prompt, completion, source): reported when the upstream said, else estimated, else none."""
         if self.usage is not None:
             return self.usage.prompt_tokens, self.usage.completion_tokens, "reported"
-        if self.request is None or self.provider is None:
+        if self.request is None or self.provider is None or self.ttft is None:
+            # no upstream produced anything (refused, unreachable, failed or left before its first
+            # byte): there is nothing to estimate, and nothing is charged
             return None, None, "none"
         if self.prompt_estimate is None:
             self.prompt_estimate = estimate_prompt(self.request.messages)
@@ -67,7 +79,16 @@ class Meter:
         if self._done:
             return None
         self._done = True
+        if self.usage is not None and self.usage.anomaly is not None:
+            # clamped where it entered (schema/usage.py); said once per request, kept on its record
+            self.extra["usage_anomaly"] = self.usage.anomaly
+            log.warning("upstream %s reported impossible usage for %s (clamped): %s", self.provider,
+                        self.request_id, self.usage.anomaly)
         prompt, completion, source = self.final_usage()
+        u = self.usage
+        if u is not None and (u.cache_write_5m_tokens or u.cache_write_1h_tokens):
+            self.extra["cache_write_5m_tokens"] = u.cache_write_5m_tokens
+            self.extra["cache_write_1h_tokens"] = u.cache_write_1h_tokens
         rec = LedgerRecord(
             request_id=self.request_id, key_id=self.key_id, model=self.model, provider=self.provider,
             upstream_model=self.upstream_model, stream=self.stream, status=self.status,
@@ -76,6 +97,6 @@ class Meter:
             duration_ms=round((time.monotonic() - self.started) * 1000, 3),
             disconnected=self.disconnected, error_code=self.error_code, attempts=self.attempts,
             created_at=self.wall_start, extra=self.extra,
-            cached_tokens=self.usage.cached_tokens if self.usage is not None else None)
+            cached_tokens=self.usage.cached_tokens if self.usage is not None else None, account_id=self.account_id)
         self.record = rec
         return rec

@@ -12,6 +12,9 @@ from decimal import ROUND_CEILING, Decimal
 from sluice.config import PricingConfig
 
 NANO = Decimal(1_000_000_000)
+# The most one amount may be (10^9 currency units): far below int64 (BIGINT, ~9.2e18), so a price times
+# an absurd token count, or a budget typed with too many digits, can never overflow a sum in the database.
+MAX_NANOS = 10**18
 _PER_TOKEN = Decimal(1_000_000)
 
 
@@ -31,13 +34,20 @@ class Price:
     def free(self) -> bool:
         return not (self.input or self.cached_input or self.output)
 
+    def scaled(self, multiplier: Decimal) -> Price:
+        """This price times a group's multiplier (what a customer of that group pays)."""
+        if multiplier == 1:
+            return self
+        return Price(self.input * multiplier, self.cached_input * multiplier, self.output * multiplier)
+
     def cost(self, prompt: int, completion: int, cached: int = 0) -> Decimal:
         """The exact cost in currency units. Cached tokens are part of `prompt`, priced apart."""
         cached = min(max(cached, 0), prompt)
         return ((prompt - cached) * self.input + cached * self.cached_input + completion * self.output) / _PER_TOKEN
 
     def cost_nanos(self, prompt: int, completion: int, cached: int = 0) -> int:
-        return to_nanos(self.cost(prompt, completion, cached))
+        """The cost in nano-units, capped at MAX_NANOS."""
+        return min(to_nanos(self.cost(prompt, completion, cached)), MAX_NANOS)
 
 
 def to_nanos(amount: Decimal) -> int:

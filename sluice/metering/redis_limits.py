@@ -153,6 +153,10 @@ class RedisLimiter:
         except (RedisError, OSError) as exc:
             log.warning("rate limiter unavailable (%s); could not release %s for %s", exc, request_id, scope)
 
+    async def ping(self) -> None:
+        """Raises when Redis does not answer (the readiness probe)."""
+        await self._redis.ping()
+
     async def aclose(self) -> None:
         if self._owns_client:
             await self._redis.aclose()

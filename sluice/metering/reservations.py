@@ -6,17 +6,22 @@ through another task), after one yield to the loop so that callers ready in the 
 behind it. Whatever arrives meanwhile queues, and a drain task sends the queue in batches until it is
 empty. So the cost per reservation (thread hop or round trip, transaction, commit)
 falls as load rises. Each caller gets its own answer, or the store's exception if its batch failed
-(a failed transaction granted nothing).
+(a failed transaction granted nothing). A batch that failed because of what one reservation holds
+(storage/poison.py) is sent again one reservation at a time, so only the poison one's caller fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
 from sluice.storage.base import Reservation
+from sluice.storage.poison import is_record_error
+
+log = logging.getLogger("sluice.reservations")
 
 
 class Reserves(Protocol):
@@ -100,6 +105,13 @@ class ReservationBatcher:
         try:
             granted = await self._store.reserve_many([w.res for w in batch])
         except BaseException as exc:
+            if len(batch) > 1 and is_record_error(exc):
+                for w in batch:         # the transaction granted nothing: each alone, the poison one fails
+                    await self._send([w])
+                return
+            if len(batch) == 1 and is_record_error(exc):
+                log.error("reservation for %s (key %s) cannot be written: %s: %s", batch[0].res.request_id,
+                          batch[0].res.key_id, type(exc).__name__, exc)
             for w in batch:
                 if not w.fut.done():
                     if isinstance(exc, asyncio.CancelledError):

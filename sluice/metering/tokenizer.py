@@ -5,9 +5,11 @@ local file when one is configured, otherwise the character estimator of `tokens.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
 
 from sluice.config import ConfigError
 from sluice.metering.tokens import TokenCounter
@@ -128,3 +130,23 @@ def _parse_bpe(data: bytes, where: str) -> dict[bytes, int]:
     if len(set(ranks.values())) != len(ranks):
         raise ConfigError(f"{where}: two tokens share a rank")
     return ranks
+
+
+def count_request(body: Mapping[str, Any], counter: Counter) -> int:
+    """A local count of a chat request's input: message text, tool calls and tool definitions, plus
+    OpenAI's per-message overhead (3) and reply priming (3); media parts count a floor of 85 each."""
+    n = 3
+    for m in body.get("messages") or []:
+        n += 3
+        content = m.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        for part in parts:
+            if isinstance(part.get("text"), str):
+                counter.feed(part["text"])
+            elif part.get("type") in ("image_url", "input_audio", "file"):
+                n += 85
+        for call in m.get("tool_calls") or []:
+            counter.feed(call["function"]["name"] + call["function"]["arguments"])
+    if body.get("tools"):
+        counter.feed(orjson.dumps(body["tools"]).decode())
+    return n + counter.tokens

@@ -9,19 +9,33 @@ Contract:
   ending the iteration normally means the upstream finished cleanly.
 - Providers translate foreign errors into `sluice.errors`; they never import storage, metering,
   auth or http. Every stream is closed by whoever opened it, with `aclose()` in a `finally`.
+- A provider that speaks a front door's own wire format (`NativeProvider`) also serves a call that
+  carries `native` as a pass-through: the request as sent (model rewritten), the reply's bytes unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sluice.schema.chat import ChatRequest
 from sluice.schema.usage import Usage
 from sluice.upstream import Timeouts
 
-__all__ = ["Call", "Chunk", "ChunkStream", "Completion", "Provider", "Timeouts"]
+__all__ = ["Call", "Chunk", "ChunkStream", "Completion", "NativeBody", "NativeProvider", "Provider", "Timeouts"]
+
+
+@dataclass(slots=True)
+class NativeBody:
+    """An inbound request in a front door's own wire format, for an upstream that speaks it too."""
+
+    dialect: str                 # "anthropic"
+    raw: bytes                   # the body as the client sent it
+    model: str                   # the model named in it (rewritten only when the target's differs)
+    headers: dict[str, str] = field(default_factory=dict)  # protocol headers to forward (versions, betas)
+    # why a target that does not speak this format cannot serve it (e.g. a forced server tool), or None
+    unservable: Exception | None = None
 
 
 @dataclass(slots=True)
@@ -32,6 +46,7 @@ class Call:
     upstream_model: str
     request_id: str
     timeouts: Timeouts = field(default_factory=Timeouts)
+    native: NativeBody | None = None
     api_key: str | None = None  # a key from the provider's pool; None: the provider's configured api_key
 
 
@@ -43,6 +58,7 @@ class Completion:
     usage: Usage | None
     text: str = ""            # the reply text, for estimating usage when the upstream reports none
     model: str | None = None  # the model the upstream says served it
+    native: bool = False      # `body` is in the front door's own format (a pass-through), not OpenAI's
 
 
 class Chunk:
@@ -81,3 +97,22 @@ class Provider(Protocol):
     async def stream(self, call: Call) -> ChunkStream: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class NativeProvider(Protocol):
+    """A provider that can serve `call.native` requests of its `dialect` as a pass-through.
+
+    `complete_native` returns the upstream's reply body unchanged (`native=True`); `stream_native`
+    yields `Chunk`s whose `payload` is a whole SSE frame to forward as is, with `usage` read as it
+    passes and `finish` on the last one; `count_tokens` returns the upstream's count reply body.
+    """
+
+    name: str
+    dialect: str
+
+    async def complete_native(self, call: Call) -> Completion: ...
+
+    async def stream_native(self, call: Call) -> ChunkStream: ...
+
+    async def count_tokens(self, call: Call) -> bytes: ...

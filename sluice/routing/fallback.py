@@ -22,7 +22,10 @@ MAX_RETRY_WAIT = 2.0  # seconds we will wait on an upstream's retry-after before
 class Cooldowns:
     """A target that failed `threshold` times in a row is skipped for `seconds` (unless all are)."""
 
-    def __init__(self, threshold: int = 3, seconds: float = 30.0) -> None:
+    def __init__(self, threshold: int = 3, seconds: float = 30.0,
+                 on_change: Callable[[str, str, bool], None] | None = None) -> None:
+        # told (provider, model, cooling) when a target starts cooling down and when it answers again
+        self._on_change = on_change
         self._threshold = threshold
         self._seconds = seconds
         self._fails: dict[tuple[str, str], int] = {}
@@ -39,11 +42,14 @@ class Cooldowns:
         if n >= self._threshold:
             self._until[k] = time.monotonic() + self._seconds
             self._fails[k] = 0
+            if self._on_change is not None:
+                self._on_change(t.provider, t.model, True)
 
     def succeeded(self, t: Target) -> None:
         if self._fails.get((t.provider, t.model)):
             self._fails.pop((t.provider, t.model), None)
-        self._until.pop((t.provider, t.model), None)
+        if self._until.pop((t.provider, t.model), None) is not None and self._on_change is not None:
+            self._on_change(t.provider, t.model, False)
 
 
 async def with_failover(targets: list[Target], attempt: Callable[[Target, int], Awaitable[T]],

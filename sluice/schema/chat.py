@@ -2,11 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
+from msgspec import Meta
 
-from sluice.errors import InvalidRequest
+from sluice.errors import InvalidRequest, invalid_field
+
+MAX_OUTPUT_TOKENS = 2**31 - 1     # no model's output cap comes near; keeps reservations far from int64
+MAX_CHOICES = 128                 # OpenAI's documented range for n
+_INT64 = Meta(ge=-(2**63), le=2**63 - 1)
+
+_Tokens = Annotated[int, Meta(ge=1, le=MAX_OUTPUT_TOKENS)]
+_Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+_Stop = Annotated[str, Meta(max_length=4096)]
+
+
+class _StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
+
+
+class _Fields(msgspec.Struct):
+    """The ranges of the request fields Sluice reads or passes on, as OpenAI documents them (wire-format
+    spec 2.1). Fields not named here are left to the upstream; unknown fields are ignored."""
+
+    stream: bool | None = None
+    stream_options: _StreamOptions | None = None
+    max_tokens: _Tokens | None = None
+    max_completion_tokens: _Tokens | None = None
+    n: Annotated[int, Meta(ge=1, le=MAX_CHOICES)] | None = None
+    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    presence_penalty: _Penalty | None = None
+    frequency_penalty: _Penalty | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
+    stop: _Stop | Annotated[list[_Stop], Meta(max_length=4)] | None = None
+    seed: Annotated[int, _INT64] | None = None
+    logit_bias: dict[str, Annotated[float, Meta(ge=-100.0, le=100.0)]] | None = None
+    parallel_tool_calls: bool | None = None
+
+
+def _fields(body: dict[str, Any]) -> _Fields:
+    """Check the ranged fields; a wrong type or value is a 400 naming the field (`param`)."""
+    try:
+        return msgspec.convert(body, _Fields)
+    except msgspec.ValidationError as exc:
+        raise invalid_field(str(exc)) from None
 
 
 class ChatRequest:
@@ -40,28 +83,12 @@ class ChatRequest:
                 raise InvalidRequest(f"messages[{i}] must be an object with a string 'role'",
                                      param=f"messages[{i}]", code="invalid_type")
         self.messages: list[dict[str, Any]] = messages
-        stream = body.get("stream")
-        if stream is not None and not isinstance(stream, bool):
-            raise InvalidRequest("'stream' must be a boolean", param="stream", code="invalid_type")
-        self.stream = bool(stream)
-        opts = body.get("stream_options")
-        if opts is not None and not isinstance(opts, dict):
-            raise InvalidRequest("'stream_options' must be an object", param="stream_options",
-                                 code="invalid_type")
-        inc = opts.get("include_usage") if opts else None
-        if inc is not None and not isinstance(inc, bool):
-            raise InvalidRequest("'stream_options.include_usage' must be a boolean",
-                                 param="stream_options.include_usage", code="invalid_type")
+        f = _fields(body)
+        self.stream = bool(f.stream)
+        inc = f.stream_options.include_usage if f.stream_options is not None else None
         self.include_usage = bool(inc) and self.stream
-        self.max_tokens = _opt_int(body, "max_completion_tokens", minimum=1)
-        if self.max_tokens is None:
-            self.max_tokens = _opt_int(body, "max_tokens", minimum=1)
-        n = _opt_int(body, "n", minimum=1)
-        self.n = 1 if n is None else n
-        for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
-            v = body.get(name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise InvalidRequest(f"'{name}' must be a number", param=name, code="invalid_type")
+        self.max_tokens = f.max_completion_tokens if f.max_completion_tokens is not None else f.max_tokens
+        self.n = 1 if f.n is None else f.n
 
     @classmethod
     def parse(cls, raw: bytes) -> ChatRequest:
@@ -78,14 +105,3 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     return body
-
-
-def _opt_int(body: dict[str, Any], name: str, *, minimum: int) -> int | None:
-    v = body.get(name)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise InvalidRequest(f"'{name}' must be an integer", param=name, code="invalid_type")
-    if v < minimum:
-        raise InvalidRequest(f"'{name}' must be at least {minimum}", param=name, code="invalid_value")
-    return v

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+Stmt = tuple[str, Sequence[Any]]   # a statement with qmark placeholders and its parameters
+
 PERIODS = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
 
 
@@ -38,6 +40,7 @@ class KeyRecord:
     tpm: int | None = None
     max_concurrency: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    account_id: str | None = None     # the account it spends from (None: the key's own budget only)
 
     @property
     def active(self) -> bool:
@@ -46,7 +49,7 @@ class KeyRecord:
     @property
     def metered(self) -> bool:
         """Whether admission must reserve (the key has a money budget or a token quota)."""
-        return self.budget is not None or self.token_quota is not None
+        return self.budget is not None or self.token_quota is not None or self.account_id is not None
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -63,12 +66,12 @@ class KeyRecord:
             "balance": fmt_money(self.budget - self.spent) if self.budget is not None else None,
             "token_quota": self.token_quota, "tokens_used": self.tokens_used, "period": self.period,
             "period_start": self.period_start or None, "rpm": self.rpm, "tpm": self.tpm,
-            "max_concurrency": self.max_concurrency, "metadata": self.metadata,
+            "max_concurrency": self.max_concurrency, "metadata": self.metadata, "account_id": self.account_id,
         }
 
 
 KEY_FIELDS = ("name", "owner", "models", "enabled", "expires_at", "budget", "token_quota", "period", "rpm",
-              "tpm", "max_concurrency", "metadata")
+              "tpm", "max_concurrency", "metadata", "account_id")
 
 
 @dataclass(slots=True)
@@ -93,6 +96,7 @@ class LedgerRecord:
     cached_tokens: int | None = None
     cost: int | None = None             # nano-units charged
     quota_tokens: int | None = None     # tokens charged to a quota when capped (not stored; None: all)
+    account_id: str | None = None       # the account charged with `cost` as well as the key
 
     def public(self) -> dict[str, Any]:
         from sluice.metering.pricing import fmt_money
@@ -105,6 +109,7 @@ class LedgerRecord:
             "usage_source": self.usage_source, "cost": fmt_money(self.cost), "ttft_ms": self.ttft_ms,
             "duration_ms": self.duration_ms, "disconnected": self.disconnected, "error_code": self.error_code,
             "attempts": self.attempts, "created_at": self.created_at, "extra": self.extra,
+            "account_id": self.account_id,
         }
 
 
@@ -117,6 +122,7 @@ class Reservation:
     nanos: int
     tokens: int
     instance_id: str
+    account_id: str | None = None   # also held on this account (same nano-units), or refused whole
 
 
 @dataclass(slots=True)
@@ -214,6 +220,11 @@ class Store(Protocol):
         reservation and charges the key: cost and tokens to spent, the reservation back from reserved."""
         ...
 
+    async def quarantine(self, rec: LedgerRecord, error: str) -> None:
+        """Set aside a record that cannot be written (see storage/poison.py), whole, with the error; nothing
+        is charged or released (its reservation goes back at reconciliation, after its TTL)."""
+        ...
+
     async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float) -> int:
         """Heartbeat this instance; release reservations of silent instances or older than the TTL; reset
         budget periods that ended. Returns how many reservations were released."""
@@ -230,6 +241,16 @@ class Store(Protocol):
         ...
 
     async def count_reservations(self) -> int: ...
+
+    async def fetch_rows(self, text: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement (qmark placeholders) and return its rows: for modules with their own SQL
+        (sluice/accounts), so they need no dialect of their own."""
+        ...
+
+    async def guarded(self, first: Stmt, then: Callable[[tuple[Any, ...]], Sequence[Stmt]]) -> tuple[Any, ...] | None:
+        """In one transaction: run `first` (a conditional write with RETURNING); if it returned a row, run
+        the statements `then(row)` makes. The row, or None (nothing written) when `first` matched nothing."""
+        ...
 
     async def list_upstream_key_states(self) -> list[UpstreamKeyState]: ...
 

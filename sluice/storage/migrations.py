@@ -78,6 +78,87 @@ CREATE TABLE topups (
 )
 """
 
+# Accounts (a balance that keys spend from), groups with price multipliers, redemption codes (hashed)
+# and balance events (top-ups, redemptions, adjustments; request charges are summed from the ledger).
+ACCOUNTS = """
+CREATE TABLE groups (
+    name TEXT PRIMARY KEY,
+    multiplier TEXT NOT NULL,
+    model_multipliers TEXT,
+    created_at {REAL} NOT NULL
+);
+CREATE TABLE accounts (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    group_name TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    credit {BIGINT} NOT NULL DEFAULT 0,
+    spent {BIGINT} NOT NULL DEFAULT 0,
+    reserved {BIGINT} NOT NULL DEFAULT 0,
+    created_at {REAL} NOT NULL
+);
+ALTER TABLE keys ADD COLUMN account_id TEXT;
+ALTER TABLE reservations ADD COLUMN account_id TEXT;
+ALTER TABLE ledger ADD COLUMN account_id TEXT;
+CREATE INDEX ledger_account_time ON ledger (account_id, created_at);
+CREATE TABLE balance_events (
+    account_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    amount {BIGINT} NOT NULL,
+    note TEXT,
+    ref TEXT,
+    created_at {REAL} NOT NULL
+);
+CREATE INDEX balance_events_account_time ON balance_events (account_id, created_at);
+CREATE TABLE redemption_codes (
+    code_hash TEXT PRIMARY KEY,
+    batch_id TEXT NOT NULL,
+    amount {BIGINT} NOT NULL,
+    group_name TEXT,
+    expires_at {REAL},
+    created_at {REAL} NOT NULL,
+    redeemed_at {REAL},
+    redeemed_by TEXT,
+    account_id TEXT
+)
+"""
+
+# Retention: request-log rows older than the configured age become per-day sums (several rows of one
+# day, key and model may exist: readers sum them) and are deleted; a lease row lets one instance do it.
+RETENTION = """
+CREATE TABLE usage_daily (
+    day {REAL} NOT NULL,
+    key_id TEXT,
+    account_id TEXT,
+    model TEXT NOT NULL,
+    requests {BIGINT} NOT NULL,
+    prompt_tokens {BIGINT} NOT NULL,
+    completion_tokens {BIGINT} NOT NULL,
+    errors {BIGINT} NOT NULL,
+    cost {BIGINT} NOT NULL
+);
+CREATE INDEX usage_daily_day ON usage_daily (day);
+CREATE INDEX usage_daily_account_day ON usage_daily (account_id, day);
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until {REAL} NOT NULL
+);
+INSERT INTO leases (name, holder, until) VALUES ('retention', '', 0)
+"""
+
+# Ledger records a store could not write (data no batch should carry: a value beyond BIGINT ...), set aside
+# whole as JSON with the error so that the rest of their batch commits and an operator can settle them.
+_LEDGER_QUARANTINE = """
+CREATE TABLE ledger_quarantine (
+    request_id TEXT PRIMARY KEY,
+    key_id TEXT,
+    record TEXT NOT NULL,
+    error TEXT NOT NULL,
+    created_at {REAL} NOT NULL
+)
+"""
+
 # Upstream key states shared by every instance (key_id is a fingerprint of the key, never the key)
 UPSTREAM_KEY_STATES = """
 CREATE TABLE upstream_key_states (
@@ -107,9 +188,7 @@ CREATE TABLE catalog_version (
 INSERT INTO catalog_version (id, version) VALUES (1, 0)
 """
 
-SQLITE_MIGRATIONS: list[str] = [_schema(_V1, "REAL", "INTEGER"),
-                                _schema(UPSTREAM_KEY_STATES, "REAL", "INTEGER"),
-                                _schema(CHANNEL_CATALOG, "REAL", "INTEGER")]
-POSTGRES_MIGRATIONS: list[str] = [_schema(_V1, "DOUBLE PRECISION", "BIGINT"),
-                                  _schema(UPSTREAM_KEY_STATES, "DOUBLE PRECISION", "BIGINT"),
-                                  _schema(CHANNEL_CATALOG, "DOUBLE PRECISION", "BIGINT")]
+# main's migrations first (released order), then the channels ones
+_ORDER = (_V1, ACCOUNTS, RETENTION, _LEDGER_QUARANTINE, UPSTREAM_KEY_STATES, CHANNEL_CATALOG)
+SQLITE_MIGRATIONS: list[str] = [_schema(m, "REAL", "INTEGER") for m in _ORDER]
+POSTGRES_MIGRATIONS: list[str] = [_schema(m, "DOUBLE PRECISION", "BIGINT") for m in _ORDER]

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from sluice.storage import sql
+from sluice.storage import account_sql, sql
 from sluice.storage.base import (
     KEY_FIELDS,
     CatalogEntry,
@@ -22,6 +22,7 @@ from sluice.storage.base import (
     LedgerQuery,
     LedgerRecord,
     Reservation,
+    Stmt,
     UpstreamKeyState,
     UsageRow,
 )
@@ -139,6 +140,8 @@ class PostgresStore:
     async def reserve_many(self, batch: Sequence[Reservation]) -> list[bool]:
         if not batch:
             return []
+        if any(r.account_id is not None for r in batch):
+            return await self._tx(lambda con: _reserve_with_accounts(con, batch))
         # Key rows are locked in id order (like settlement and reconciliation): concurrent batches from
         # several processes queue on a key instead of deadlocking. The sort is stable, so each key still
         # sees its reservations in arrival order; reservations on different keys do not affect each other.
@@ -163,6 +166,9 @@ class PostgresStore:
         if records:
             await self._tx(lambda con: _settle(con, records))
 
+    async def quarantine(self, rec: LedgerRecord, error: str) -> None:
+        await self.pool.execute(_q(sql.INSERT_QUARANTINE), *sql.quarantine_row(rec, error))
+
     async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float) -> int:
         now = time.time()
 
@@ -170,11 +176,13 @@ class PostgresStore:
             await con.execute(_q(sql.HEARTBEAT), instance_id, now, now)
             stale = await con.fetch(_q(sql.TAKE_STALE), now - reservation_ttl, now - instance_timeout)
             held: dict[str, tuple[int, int]] = {}
-            for key_id, amount, tokens in stale:
+            for key_id, amount, tokens, _ in stale:
                 a, t = held.get(key_id, (0, 0))
                 held[key_id] = (a + amount, t + tokens)
             for key_id in sorted(held):  # one lock order for every transaction: no deadlocks between them
                 await con.execute(_q(sql.RELEASE), *held[key_id], key_id)
+            for args in account_sql.account_releases(stale):   # accounts after keys, as everywhere
+                await con.execute(_q(account_sql.RELEASE_ACCOUNT), *args)
             await con.execute(_q(sql.FORGET_INSTANCES), now - 86400)
             await con.execute(_q(sql.RESET_PERIODS), now, now, now, now)
             return len(stale)
@@ -197,6 +205,19 @@ class PostgresStore:
 
     async def count_reservations(self) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM reservations"))
+
+    async def fetch_rows(self, text: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in await self._fetch(text, *args)]
+
+    async def guarded(self, first: Stmt, then: Callable[[tuple[Any, ...]], Sequence[Stmt]]) -> tuple[Any, ...] | None:
+        async def run(con: asyncpg.Connection) -> tuple[Any, ...] | None:
+            row = await con.fetchrow(_q(first[0]), *first[1])
+            if row is None:
+                return None
+            for text, args in then(tuple(row)):
+                await con.execute(_q(text), *args)
+            return tuple(row)
+        return await self._tx(run)
 
     async def list_upstream_key_states(self) -> list[UpstreamKeyState]:
         return [UpstreamKeyState(*r) for r in await self._fetch(sql.SELECT_UPSTREAM_KEYS)]
@@ -267,6 +288,30 @@ async def _settle(con: asyncpg.Connection, records: list[LedgerRecord]) -> None:
         await con.execute(_q(sql.SETTLE), *charges[0])
     elif charges:
         await con.executemany(_q(sql.SETTLE), charges)
+    accounts = account_sql.account_settlements(new, held)
+    if accounts:
+        await con.executemany(_q(account_sql.SETTLE_ACCOUNT), accounts)
+
+
+async def _reserve_with_accounts(con: asyncpg.Connection, batch: Sequence[Reservation]) -> list[bool]:
+    """A batch with account reservations, in one transaction: the key holds in key order, then the account
+    holds in account order (the lock order of settlement), giving back the key hold of a reservation its
+    account refused. A refused account hold can make a later reservation on the same key in this batch
+    refused that one by one would have passed: never more granted, so never overspent."""
+    first = sql.first_flags(batch)
+    granted = [False] * len(batch)
+    for i in sorted((i for i in range(len(batch)) if first[i]), key=lambda i: batch[i].key_id):
+        granted[i] = await con.fetchval(_q(sql.RESERVE), *sql.reserve_args(batch[i])) is not None
+    for i in account_sql.account_order(batch, granted):
+        r = batch[i]
+        if await con.fetchval(_q(account_sql.RESERVE_ACCOUNT), r.nanos, r.account_id, r.nanos) is None:
+            await con.execute(_q(sql.RELEASE), r.nanos, r.tokens, r.key_id)
+            granted[i] = False
+    now = time.time()
+    rows = [account_sql.reservation_row(r, now) for r, ok in zip(batch, granted, strict=True) if ok]
+    if rows:
+        await con.executemany(_q(account_sql.INSERT_RESERVATION), rows)
+    return granted
 
 
 # PostgreSQL's types for each ledger column, to pass the batch as one array per column to unnest().
@@ -274,13 +319,14 @@ _LEDGER_TYPES = {"request_id": "text", "key_id": "text", "model": "text", "provi
                  "upstream_model": "text", "stream": "int4", "status": "int4", "prompt_tokens": "int8",
                  "completion_tokens": "int8", "cached_tokens": "int8", "usage_source": "text",
                  "ttft_ms": "float8", "duration_ms": "float8", "disconnected": "int4", "error_code": "text",
-                 "attempts": "int4", "cost": "int8", "created_at": "float8", "extra": "text"}
+                 "attempts": "int4", "cost": "int8", "created_at": "float8", "extra": "text",
+                 "account_id": "text"}
 _INSERT_LEDGER = (f"INSERT INTO ledger ({', '.join(sql.LEDGER_COLS)}) SELECT * FROM unnest("
                   + ", ".join(f"${i}::{_LEDGER_TYPES[c]}[]" for i, c in enumerate(sql.LEDGER_COLS, 1))
                   + ") ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
 _INSERT_LEDGER_ONE = _q(sql.INSERT_LEDGER) + " RETURNING request_id"
 _TAKE_RESERVATIONS = ("DELETE FROM reservations WHERE request_id = ANY($1::text[]) "
-                      "RETURNING request_id, key_id, amount, tokens")
+                      "RETURNING request_id, key_id, amount, tokens, account_id")
 # The shared conditional UPDATE (sql.RESERVE, $1-$6) and, only when it passed, the reservation's row:
 # one statement per reservation, all of a batch sent at once by executemany (atomic: one implicit
 # transaction), or alone with RETURNING.

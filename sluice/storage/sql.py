@@ -6,6 +6,7 @@ sums). Where the dialects agree they run the same statements; where batches need
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Sequence
@@ -17,10 +18,10 @@ from sluice.storage.base import KeyRecord, LedgerQuery, LedgerRecord, Reservatio
 
 KEY_COLS = ("id", "name", "key_hash", "owner", "models", "enabled", "revoked", "created_at", "expires_at",
             "budget", "spent", "reserved", "token_quota", "tokens_used", "tokens_reserved", "period",
-            "period_start", "rpm", "tpm", "max_concurrency", "metadata")
+            "period_start", "rpm", "tpm", "max_concurrency", "metadata", "account_id")
 LEDGER_COLS = ("request_id", "key_id", "model", "provider", "upstream_model", "stream", "status",
                "prompt_tokens", "completion_tokens", "cached_tokens", "usage_source", "ttft_ms", "duration_ms",
-               "disconnected", "error_code", "attempts", "cost", "created_at", "extra")
+               "disconnected", "error_code", "attempts", "cost", "created_at", "extra", "account_id")
 
 SELECT_KEY = f"SELECT {', '.join(KEY_COLS)} FROM keys"
 INSERT_KEY = f"INSERT INTO keys ({', '.join(KEY_COLS)}) VALUES ({', '.join('?' * len(KEY_COLS))})"
@@ -35,15 +36,13 @@ RESERVE = ("UPDATE keys SET reserved = reserved + ?, tokens_reserved = tokens_re
            "WHERE id = ? AND (budget IS NULL OR spent + reserved + ? <= budget) "
            "AND (token_quota IS NULL OR tokens_used + tokens_reserved + ? <= token_quota) "
            "AND NOT EXISTS (SELECT 1 FROM reservations WHERE request_id = ?) RETURNING id")
-INSERT_RESERVATION = ("INSERT INTO reservations (request_id, key_id, amount, tokens, instance_id, created_at) "
-                      "VALUES (?, ?, ?, ?, ?, ?)")
 SETTLE = ("UPDATE keys SET spent = spent + ?, reserved = reserved - ?, tokens_used = tokens_used + ?, "
           "tokens_reserved = tokens_reserved - ? WHERE id = ?")
 RELEASE = "UPDATE keys SET reserved = reserved - ?, tokens_reserved = tokens_reserved - ? WHERE id = ?"
 HEARTBEAT = ("INSERT INTO instances (id, started_at, last_seen) VALUES (?, ?, ?) "
              "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen")
 TAKE_STALE = ("DELETE FROM reservations WHERE created_at < ? OR instance_id NOT IN "
-              "(SELECT id FROM instances WHERE last_seen >= ?) RETURNING key_id, amount, tokens")
+              "(SELECT id FROM instances WHERE last_seen >= ?) RETURNING key_id, amount, tokens, account_id")
 FORGET_INSTANCES = "DELETE FROM instances WHERE last_seen < ?"
 RESET_PERIODS = ("UPDATE keys SET spent = 0, tokens_used = 0, period_start = ? WHERE period IS NOT NULL AND "
                  "((period = 'day' AND period_start + 86400 <= ?) OR (period = 'week' AND period_start + 604800 <= ?)"
@@ -51,11 +50,19 @@ RESET_PERIODS = ("UPDATE keys SET spent = 0, tokens_used = 0, period_start = ? W
 TOP_UP = ("UPDATE keys SET budget = CASE WHEN budget IS NULL THEN spent + ? ELSE budget + ? END "
           "WHERE id = ? RETURNING id")
 INSERT_TOPUP = "INSERT INTO topups (key_id, amount, created_at) VALUES (?, ?, ?)"
-USAGE_SUMMARY = ("SELECT l.key_id, k.name, l.model, count(*), coalesce(sum(l.prompt_tokens), 0), "
-                 "coalesce(sum(l.completion_tokens), 0), sum(CASE WHEN l.status >= 400 THEN 1 ELSE 0 END), "
-                 "coalesce(sum(l.cost), 0) FROM ledger l LEFT JOIN keys k ON k.id = l.key_id "
+# What usage reads: the request log and, for the periods retention rolled up, its daily sums (status 0,
+# so a status filter reads the log alone). One row stands for `n` requests, `errs` of them failed.
+USAGE_SOURCE = ("(SELECT key_id, model, status, created_at, 1 AS n, prompt_tokens, completion_tokens, "
+                "CASE WHEN status >= 400 THEN 1 ELSE 0 END AS errs, cost FROM ledger UNION ALL "
+                "SELECT key_id, model, 0, day, requests, prompt_tokens, completion_tokens, errors, cost "
+                "FROM usage_daily)")
+USAGE_SUMMARY = ("SELECT l.key_id, k.name, l.model, sum(l.n), coalesce(sum(l.prompt_tokens), 0), "
+                 "coalesce(sum(l.completion_tokens), 0), sum(l.errs), "
+                 f"coalesce(sum(l.cost), 0) FROM {USAGE_SOURCE} l LEFT JOIN keys k ON k.id = l.key_id "
                  "GROUP BY l.key_id, k.name, l.model ORDER BY k.name, l.model")
 
+INSERT_QUARANTINE = ("INSERT INTO ledger_quarantine (request_id, key_id, record, error, created_at) "
+                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING")
 SELECT_UPSTREAM_KEYS = "SELECT provider, key_id, state, reason, changed_at FROM upstream_key_states"
 PUT_UPSTREAM_KEY = ("INSERT INTO upstream_key_states (provider, key_id, state, reason, changed_at) "
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (provider, key_id) DO UPDATE SET state = excluded.state, "
@@ -86,7 +93,7 @@ def key_row(r: KeyRecord) -> tuple[Any, ...]:
     return (r.id, r.name, r.key_hash, r.owner, _json(r.models), int(r.enabled), int(r.revoked),
             r.created_at or time.time(), r.expires_at, r.budget, r.spent, r.reserved, r.token_quota,
             r.tokens_used, r.tokens_reserved, r.period, r.period_start or (time.time() if r.period else 0.0),
-            r.rpm, r.tpm, r.max_concurrency, _json(r.metadata or None))
+            r.rpm, r.tpm, r.max_concurrency, _json(r.metadata or None), r.account_id)
 
 
 def key_from(row: Any) -> KeyRecord:
@@ -96,7 +103,7 @@ def key_from(row: Any) -> KeyRecord:
         revoked=bool(v[6]), created_at=float(v[7]), expires_at=v[8], budget=v[9], spent=int(v[10]),
         reserved=int(v[11]), token_quota=v[12], tokens_used=int(v[13]), tokens_reserved=int(v[14]),
         period=v[15], period_start=float(v[16] or 0), rpm=v[17], tpm=v[18], max_concurrency=v[19],
-        metadata=_unjson(v[20]) or {})
+        metadata=_unjson(v[20]) or {}, account_id=v[21])
 
 
 def key_update(changes: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -120,7 +127,14 @@ def ledger_row(r: LedgerRecord) -> tuple[Any, ...]:
     return (r.request_id, r.key_id, r.model, r.provider, r.upstream_model, int(r.stream), r.status,
             r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.usage_source, r.ttft_ms, r.duration_ms,
             int(r.disconnected), r.error_code, r.attempts, r.cost, r.created_at or time.time(),
-            _json(r.extra or None))
+            _json(r.extra or None), r.account_id)
+
+
+def quarantine_row(r: LedgerRecord, error: str) -> tuple[str, str | None, str, str, float]:
+    """INSERT_QUARANTINE's parameters: the whole record as JSON (stdlib json: its numbers may be past
+    int64, which orjson refuses), and the error."""
+    doc = {name: getattr(r, name) for name in r.__slots__}
+    return (r.request_id, r.key_id, json.dumps(doc, default=str), error[:2000], time.time())
 
 
 def ledger_from(row: Any) -> LedgerRecord:
@@ -129,7 +143,7 @@ def ledger_from(row: Any) -> LedgerRecord:
         request_id=v[0], key_id=v[1], model=v[2], provider=v[3], upstream_model=v[4], stream=bool(v[5]),
         status=v[6], prompt_tokens=v[7], completion_tokens=v[8], cached_tokens=v[9], usage_source=v[10],
         ttft_ms=v[11], duration_ms=float(v[12]), disconnected=bool(v[13]), error_code=v[14], attempts=v[15],
-        cost=v[16], created_at=float(v[17]), extra=_unjson(v[18]) or {})
+        cost=v[16], created_at=float(v[17]), extra=_unjson(v[18]) or {}, account_id=v[19])
 
 
 def usage_from(row: Any) -> UsageRow:
@@ -181,7 +195,8 @@ def settlements(new: list[LedgerRecord], held: list[Any]) -> list[tuple[int, int
             c = per_key.setdefault(rec.key_id, [0, 0, 0, 0])
             c[0] += cost
             c[2] += tokens
-    for _, key_id, amount, tokens in held:
+    for row in held:     # request_id, key_id, amount, tokens (and account_id, for the accounts)
+        key_id, amount, tokens = row[1], row[2], row[3]
         c = per_key.setdefault(key_id, [0, 0, 0, 0])
         c[1] += amount
         c[3] += tokens
@@ -221,9 +236,9 @@ def usage(q: LedgerQuery, group: str | None) -> tuple[str, list[Any]]:
     where, vals = ledger_where(q, "l")
     width = _BUCKETS.get(group or "")
     bucket = f"floor(l.created_at / {width}) * {width}" if width else "NULL"
-    sql = (f"SELECT l.key_id, k.name, l.model, count(*), coalesce(sum(l.prompt_tokens), 0), "
-           f"coalesce(sum(l.completion_tokens), 0), sum(CASE WHEN l.status >= 400 THEN 1 ELSE 0 END), "
-           f"coalesce(sum(l.cost), 0), {bucket} AS bucket FROM ledger l LEFT JOIN keys k ON k.id = l.key_id"
+    sql = (f"SELECT l.key_id, k.name, l.model, sum(l.n), coalesce(sum(l.prompt_tokens), 0), "
+           f"coalesce(sum(l.completion_tokens), 0), sum(l.errs), "
+           f"coalesce(sum(l.cost), 0), {bucket} AS bucket FROM {USAGE_SOURCE} l LEFT JOIN keys k ON k.id = l.key_id"
            f"{where} GROUP BY l.key_id, k.name, l.model, bucket ORDER BY bucket, k.name, l.model")
     return sql, vals
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import orjson
 
 from sluice.config import sqlite_path
-from sluice.storage import sql
+from sluice.storage import account_sql, sql
 from sluice.storage.base import (
     KEY_FIELDS,
     CatalogEntry,
@@ -29,6 +29,7 @@ from sluice.storage.base import (
     LedgerQuery,
     LedgerRecord,
     Reservation,
+    Stmt,
     UpstreamKeyState,
     UsageRow,
 )
@@ -153,14 +154,18 @@ class SQLiteStore:
         except _AlreadyRecorded:    # rolled back: settle again, leaving out what was recorded before
             await self._tx(lambda db: _settle(db, batch, _recorded(db, batch)))
 
+    async def quarantine(self, rec: LedgerRecord, error: str) -> None:
+        await self._run(lambda db: db.execute(sql.INSERT_QUARANTINE, sql.quarantine_row(rec, error)))
+
     async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float) -> int:
         now = time.time()
 
         def run(db: sqlite3.Connection) -> int:
             db.execute(sql.HEARTBEAT, (instance_id, now, now))
             stale = db.execute(sql.TAKE_STALE, (now - reservation_ttl, now - instance_timeout)).fetchall()
-            for key_id, amount, tokens in stale:
+            for key_id, amount, tokens, _ in stale:
                 db.execute(sql.RELEASE, (amount, tokens, key_id))
+            db.executemany(account_sql.RELEASE_ACCOUNT, account_sql.account_releases(stale))
             db.execute(sql.FORGET_INSTANCES, (now - 86400,))
             db.execute(sql.RESET_PERIODS, (now, now, now, now))
             return len(stale)
@@ -188,6 +193,19 @@ class SQLiteStore:
     async def count_reservations(self) -> int:
         row = await self._run(lambda db: db.execute("SELECT count(*) FROM reservations").fetchone())
         return int(row[0])
+
+    async def fetch_rows(self, text: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self._run(lambda db: [tuple(r) for r in db.execute(text, tuple(args)).fetchall()])
+
+    async def guarded(self, first: Stmt, then: Callable[[tuple[Any, ...]], Sequence[Stmt]]) -> tuple[Any, ...] | None:
+        def run(db: sqlite3.Connection) -> tuple[Any, ...] | None:
+            row = db.execute(first[0], tuple(first[1])).fetchone()
+            if row is None:
+                return None
+            for text, args in then(tuple(row)):
+                db.execute(text, tuple(args))
+            return tuple(row)
+        return await self._tx(run)
 
     async def list_upstream_key_states(self) -> list[UpstreamKeyState]:
         rows = await self._run(lambda db: db.execute(sql.SELECT_UPSTREAM_KEYS).fetchall())
@@ -245,16 +263,17 @@ def _migrate(db: sqlite3.Connection) -> None:
 def _reserve(db: sqlite3.Connection, batch: Sequence[Reservation]) -> list[bool]:
     """Under BEGIN IMMEDIATE (no other writer, in any process): each reservation's own conditional
     UPDATE in order, then the granted ones' rows in one executemany."""
-    granted: list[bool] = []
-    rows: list[tuple[str, str, int, int, str, float]] = []
+    granted = [first and db.execute(sql.RESERVE, sql.reserve_args(r)).fetchone() is not None
+               for r, first in zip(batch, sql.first_flags(batch), strict=True)]
+    for i in account_sql.account_order(batch, granted):   # then the accounts; refused: give the key hold back
+        r = batch[i]
+        if db.execute(account_sql.RESERVE_ACCOUNT, (r.nanos, r.account_id, r.nanos)).fetchone() is None:
+            db.execute(sql.RELEASE, (r.nanos, r.tokens, r.key_id))
+            granted[i] = False
     now = time.time()
-    for r, first in zip(batch, sql.first_flags(batch), strict=True):
-        ok = first and db.execute(sql.RESERVE, sql.reserve_args(r)).fetchone() is not None
-        granted.append(ok)
-        if ok:
-            rows.append((r.request_id, r.key_id, r.nanos, r.tokens, r.instance_id, now))
+    rows = [account_sql.reservation_row(r, now) for r, ok in zip(batch, granted, strict=True) if ok]
     if rows:
-        db.executemany(sql.INSERT_RESERVATION, rows)
+        db.executemany(account_sql.INSERT_RESERVATION, rows)
     return granted
 
 
@@ -283,10 +302,14 @@ def _settle(db: sqlite3.Connection, batch: list[LedgerRecord], recorded: set[str
     else:   # none, or one (the common batch at low load, where json_each would cost a third more)
         held = db.execute(_TAKE_RESERVATION, keyed).fetchall() if keyed else []
     db.executemany(sql.SETTLE, sql.settlements(new, held))
+    accounts = account_sql.account_settlements(new, held)
+    if accounts:
+        db.executemany(account_sql.SETTLE_ACCOUNT, accounts)
 
 
 # A batch's request_ids go in as one JSON array: one statement text whatever the batch size.
 _RECORDED = "SELECT request_id FROM ledger WHERE request_id IN (SELECT value FROM json_each(?))"
 _TAKE_RESERVATIONS = ("DELETE FROM reservations WHERE request_id IN (SELECT value FROM json_each(?)) "
-                      "RETURNING request_id, key_id, amount, tokens")
-_TAKE_RESERVATION = "DELETE FROM reservations WHERE request_id = ? RETURNING request_id, key_id, amount, tokens"
+                      "RETURNING request_id, key_id, amount, tokens, account_id")
+_TAKE_RESERVATION = ("DELETE FROM reservations WHERE request_id = ? "
+                     "RETURNING request_id, key_id, amount, tokens, account_id")

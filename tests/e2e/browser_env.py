@@ -93,10 +93,12 @@ targets = [{{ provider = "fast", model = "fast-model" }}]
 
 [[models]]
 name = "slow-model"
+free = true
 targets = [{{ provider = "upstream", model = "slow-1" }}]
 
 [[models]]
 name = "cjk-model"
+free = true
 targets = [{{ provider = "upstream", model = "split-1" }}]
 """
 

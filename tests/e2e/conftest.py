@@ -70,7 +70,9 @@ MODELS: dict[str, tuple[str, str]] = {
 }
 
 
-def write_config(path: Path, *, sim_url: str, port: int, db: Path, server: dict[str, Any] | None = None) -> Path:
+def write_config(path: Path, *, sim_url: str, port: int, db: Path, server: dict[str, Any] | None = None,
+                 pricing: dict[str, str] | None = None) -> Path:
+    """Every model gets `pricing` (per million tokens), or is marked free when there is none."""
     srv = {"host": "127.0.0.1", "port": port, "heartbeat_seconds": 0.3, "key_cache_seconds": 0.1,
            "max_body_bytes": 65536, "shutdown_grace_seconds": 1, **(server or {})}
     lines = ["[server]", *(f"{k} = {_toml(v)}" for k, v in srv.items()), "",
@@ -87,6 +89,7 @@ def write_config(path: Path, *, sim_url: str, port: int, db: Path, server: dict[
         lines += ["[[providers]]", *(f"{k} = {_toml(v)}" for k, v in p.items()), ""]
     for name, (prov, up) in MODELS.items():
         lines += ["[[models]]", f"name = {_toml(name)}",
+                  f"pricing = {_toml(pricing)}" if pricing else "free = true",
                   f"targets = [{{ provider = {_toml(prov)}, model = {_toml(up)} }}]", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
@@ -182,12 +185,14 @@ class SluiceServer:
 @pytest.fixture(scope="module")
 def sluice(request: pytest.FixtureRequest, sim: ThreadedSim, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[SluiceServer]:
-    """One server per test module; a module may set `SERVER_OPTIONS = {...}` for its [server] table."""
+    """One server per test module; a module may set `SERVER_OPTIONS = {...}` for its [server] table and
+    `PRICING = {"input": ..., "output": ...}` for its models (else they are free)."""
     tmp = tmp_path_factory.mktemp("sluice")
     port = free_port()
     db = tmp / "sluice.db"
     cfg = write_config(tmp / "sluice.toml", sim_url=sim.base_url, port=port, db=db,
-                       server=getattr(request.module, "SERVER_OPTIONS", None))
+                       server=getattr(request.module, "SERVER_OPTIONS", None),
+                       pricing=getattr(request.module, "PRICING", None))
     server = SluiceServer(cfg, port, db, tmp / "server.log")
     server.start()
     yield server

@@ -290,6 +290,70 @@ def test_owner_page_shows_balance_usage_and_requests(page: Any, gateway: Gateway
     assert width <= 375, width
 
 
+def test_console_manages_accounts_groups_and_codes(page: Any, gateway: Gateway) -> None:
+    sign_in_console(page)
+    page.get_by_role("tab", name="Accounts").click()
+    page.fill("#g-name", "ui-vip")
+    page.fill("#g-mult", "0.5")
+    page.fill("#g-models", "fast-model=0.25")
+    page.click("#group-form button[type=submit]")
+    page.wait_for_selector("#groups-table tbody tr:has-text('ui-vip'):has-text('fast-model ×0.25')")
+    page.fill("#ca-name", "ui-acct")
+    page.fill("#ca-group", "ui-vip")
+    page.fill("#ca-balance", "2")
+    page.click("#create-account button[type=submit]")
+    row = page.locator("#accounts-table tbody tr", has_text="ui-acct")
+    row.wait_for()
+    assert "$2" in row.inner_text() and "ui-vip" in row.inner_text()
+    row.get_by_role("button", name="Top up ui-acct").click()
+    page.fill("#credit-amount", "3")
+    page.fill("#credit-note", "invoice 7")
+    page.click("#credit-form button[type=submit]")
+    page.wait_for_selector("#accounts-table tbody tr:has-text('ui-acct'):has-text('$5')")
+    row.get_by_role("button", name="History ui-acct").click()
+    page.wait_for_selector("#history-dialog[open] #history-table tbody tr:has-text('invoice 7')")
+    assert page.locator("#history-table tbody tr").count() == 2
+    page.locator("#history-dialog [data-close]").click()
+    page.fill("#c-count", "2")
+    page.fill("#c-amount", "1.5")
+    page.click("#codes-form button[type=submit]")
+    page.wait_for_selector("#codes-box:not([hidden])")
+    lines = page.input_value("#codes-csv").strip().splitlines()
+    assert lines[0].startswith("code,") and len(lines) == 3 and all(x.startswith("SLC-") for x in lines[1:])
+    codes_text = page.locator("#codes-table").inner_text()
+    assert not any(x.split(",")[0] in codes_text for x in lines[1:])   # listings never show a code
+    page.click("#codes-dismiss")
+    assert page.input_value("#codes-csv") == ""
+    row.get_by_role("button", name="Disable ui-acct").click()
+    page.wait_for_selector("#accounts-table tbody tr:has-text('ui-acct') .badge.off")
+
+
+def test_owner_page_redeems_a_code_and_shows_history_and_prices(page: Any, gateway: Gateway) -> None:
+    gateway.admin("POST", "/admin/groups", {"name": "owner-gold", "multiplier": "0.5"})
+    acct = gateway.admin("POST", "/admin/accounts", {"name": "owner-acct", "group": "owner-gold", "balance": "1"})
+    key = gateway.admin("POST", "/admin/keys", {"name": "owner-acct-key", "account_id": acct["id"]})
+    code = gateway.admin("POST", "/admin/codes", {"count": 1, "amount": "4"})["codes"][0]
+    client = openai.OpenAI(api_key=key["key"], base_url=gateway.base_url + "/v1", max_retries=0)
+    try:
+        client.chat.completions.create(model="fast-model", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        client.close()
+    page.goto("/me")
+    page.fill("#api-key", key["key"])
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#app:not([hidden])")
+    facts = page.locator("#account-facts").inner_text()
+    assert "owner-acct" in facts and "owner-gold" in facts
+    page.wait_for_selector("#prices-table tbody tr:has-text('fast-model'):has-text('×0.5')")
+    assert "$0.5" in page.locator("#prices-table tbody tr", has_text="fast-model").inner_text()   # half of $1.00
+    page.fill("#redeem-code", code)
+    page.click("#redeem-form button[type=submit]")
+    page.wait_for_function("() => /Redeemed \\$4/.test(document.querySelector('#redeem-status').textContent)")
+    history = page.locator("#history-table").inner_text()
+    assert "redeem" in history and "charges" in history and "topup" in history
+    page.fill("#redeem-code", code)
+    page.click("#redeem-form button[type=submit]")
+    page.wait_for_function("() => /already been used/.test(document.querySelector('#redeem-status').textContent)")
 def test_console_test_button_probes_a_provider(page: Any, gateway: Gateway) -> None:
     sign_in_console(page)
     page.get_by_role("tab", name="Providers").click()

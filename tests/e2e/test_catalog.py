@@ -69,7 +69,7 @@ async def test_a_provider_added_on_one_instance_serves_on_the_other(tmp_path: Pa
                 "kind": "openai", "base_url": sim.base_url, "api_keys": [UPSTREAM_KEY]})
             assert status == 200, doc
             status, doc = await _admin(a.url, "PUT", "catalog/models/live-model", {
-                "targets": [{"provider": "live-up", "model": "gpt-4o"}]})
+                "targets": [{"provider": "live-up", "model": "gpt-4o"}], "free": True})
             assert status == 200 and doc["serving"], doc
 
             assert await _served(client, "live-model", want=True)  # on the other instance
@@ -105,11 +105,11 @@ async def test_catalog_rejects_what_would_break_the_configuration(tmp_path: Path
     async with serving(cfg, tmp_path, "a") as a:
         status, doc = await _admin(a.url, "PUT", "catalog/models/m", {"targets": [{"provider": "nope",
                                                                                    "model": "x"}]})
-        assert status == 400 and "unknown provider" in doc["error"]["message"]
+        assert status == 409 and "unknown provider" in doc["error"]["message"]  # well-formed, refused as things are
         status, doc = await _admin(a.url, "PUT", "catalog/providers/p", {"kind": "openai",
                                                                          "base_url": "http://127.0.0.1:9/v1",
                                                                          "api_keys": ["sk-x-0123456789abc"]})
-        assert status == 400 and doc["error"]["code"] == "channels_secret_missing"
+        assert status == 409 and doc["error"]["code"] == "channels_secret_missing"
         status, doc = await _admin(a.url, "PUT", "catalog/providers/p", {"kind": "openai", "bogus": 1})
         assert status == 400 and "bogus" in doc["error"]["message"]
         status, doc = await _admin(a.url, "DELETE", "catalog/models/fast-sim")

@@ -35,6 +35,7 @@ probe_model = "gpt-4o"
 probe_interval = 1
 [[models]]
 name = "gpt-4o"
+free = true
 targets = [{{ provider = "pool", model = "gpt-4o" }}]
 """
 

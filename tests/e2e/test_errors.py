@@ -256,6 +256,7 @@ api_key = "${{E2E_UPSTREAM_KEY}}"
 
 [[models]]
 name = "m"
+free = true
 targets = [{{ provider = "up", model = "fx-text" }}]
 """, encoding="utf-8")
     # a variable that is not set, with no default, is an error naming it

@@ -42,6 +42,7 @@ kind = "simulated"
 
 [[models]]
 name = "sim"
+free = true
 targets = [{{ provider = "sim", model = "sim" }}]
 """)
     servers = [SluiceServer(cfg, free_port(), tmp_path / f"s{i}.log") for i in range(INSTANCES)]

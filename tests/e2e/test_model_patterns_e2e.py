@@ -37,11 +37,13 @@ api_key = "sk-router-test"
 
 [[models]]
 name = "router/*"
+free = true
 targets = [{{ provider = "router", model = "*" }}]
 
 [[models]]
 name = "gpt-4o*"
 strip_suffixes = ["[1m]"]
+free = true
 targets = [{{ provider = "router", model = "{{model}}" }}]
 """
         async with SluiceProcess(tmp_path, body) as s:

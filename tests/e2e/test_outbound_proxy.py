@@ -92,6 +92,7 @@ timeouts = {{ connect = 10, first_byte = 20, idle = 20 }}
 {ca}
 [[models]]
 name = "gpt-4o"
+free = true
 targets = [{{ provider = "tls", model = "gpt-4o" }}]
 """
 

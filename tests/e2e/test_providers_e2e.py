@@ -50,23 +50,28 @@ reply = "Bonjour from the simulated model."
 
 [[models]]
 name = "claude"
+free = true
 targets = [{{ provider = "anth", model = "claude-sonnet-4-5" }}]
 
 [[models]]
 name = "gemini"
+free = true
 targets = [{{ provider = "gem", model = "gemini-2.5-flash" }}]
 
 [[models]]
 name = "sim"
+free = true
 targets = [{{ provider = "sim", model = "sim-1" }}]
 
 [[models]]
 name = "ha"
+free = true
 targets = [{{ provider = "anth", model = "claude-sonnet-4-5", priority = 0 }},
            {{ provider = "gem", model = "gemini-2.5-flash", priority = 1 }}]
 
 [[models]]
 name = "ha-dead"
+free = true
 targets = [{{ provider = "dead", model = "x", priority = 0 }}, {{ provider = "sim", model = "sim-1", priority = 1 }}]
 """
 

@@ -25,6 +25,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,8 @@ class Fault:
     error_after: int | None = None             # after N events, send `data: {"error":...}` and end
     error_then_done: bool = False              # ... followed by `data: [DONE]` (as vLLM does)
     fixture: str | None = None                 # replay this fixture instead of the model's
+    script: Callable[[dict[str, Any]], list[bytes]] | None = None  # stream these events (e.g. an agent's turn)
+    usage: dict[str, Any] | None = None        # report this `usage` object instead of the fixture's
 
     # --- the faults tests ask for, by name ---
     @classmethod
@@ -250,8 +253,8 @@ class OpenAISim:
             if not stream:
                 rec.responded_at = time.monotonic()
                 rec.completed = True
-                return web.Response(body=fixture_bytes("text.json"), content_type="application/json",
-                                    headers=f.headers)
+                return web.Response(body=_with_usage(fixture_bytes("text.json"), f.usage),
+                                    content_type="application/json", headers=f.headers)
             return await self._stream(request, rec, f, body)
         except (asyncio.CancelledError, ConnectionError):
             rec.note_closed()
@@ -261,7 +264,12 @@ class OpenAISim:
                       body: dict[str, Any]) -> web.StreamResponse:
         model = str(body.get("model", ""))
         name = f.fixture or (model[3:] if model.startswith("fx-") else "text")
-        events = fixture_events(name)
+        if f.script is not None:
+            events = f.script(body)
+        elif f.usage:
+            events = [_with_usage(ev, f.usage) for ev in fixture_events(name)]
+        else:
+            events = fixture_events(name)
         resp = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
                                            "cache-control": "no-cache, must-revalidate",
                                            "x-request-id": "req_sim_" + str(len(self.requests)), **f.headers})
@@ -292,6 +300,40 @@ class OpenAISim:
         rec.completed = True
         await resp.write_eof()
         return resp
+
+
+def chat_events(*, text: str = "", calls: tuple[tuple[str, str, str], ...] = (), model: str = "gpt-sim",
+                usage: tuple[int, int] = (10, 7)) -> list[bytes]:
+    """A whole chat stream (text, then tool calls as (id, name, arguments), a usage chunk, [DONE])."""
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        doc = {"id": "chatcmpl-script", "object": "chat.completion.chunk", "created": 1, "model": model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    if text:
+        out.append(chunk({"content": text}))
+    for i, (call_id, name, args) in enumerate(calls):
+        out.append(chunk({"tool_calls": [{"index": i, "id": call_id, "type": "function",
+                                          "function": {"name": name, "arguments": args}}]}))
+    out.append(chunk({}, "tool_calls" if calls else "stop"))
+    usage_doc = {"id": "chatcmpl-script", "object": "chat.completion.chunk", "created": 1, "model": model,
+                 "choices": [], "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
+                                          "total_tokens": sum(usage)}}
+    return [*out, b"data: " + json.dumps(usage_doc).encode() + b"\n\n", b"data: [DONE]\n\n"]
+
+
+def _with_usage(raw: bytes, usage: dict[str, Any] | None) -> bytes:
+    """A reply body or SSE event whose non-null `usage` is replaced by `usage` (absurd figures on demand)."""
+    if usage is None or b'"usage"' not in raw:
+        return raw
+    is_event = raw.startswith(b"data: ")
+    doc = json.loads(raw[6:] if is_event else raw)
+    if not doc.get("usage"):
+        return raw
+    doc["usage"] = usage
+    body = json.dumps(doc).encode()
+    return b"data: " + body + b"\n\n" if is_event else body
 
 
 class ThreadedSim:

@@ -9,7 +9,7 @@ from sluice import config
 from sluice.channels.catalog import merge
 from sluice.channels.secrets import SecretBox
 from sluice.config import ConfigError
-from sluice.errors import InvalidRequest
+from sluice.errors import Conflict
 from sluice.storage.base import CatalogEntry
 
 
@@ -42,5 +42,5 @@ def test_invalid_or_unreadable_entries_are_refused() -> None:
     with pytest.raises(ConfigError, match="decrypted"):
         merge(base, [_entry("provider", "up", {"kind": "openai", "base_url": "http://h/v1"},
                             keys=SecretBox("another-secret").seal("{}"))], box)
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(Conflict):   # well-formed, refused while the server has no secret
         SecretBox(None).seal("{}")

@@ -31,7 +31,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "metering": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers"),
     "auth": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.metering"),
     "storage": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.routing"),
+    "accounts": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.routing"),
     "http": ("sluice.cli",),
+    "observability": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.routing",
+                      "sluice.upstream", "sluice.web"),
     "channels": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.web", "sluice.metering", "sluice.auth",
                  "sluice.routing"),
 }
@@ -44,6 +47,7 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
     "uvicorn": ("cli/",),
     "asyncpg": ("storage/postgres.py",),
     "redis": ("metering/redis_limits.py",),
+    "prometheus_client": ("observability/",),
 }
 
 

@@ -1,16 +1,24 @@
-"""AnthropicProvider: the Provider protocol over the Anthropic Messages API (`POST {base_url}/messages`)."""
+"""AnthropicProvider: the Provider protocol over the Anthropic Messages API (`POST {base_url}/messages`),
+translating OpenAI-shaped calls, and forwarding Anthropic-shaped ones (`call.native`) as they came."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator
 
 import orjson
 
 from sluice.config import ProviderConfig
 from sluice.errors import UpstreamError
 from sluice.providers.anthropic import wire
+from sluice.providers.anthropic.passthrough import (
+    EventStream,
+    PassthroughStream,
+    native_body,
+    native_headers,
+    parse_event,
+    reply_usage,
+)
 from sluice.providers.anthropic.stream import StreamTranslator
 from sluice.providers.anthropic.translate import (
     error_from_response,
@@ -18,13 +26,16 @@ from sluice.providers.anthropic.translate import (
     to_messages_request,
     usage_from,
 )
-from sluice.providers.base import Call, Chunk, Completion
+from sluice.providers.base import Call, Chunk, Completion, NativeBody
 from sluice.sse import SSEDecoder
 from sluice.upstream import UpstreamClient, UpstreamResponse
 
 
 class AnthropicProvider:
-    """Translates each call to a Messages request and the reply (plain or SSE) back to OpenAI chat."""
+    """Translates each call to a Messages request and the reply (plain or SSE) back to OpenAI chat;
+    a native call (from the Anthropic front door) is a pass-through instead."""
+
+    dialect = "anthropic"
 
     def __init__(self, cfg: ProviderConfig, client: UpstreamClient) -> None:
         self.name = cfg.name
@@ -59,17 +70,44 @@ class AnthropicProvider:
         translator = StreamTranslator(created=int(time.time()), model=call.upstream_model)
         return AnthropicChunkStream(resp, translator)
 
+    async def complete_native(self, call: Call) -> Completion:
+        resp = await self._send_native(call, self._url, "application/json")
+        try:
+            raw = await resp.read()
+        finally:
+            resp.close()
+        usage, model = reply_usage(raw)
+        return Completion(raw, usage_from(usage), model=model, native=True)
+
+    async def stream_native(self, call: Call) -> PassthroughStream:
+        return PassthroughStream(await self._send_native(call, self._url, "text/event-stream"))
+
+    async def count_tokens(self, call: Call) -> bytes:
+        resp = await self._send_native(call, self._url + "/count_tokens", "application/json")
+        try:
+            return await resp.read(1 << 20)
+        finally:
+            resp.close()
+
     async def aclose(self) -> None:
         """The client pool belongs to the lifespan, not to this provider: nothing to release."""
+
+    async def _send_native(self, call: Call, url: str, accept: str) -> UpstreamResponse:
+        native = call.native
+        assert isinstance(native, NativeBody)
+        headers = native_headers({"accept": accept, **self._headers}, native, self._cfg.strip_betas)
+        headers.update(self._cfg.headers)  # what the operator pinned (a version, betas) wins over the client
+        return await self._post(call, url, headers, native_body(native, call.upstream_model))
 
     async def _send(self, call: Call, *, stream: bool, accept: str = "application/json") -> UpstreamResponse:
         body = to_messages_request(call.request.body, upstream_model=call.upstream_model,
                                    max_tokens_default=self._cfg.max_tokens_default, stream=stream)
-        headers = {"accept": accept, **self._headers}
-        if call.api_key is not None:
-            headers["x-api-key"] = call.api_key
-        resp = await self._client.request("POST", self._url, headers=headers, body=orjson.dumps(body),
-                                          timeouts=call.timeouts)
+        return await self._post(call, self._url, {"accept": accept, **self._headers}, orjson.dumps(body))
+
+    async def _post(self, call: Call, url: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
+        if call.api_key is not None:   # a key from the provider's pool replaces the configured one
+            headers = {**headers, "x-api-key": call.api_key}
+        resp = await self._client.request("POST", url, headers=headers, body=body, timeouts=call.timeouts)
         if resp.status != 200:
             try:
                 err_body = await resp.read_error_body()
@@ -79,26 +117,12 @@ class AnthropicProvider:
         return resp
 
 
-class AnthropicChunkStream:
-    """The ChunkStream of one Anthropic SSE reply; the upstream response is closed in `finally`."""
+class AnthropicChunkStream(EventStream):
+    """A translated reply: Anthropic events in, OpenAI chunks out through the stream state machine."""
 
     def __init__(self, resp: UpstreamResponse, translator: StreamTranslator) -> None:
-        self._resp = resp
+        super().__init__(resp)
         self._translator = translator
-        self._gen: AsyncGenerator[Chunk, None] | None = None
-
-    def __aiter__(self) -> AsyncIterator[Chunk]:
-        if self._gen is None:
-            self._gen = self._iterate()
-        return self._gen
-
-    async def aclose(self) -> None:
-        gen, self._gen = self._gen, None
-        try:
-            if gen is not None:
-                await gen.aclose()
-        finally:
-            self._resp.close()
 
     async def _iterate(self) -> AsyncGenerator[Chunk, None]:
         decoder = SSEDecoder()
@@ -106,20 +130,10 @@ class AnthropicChunkStream:
         try:
             async for data in self._resp.iter_chunks():
                 for event in decoder.feed(data):
-                    for chunk in sm.feed(event.event, _parse(event.data)):
+                    for chunk in sm.feed(event.event, parse_event(event.data)):
                         yield chunk
                     if sm.done:
                         return
             sm.eof()
         finally:
             self._resp.close()
-
-
-def _parse(data: bytes) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise UpstreamError("the upstream sent an event that is not valid JSON") from None
-    if not isinstance(parsed, dict):
-        raise UpstreamError("the upstream sent an event that is not a JSON object")
-    return parsed

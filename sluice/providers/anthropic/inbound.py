@@ -1,7 +1,7 @@
-"""The inbound `POST /v1/messages` endpoint's pure translation: Anthropic in, served from any upstream.
+"""The inbound `POST /v1/messages` endpoint's reply side: Anthropic in, served from any upstream.
 
-Anthropic request -> OpenAI chat request; OpenAI chat.completion -> Anthropic Message; OpenAI chunks ->
-Anthropic SSE bytes (`MessagesStreamWriter`); sluice errors -> Anthropic error bodies and `error` events.
+OpenAI chat.completion -> Anthropic Message; OpenAI chunks -> Anthropic SSE bytes (`MessagesStreamWriter`);
+sluice errors -> Anthropic error bodies and `error` events. The request side is `inbound_request.py`.
 """
 
 from __future__ import annotations
@@ -11,129 +11,9 @@ from typing import Any
 
 import orjson
 
-from sluice.errors import InvalidRequest, SluiceError
+from sluice.errors import SluiceError
 from sluice.providers.anthropic import wire
 from sluice.sse import encode_event
-
-
-def request_to_openai(body: Mapping[str, Any]) -> dict[str, Any]:
-    """An Anthropic Messages request body -> an OpenAI chat request body (InvalidRequest if malformed)."""
-    for name in ("model", "max_tokens", "messages"):
-        if body.get(name) is None:
-            raise InvalidRequest(f"{name}: Field required", param=name, code="missing_required_parameter")
-    if not isinstance(body["messages"], list):
-        raise InvalidRequest("messages: must be an array", param="messages", code="invalid_type")
-    messages: list[dict[str, Any]] = []
-    system = body.get("system")
-    if system:
-        messages.append({"role": "system", "content": _plain_text(system, "system")})
-    for i, m in enumerate(body["messages"]):
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-            raise InvalidRequest("messages: each message needs role user or assistant", param=f"messages.{i}")
-        convert = _user_to_openai if m["role"] == "user" else _assistant_to_openai
-        messages.extend(convert(m.get("content"), f"messages.{i}.content"))
-    out: dict[str, Any] = {"model": body["model"], "messages": messages, "max_tokens": body["max_tokens"]}
-    for name in ("temperature", "top_p"):
-        if body.get(name) is not None:
-            out[name] = body[name]
-    if body.get("stop_sequences"):
-        out["stop"] = list(body["stop_sequences"])
-    if body.get("stream"):
-        out["stream"] = True
-        out["stream_options"] = {"include_usage": True}  # message_delta must carry usage
-    user = (body.get("metadata") or {}).get("user_id")
-    if isinstance(user, str) and user:
-        out["user"] = user
-    _tools_to_openai(body, out)
-    thinking = body.get("thinking")
-    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
-        budget = thinking.get("budget_tokens") or 0
-        out["reasoning_effort"] = "low" if budget <= 1024 else "medium" if budget <= 4096 else "high"
-    return out
-
-
-def _plain_text(content: Any, param: str) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(b.get("text") or "" for b in content
-                       if isinstance(b, dict) and b.get("type") == "text")
-    raise InvalidRequest(f"{param}: must be a string or an array of text blocks", param=param)
-
-
-def _blocks(content: Any, param: str) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    if not isinstance(content, list) or not all(isinstance(b, dict) for b in content):
-        raise InvalidRequest(f"{param}: must be a string or an array of blocks", param=param)
-    return content
-
-
-def _user_to_openai(content: Any, param: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    parts: list[dict[str, Any]] = []
-    for j, block in enumerate(_blocks(content, param)):
-        kind = block.get("type")
-        if kind == "tool_result":
-            out.append({"role": "tool", "tool_call_id": block.get("tool_use_id") or "",
-                        "content": _plain_text(block.get("content") or "", f"{param}.{j}.content")})
-        elif kind == "text":
-            parts.append({"type": "text", "text": block.get("text") or ""})
-        elif kind in ("image", "document"):
-            parts.append(_media_part(block, f"{param}.{j}"))
-        else:
-            raise InvalidRequest(f"{param}.{j}: unsupported block type {kind!r}", param=f"{param}.{j}")
-    if parts:
-        simple = len(parts) == 1 and parts[0]["type"] == "text"
-        out.append({"role": "user", "content": parts[0]["text"] if simple else parts})
-    return out
-
-
-def _media_part(block: Mapping[str, Any], param: str) -> dict[str, Any]:
-    source = block.get("source") or {}
-    if source.get("type") == "base64":
-        url = f"data:{source.get('media_type')};base64,{source.get('data')}"
-    elif source.get("type") == "url" and block.get("type") == "image":
-        url = str(source.get("url"))
-    else:
-        raise InvalidRequest(f"{param}.source: unsupported source", param=f"{param}.source")
-    if block.get("type") == "image":
-        return {"type": "image_url", "image_url": {"url": url}}
-    return {"type": "file", "file": {"file_data": url}}
-
-
-def _assistant_to_openai(content: Any, param: str) -> list[dict[str, Any]]:
-    texts: list[str] = []
-    calls: list[dict[str, Any]] = []
-    for block in _blocks(content, param):
-        if block.get("type") == "text":
-            texts.append(block.get("text") or "")
-        elif block.get("type") == "tool_use":
-            calls.append({"id": block.get("id"), "type": "function", "function": {
-                "name": block.get("name"), "arguments": orjson.dumps(block.get("input") or {}).decode()}})
-        # thinking blocks have no OpenAI request field: dropped
-    msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
-    if calls:
-        msg["tool_calls"] = calls
-    return [msg]
-
-
-def _tools_to_openai(body: Mapping[str, Any], out: dict[str, Any]) -> None:
-    tools = body.get("tools")
-    if tools:
-        out["tools"] = [{"type": "function", "function": {
-            "name": t.get("name"), "description": t.get("description") or "",
-            "parameters": t.get("input_schema") or {"type": "object", "properties": {}}}} for t in tools]
-    choice = body.get("tool_choice")
-    if not isinstance(choice, dict):
-        return
-    kind = choice.get("type")
-    if kind == "tool":
-        out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
-    elif kind in ("auto", "any", "none"):
-        out["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[kind]
-    if choice.get("disable_parallel_tool_use"):
-        out["parallel_tool_calls"] = False
 
 
 def _message_id(openai_id: Any) -> str:
@@ -182,6 +62,10 @@ def _parse_args(raw: Any) -> Any:
     except orjson.JSONDecodeError:
         return {}
     return parsed if isinstance(parsed, dict) else {}
+
+
+# Anthropic's keep-alive event (its clients ignore SSE comments), exactly as Anthropic sends it
+PING_FRAME = encode_event(wire.PING, b'{"type": "ping"}')
 
 
 def error_type(err: SluiceError) -> str:

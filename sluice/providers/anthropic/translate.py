@@ -12,7 +12,7 @@ import orjson
 
 from sluice.errors import InvalidRequest, UpstreamError, error_for_upstream_status
 from sluice.providers.anthropic import wire
-from sluice.schema.usage import Usage
+from sluice.schema.usage import Usage, count
 from sluice.upstream import retry_after_seconds
 
 _UNSUPPORTED_IF_SET = ("logit_bias", "seed", "top_logprobs")
@@ -263,13 +263,26 @@ def _assistant_blocks(m: Mapping[str, Any], i: int) -> list[dict[str, Any]]:
 
 
 def usage_from(u: Any) -> Usage | None:
-    """Anthropic usage -> OpenAI usage: input_tokens excludes cache reads and writes, so add them back."""
-    if not isinstance(u, dict) or not isinstance(u.get("output_tokens"), int):
+    """Anthropic usage -> Usage; the one reader of Anthropic usage, translated and passed-through alike.
+
+    input_tokens excludes cache reads and writes, so they are added back into prompt_tokens; cache
+    writes are split into 5-minute and 1-hour entries (all 5-minute when no breakdown is given). Every
+    figure is range-checked (`Usage.checked`).
+    """
+    if not isinstance(u, dict) or u.get("output_tokens") is None:
         return None
-    cache_read = u.get("cache_read_input_tokens") or 0
-    cache_write = u.get("cache_creation_input_tokens") or 0
-    prompt = (u.get("input_tokens") or 0) + cache_read + cache_write
-    return Usage(prompt_tokens=prompt, completion_tokens=u["output_tokens"], cached_tokens=cache_read)
+    bad: list[str] = []
+    read = count("cache_read_input_tokens", u.get("cache_read_input_tokens") or 0, bad)
+    write = count("cache_creation_input_tokens", u.get("cache_creation_input_tokens") or 0, bad)
+    inp = count("input_tokens", u.get("input_tokens") or 0, bad)
+    detail = u.get("cache_creation")
+    if isinstance(detail, dict):
+        write_5m: Any = detail.get("ephemeral_5m_input_tokens") or 0
+        write_1h: Any = detail.get("ephemeral_1h_input_tokens") or 0
+    else:
+        write_5m, write_1h = write, 0
+    return Usage.checked(inp + read + write, u["output_tokens"], read, write_5m=write_5m, write_1h=write_1h,
+                         noted=bad)
 
 
 def from_message(msg: Mapping[str, Any], *, created: int, model: str) -> dict[str, Any]:

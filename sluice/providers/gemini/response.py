@@ -15,7 +15,7 @@ import orjson
 
 from sluice.errors import UpstreamError, error_for_upstream_status
 from sluice.providers.gemini import wire
-from sluice.schema.usage import Usage
+from sluice.schema.usage import Usage, count
 from sluice.upstream import retry_after_seconds
 
 JSON = dict[str, Any]
@@ -31,15 +31,11 @@ def usage_from(meta: Any) -> Usage | None:
     """Gemini `usageMetadata` -> Usage; thoughts count as completion (and reasoning) tokens."""
     if not isinstance(meta, dict):
         return None
-    prompt = _int(meta.get("promptTokenCount"))
-    candidates = _int(meta.get("candidatesTokenCount"))
-    thoughts = _int(meta.get("thoughtsTokenCount"))
-    return Usage(prompt_tokens=prompt, completion_tokens=candidates + thoughts,
-                 cached_tokens=_int(meta.get("cachedContentTokenCount")), reasoning_tokens=thoughts)
-
-
-def _int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+    bad: list[str] = []
+    candidates = count("candidatesTokenCount", meta.get("candidatesTokenCount") or 0, bad)
+    thoughts = count("thoughtsTokenCount", meta.get("thoughtsTokenCount") or 0, bad)
+    return Usage.checked(meta.get("promptTokenCount") or 0, candidates + thoughts,
+                         meta.get("cachedContentTokenCount") or 0, thoughts, noted=bad)
 
 
 def tool_call(part: JSON, new_id: IdFactory) -> JSON:

@@ -72,6 +72,20 @@ export function fmtTime(unix) {
     hour: "2-digit", minute: "2-digit", second: "2-digit" });
 }
 
+/** A long value cut to `max` characters with the whole of it on hover (title) and in copies. */
+export function clip(text, max = 24) {
+  const s = text === null || text === undefined ? "—" : String(text);
+  return el("span", { class: "clip", title: s }, s.length > max ? `${s.slice(0, max - 1)}…` : s);
+}
+
+/** Big counts as 6k, 2M: limits and quotas read at a glance in a narrow column. */
+export function fmtCompact(v) {
+  if (v === null || v === undefined) return "∞";
+  if (v >= 1e6 && v % 1e5 === 0) return `${v / 1e6}M`;
+  if (v >= 1e4 && v % 100 === 0) return `${v / 1e3}k`;
+  return Number(v).toLocaleString();
+}
+
 export function fmtBucket(unix, group) {
   const d = new Date(unix * 1000);
   return group === "day"

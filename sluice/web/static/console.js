@@ -1,13 +1,15 @@
 // The admin console: keys (create, edit limits, top up, enable/disable, revoke), usage charts, the
 // request log with one request's detail, providers/models with health and test buttons. Talks to /admin/*.
 
-import { $, api, clear, el, fmtMoney, fmtNum, fmtTime, keyForm, query, say, stored, tabs } from "./common.js";
+import { $, api, clear, clip, el, fmtCompact, fmtMoney, fmtNum, fmtTime, keyForm, query, say, stored, tabs } from "./common.js";
+import { accountsPanel } from "./console_accounts.js";
 import { loadPools, testChannel } from "./channels.js";
 import { detailDialog, drawUsage, requestDetail, requestsTable, usageTotals } from "./views.js";
 
 const tokenStore = stored("sluice.adminToken");
 const state = { token: "", keys: [], models: [], editing: null };
 const call = (method, path, body) => api(state.token, method, path, body);
+const accounts = accountsPanel(call);
 const keyName = (id) => (state.keys.find((k) => k.id === id) || {}).name || id;
 
 const FIELDS = [
@@ -21,6 +23,7 @@ const FIELDS = [
   { name: "tpm", label: "Tokens / min", type: "number" },
   { name: "max_concurrency", label: "Max concurrent", type: "number" },
   { name: "expires_at", label: "Expires", type: "datetime-local" },
+  { name: "account_id", label: "Account id", hint: "spends from this account (Accounts tab); empty = none" },
 ];
 
 function buildFields(container, prefix) {
@@ -72,6 +75,7 @@ const showTab = tabs($("#tabs"), (panel) => {
   if (panel === "panel-usage") loadUsage();
   else if (panel === "panel-requests") loadRequests();
   else if (panel === "panel-providers") loadProviders();
+  else if (panel === "panel-accounts") accounts.load();
   else loadKeys();
 });
 
@@ -129,22 +133,26 @@ function keyStatus(k) {
 }
 
 function renderKeys() {
-  const cols = ["Name", "ID", "Status", "Models", "Spent / budget", "Balance", "Tokens / quota", "RPM · TPM · conc.", "Created", "Actions"];
+  // one or two text lines a row at 1,280 px: long values are clipped (whole on hover), stacked in pairs
+  const cols = ["Name", "ID", "Status", "Models", "Spent / budget", "Tokens / quota", "RPM · TPM · conc.", "Created", "Actions"];
   clear($("#keys-table")).append(
     el("thead", {}, el("tr", {}, cols.map((c) => el("th", { scope: "col" }, c)))),
     el("tbody", {}, state.keys.map((k) => el("tr", { "data-key-id": k.id },
-      el("td", {}, k.name, k.owner ? el("div", { class: "hint" }, k.owner) : null),
+      el("td", {}, clip(k.name, 22), k.owner ? el("div", { class: "hint" }, clip(k.owner, 26)) : null),
       el("td", {}, el("code", { class: "id" }, k.id)),
       el("td", {}, keyStatus(k)),
-      el("td", {}, k.models ? k.models.join(", ") : "all"),
-      el("td", { class: "num" }, `${fmtMoney(k.spent)} / ${k.budget === null ? "∞" : fmtMoney(k.budget)}`,
-        k.period ? el("div", { class: "hint" }, `per ${k.period}`) : null),
-      el("td", { class: "num" }, k.balance === null ? "—" : fmtMoney(k.balance)),
-      el("td", { class: "num" }, `${fmtNum(k.tokens_used)} / ${k.token_quota === null ? "∞" : fmtNum(k.token_quota)}`),
-      el("td", { class: "num" }, [k.rpm, k.tpm, k.max_concurrency].map((v) => (v === null ? "∞" : fmtNum(v))).join(" · ")),
-      el("td", {}, fmtTime(k.created_at)),
+      el("td", {}, k.models ? clip(k.models.join(", "), 18) : "all"),
+      el("td", { class: "num", title: k.balance === null ? "" : `${fmtMoney(k.balance)} left` }, fmtMoney(k.spent),
+        el("div", { class: "hint" }, `of ${k.budget === null ? "∞" : fmtMoney(k.budget)}${k.period ? ` per ${k.period}` : ""}`)),
+      el("td", { class: "num" }, `${fmtCompact(k.tokens_used)} / ${fmtCompact(k.token_quota)}`),
+      el("td", { class: "num" }, [k.rpm, k.tpm, k.max_concurrency].map(fmtCompact).join(" · ")),
+      el("td", { class: "nowrap", title: fmtTime(k.created_at) }, fmtDate(k.created_at)),
       el("td", {}, el("div", { class: "actions" }, keyActions(k)))))));
   say($("#keys-status"), `${state.keys.length} key${state.keys.length === 1 ? "" : "s"}.`);
+}
+
+function fmtDate(unix) {
+  return unix ? new Date(unix * 1000).toLocaleDateString() : "—";
 }
 
 function keyActions(k) {

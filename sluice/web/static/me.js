@@ -2,6 +2,7 @@
 // requests, from /v1/dashboard/*.
 
 import { $, api, clear, el, fmtMoney, fmtNum, fmtTime, keyForm, query, say, stored } from "./common.js";
+import { loadAccount } from "./account.js";
 import { detailDialog, drawUsage, requestDetail, requestsTable } from "./views.js";
 
 const keyStore = stored("sluice.userKey"); // the same slot as the playground
@@ -27,7 +28,7 @@ async function loadAll() {
   const me = await call("/v1/dashboard/me");
   renderFacts(me);
   say($("#key-status"), `Signed in as ${me.name}.`, "ok");
-  await Promise.all([loadUsage(), loadRequests()]);
+  await Promise.all([loadUsage(), loadRequests(), loadAccount(key, me, () => loadAll())]);
 }
 
 const limit = (v, fmt = fmtNum) => (v === null || v === undefined ? "no limit" : fmt(v));
@@ -36,7 +37,7 @@ function renderFacts(me) {
   const state = me.revoked ? "revoked" : !me.enabled ? "disabled" : "active";
   const facts = [
     ["Name", me.name], ["Key id", el("code", {}, me.id)], ["Status", state],
-    ["Balance", me.balance === null ? "no budget set" : fmtMoney(me.balance)],
+    ["Balance", me.account ? `${fmtMoney(me.account.balance)} (account)` : me.balance === null ? "no budget set" : fmtMoney(me.balance)],
     ["Budget", limit(me.budget, fmtMoney)], ["Spent", fmtMoney(me.spent)],
     ["Budget period", me.period ? `resets every ${me.period}` : "does not reset"],
     ["Tokens used", `${fmtNum(me.tokens_used)} of ${limit(me.token_quota)}`],

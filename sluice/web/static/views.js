@@ -1,7 +1,7 @@
 // Views shared by the admin console and the key owner page: usage charts from /usage rows, the request
 // log table, and one request's detail.
 
-import { clear, el, fmtBucket, fmtMoney, fmtMs, fmtNum, fmtTime, orDash } from "./common.js";
+import { clear, clip, el, fmtBucket, fmtMoney, fmtMs, fmtNum, fmtTime, orDash } from "./common.js";
 import { barChart, lineChart, pivot } from "./chart.js";
 
 const STEP = { hour: 3600, day: 86400 };
@@ -71,15 +71,20 @@ export function requestsTable(table, rows, { onOpen, keyName = (id) => id, showK
       : rows.map((r) => el("tr", {},
         el("td", {}, fmtTime(r.created_at)),
         el("td", {}, el("button", { type: "button", class: "small link", "data-request": r.request_id,
-          "aria-label": `Details of request ${r.request_id}`, onclick: () => onOpen(r.request_id) },
-        r.request_id.slice(0, 14))),
-        showKey ? el("td", {}, orDash(keyName(r.key_id))) : null,
-        el("td", {}, r.model),
+          title: r.request_id, "aria-label": `Details of request ${r.request_id}`, onclick: () => onOpen(r.request_id) },
+        shortId(r.request_id))),
+        showKey ? el("td", {}, clip(orDash(keyName(r.key_id)), 24)) : null,
+        el("td", {}, clip(r.model, 28)),
         el("td", {}, statusBadge(r.status), r.disconnected ? " (disconnected)" : ""),
         el("td", { class: "num" }, `${fmtNum(r.prompt_tokens)} / ${fmtNum(r.completion_tokens)}`),
         el("td", { class: "num" }, fmtMoney(r.cost)),
         el("td", { class: "num" }, fmtMs(r.ttft_ms)),
         el("td", { class: "num" }, fmtMs(r.duration_ms))))));
+}
+
+/** What tells request ids apart: ids share a per-process prefix and end in a counter, so show the end. */
+function shortId(id) {
+  return id.length > 16 ? `…${id.slice(-12)}` : id;
 }
 
 /** One ledger record as a definition list, attempts as a small table. */

@@ -14,8 +14,8 @@ from sluice.providers.anthropic.inbound import (
     completion_to_message,
     error_body,
     error_event,
-    request_to_openai,
 )
+from sluice.providers.anthropic.inbound_request import request_to_openai
 from sluice.sse import SSEDecoder
 from tests.sim.anthropic_sim import AnthropicSim, Reply, frames
 

@@ -1,0 +1,35 @@
+"""The access log: one line per request, built from its settled ledger record and handed to the logging
+queue (`logs.py`), so formatting and writing happen on the log thread, not the event loop."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sluice.metering.meter import Meter
+    from sluice.storage.base import LedgerRecord
+
+log = logging.getLogger("sluice.access")
+
+# The order of the text format's fields, and the JSON keys.
+FIELDS = ("request_id", "route", "key_id", "key_name", "account", "model", "provider", "upstream_model", "status",
+          "error_code", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "usage_source",
+          "cost", "ttft_ms", "duration_ms", "attempts", "stream", "disconnected")
+
+
+def access_line(meter: Meter, rec: LedgerRecord) -> None:
+    """Log the request (never a secret: the key's id and name, not the key)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    fields: dict[str, Any] = {
+        "request_id": rec.request_id, "route": meter.route, "key_id": rec.key_id, "key_name": meter.key_name,
+        "account": meter.account_id or meter.account, "model": rec.model, "provider": rec.provider,
+        "upstream_model": rec.upstream_model, "status": rec.status, "error_code": rec.error_code,
+        "input_tokens": rec.prompt_tokens, "output_tokens": rec.completion_tokens,
+        "cached_tokens": rec.cached_tokens,
+        "reasoning_tokens": meter.usage.reasoning_tokens if meter.usage is not None else None,
+        "usage_source": rec.usage_source, "cost": rec.cost / 1e9 if rec.cost is not None else None,
+        "ttft_ms": rec.ttft_ms, "duration_ms": rec.duration_ms, "attempts": rec.attempts, "stream": rec.stream,
+        "disconnected": rec.disconnected}
+    log.info("%s %s %s", rec.request_id, rec.model, rec.status, extra={"access": fields, "request_id": rec.request_id})

@@ -1,0 +1,106 @@
+"""Log setup and formats: level and format from config or SLUICE_LOG_*, access lines as JSON or key=value,
+the request id on warnings, and the first-start admin token file (created once, hash only)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import urllib.request
+from pathlib import Path
+from threading import Barrier, Thread
+
+import pytest
+
+from sluice.auth.admin_token import AdminToken, create_first_admin_token, token_file
+from sluice.config import ConfigError, load
+from sluice.observability.access_log import FIELDS
+from sluice.observability.exporter import start_exporter
+from sluice.observability.logs import JsonFormatter, TextFormatter
+from tests.e2e.conftest import free_port
+
+ACCESS = {"request_id": "req_1", "route": "chat_completions", "key_id": "abc", "key_name": "my key",
+          "account": None, "model": "m", "provider": "p", "upstream_model": "u", "status": 200, "error_code": None,
+          "input_tokens": 3, "output_tokens": 4, "cached_tokens": 0, "reasoning_tokens": 0,
+          "usage_source": "reported", "cost": 1.5e-05, "ttft_ms": 12.5, "duration_ms": 40.0, "attempts": 1,
+          "stream": True, "disconnected": False}
+
+
+def _record(msg: str, level: int = logging.INFO, **extra: object) -> logging.LogRecord:
+    rec = logging.LogRecord("sluice.access" if "access" in extra else "sluice.http", level, __file__, 1, msg, (),
+                            None)
+    rec.__dict__.update(extra)
+    return rec
+
+
+def test_access_line_as_json_and_text() -> None:
+    doc = json.loads(JsonFormatter().format(_record("x", access=ACCESS, request_id="req_1")))
+    assert {k: doc[k] for k in FIELDS} == ACCESS and doc["level"] == "info" and doc["logger"] == "sluice.access"
+    text = TextFormatter().format(_record("x", access=ACCESS))
+    assert text.endswith('request_id=req_1 route=chat_completions key_id=abc key_name="my key" account=- model=m '
+                         'provider=p upstream_model=u status=200 error_code=- input_tokens=3 output_tokens=4 '
+                         'cached_tokens=0 reasoning_tokens=0 usage_source=reported cost=1.5e-05 ttft_ms=12.5 '
+                         'duration_ms=40.0 attempts=1 stream=yes disconnected=no')
+    assert set(ACCESS) == set(FIELDS)
+
+
+def test_warnings_carry_the_request_id_in_json() -> None:
+    doc = json.loads(JsonFormatter().format(_record("upstream failed for %s", logging.WARNING, request_id="req_9")))
+    assert (doc["level"], doc["request_id"]) == ("warning", "req_9")
+
+
+def test_level_and_format_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert (load(data_dir=str(tmp_path)).log.level, load(data_dir=str(tmp_path)).log.format) == ("info", "text")
+    monkeypatch.setenv("SLUICE_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("SLUICE_LOG_FORMAT", "json")
+    s = load(data_dir=str(tmp_path))
+    assert (s.log.level, s.log.format) == ("debug", "json")
+    monkeypatch.setenv("SLUICE_LOG_FORMAT", "xml")
+    with pytest.raises(ConfigError, match=r"log\.format"):
+        load(data_dir=str(tmp_path))
+
+
+def test_metrics_listen_is_validated(tmp_path: Path) -> None:
+    for bad in ("9464", "host:", ":9464", "h:70000", "h:x"):
+        with pytest.raises(ConfigError, match=r"server\.metrics_listen"):
+            load(data_dir=str(tmp_path), overrides={"server.metrics_listen": bad})
+
+
+def test_first_admin_token_is_created_once_and_stored_hashed(tmp_path: Path) -> None:
+    settings = load(data_dir=str(tmp_path))
+    barrier = Barrier(8)
+    made: list[str | None] = []
+
+    def race() -> None:
+        barrier.wait()
+        made.append(create_first_admin_token(settings))
+
+    threads = [Thread(target=race) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    secrets = [m for m in made if m]
+    assert len(secrets) == 1 and len(made) == 8
+    path = token_file(settings)
+    assert path is not None and path.read_text().strip() == hashlib.sha256(secrets[0].encode()).hexdigest()
+    token = AdminToken.from_settings(settings)
+    assert token.check(f"Bearer {secrets[0]}".encode()) and not token.check(b"Bearer " + secrets[0][:-1].encode())
+    assert not token.check(None) and not token.check(f"Basic {secrets[0]}".encode())
+    configured = load(data_dir=str(tmp_path), overrides={"admin.token": "t0ken"})
+    assert create_first_admin_token(configured) is None  # a configured token: nothing generated
+
+
+def test_metrics_listen_serves_metrics_without_a_token() -> None:
+    port = free_port()
+    server = start_exporter(f"127.0.0.1:{port}")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            assert r.status == 200 and b"sluice_requests_in_flight" in r.read()
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/keys", timeout=5)
+        err.value.close()
+        assert err.value.code == 404
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -108,8 +108,15 @@ def analyse_stream(resp: Response, sent_us: int, expect_chunks: int) -> dict[str
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
             continue
+        kind = obj.get("type")
+        if kind == "response.completed":  # a Responses stream ends with this event, not [DONE]
+            done = True
+            continue
         choices = obj.get("choices") or []
-        piece = (choices[0].get("delta") or {}).get("content") if choices else None
+        if kind == "response.output_text.delta":
+            piece = obj.get("delta")
+        else:
+            piece = (choices[0].get("delta") or {}).get("content") if choices else None
         if piece:
             text += len(piece)
             content_recv.append(recv)

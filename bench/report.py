@@ -141,9 +141,24 @@ def _pair_rows(res: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _responses_rows(res: dict[str, Any]) -> list[Row]:
+    rs = res.get("responses-stream")
+    if not rs:
+        return []
+    if "skipped" in rs:
+        return [("translated Responses stream, Sluice CPU", {}, "", "(informational)", f"skipped: {rs['skipped']}")]
+    n = rs["shape"]["chunks"]
+    vals = {"sluice": f"chat {rs['chat']['cpu_us_per_stream']:.0f} µs, responses "
+                      f"{rs['responses']['cpu_us_per_stream']:.0f} µs"}
+    intact = rs["responses"]["intact"] == rs["responses"]["n"] and rs["chat"]["intact"] == rs["chat"]["n"]
+    return [(f"translated Responses stream ({n} chunks), Sluice CPU per stream", vals,
+             f"+{rs['added_cpu_us']:.0f} µs vs chat pass-through", "(informational)",
+             "" if intact else "streams not intact")]
+
+
 def markdown(res: dict[str, Any], names: list[str]) -> str:
     rows = (_sat_rows(res, names) + _lat_rows(res, names) + _stream_rows(res, names)
-            + _held_rows(res, names) + _pair_rows(res))
+            + _held_rows(res, names) + _pair_rows(res) + _responses_rows(res))
     meta = res.get("meta", {})
     lines = ["# Sluice benchmark", "",
              f"Run {meta.get('started', '')}, {meta.get('cpus', '?')} CPUs, mode "

@@ -15,13 +15,15 @@ import orjson
 from bench import load, wrk
 from bench.httpclient import build_request
 from bench.proc import cpu_seconds, reset_peak, status_kb
-from bench.targets import CHAT_PATH, HOST, Target, start_sluice
+from bench.targets import CHAT_PATH, HOST, RESPONSES_PATH, Target, start_sluice
 
 PLAIN_BODY = orjson.dumps({"model": "bench-model", "max_tokens": 32,
                            "messages": [{"role": "user", "content": "Say hello to the benchmark."}]})
 STREAM_BODY = orjson.dumps({"model": "bench-model", "max_tokens": 32, "stream": True,
                             "stream_options": {"include_usage": True},
                             "messages": [{"role": "user", "content": "Say hello to the benchmark."}]})
+RESPONSES_BODY = orjson.dumps({"model": "bench-model", "max_output_tokens": 32, "stream": True,
+                               "input": "Say hello to the benchmark."})
 DEFAULT_BUDGETS_TOML = """
 # Budgets and limits on: the model is priced, the gateway has a global RPM limit, and the bench key
 # (created with BUDGET_KEY_ARGS) has a prepaid budget, a token quota and per-key RPM/TPM/concurrency.
@@ -66,13 +68,17 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _req(t: Target, body: bytes, shape: dict[str, str] | None = None) -> bytes:
+def _req(t: Target, body: bytes, shape: dict[str, str] | None = None, path: str = CHAT_PATH) -> bytes:
     """The request for a target; the stream shape goes both in x-bench-* headers and in the prompt."""
     if shape:
         obj = orjson.loads(body)
-        obj["messages"][-1]["content"] = "bench " + " ".join(f"{k}={v}" for k, v in shape.items())
+        prompt = "bench " + " ".join(f"{k}={v}" for k, v in shape.items())
+        if "input" in obj:
+            obj["input"] = prompt
+        else:
+            obj["messages"][-1]["content"] = prompt
         body = orjson.dumps(obj)
-    return build_request(HOST, t.port, CHAT_PATH, body, {**t.headers, **(shape or {})})
+    return build_request(HOST, t.port, path, body, {**t.headers, **(shape or {})})
 
 
 def saturate(b: Bench, t: Target, duration: float) -> dict[str, Any]:
@@ -226,6 +232,39 @@ def held_streams(b: Bench) -> None:
     b.results["held-streams"] = res
 
 
+def responses_stream(b: Bench) -> None:
+    """Sluice's CPU per stream for the same upstream stream sent as chat completions (bytes pass through)
+    and as a translated `/v1/responses` stream (chunks parsed, the Responses lifecycle written)."""
+    t = b.gateway()
+    if t is None:
+        b.results["responses-stream"] = {"skipped": "Sluice is not running in this bench run"}
+        say("  [responses-stream] skipped: Sluice not running")
+        return
+    chunks = 20
+    n, conc = (300, 20) if b.quick else (600, 20)  # CPU is read in 10 ms ticks: enough streams to see it
+    shape = {"x-bench-chunks": str(chunks), "x-bench-ttft-ms": "0", "x-bench-gap-ms": "0"}
+    res: dict[str, Any] = {"shape": {"streams": n, "concurrency": conc, "chunks": chunks}}
+    rounds = 1 if b.quick else 2
+    for i in range(rounds):
+        for label, body, path in (("chat", STREAM_BODY, CHAT_PATH), ("responses", RESPONSES_BODY, RESPONSES_PATH)):
+            pids = t.gw_pids()
+            cpu0 = cpu_seconds(pids)
+            recs = load.run(load.streams, HOST, t.port, _req(t, body, shape, path), n, conc, chunks)
+            cpu_us = (cpu_seconds(pids) - cpu0) / n * 1e6
+            row = res.setdefault(label, {"cpu_us": [], "intact": 0, "n": 0})
+            row["cpu_us"].append(cpu_us)
+            row["intact"] += sum(1 for r in recs if r.get("intact"))
+            row["n"] += n
+            say(f"  [responses-stream round {i + 1}] {label:9s} {cpu_us:8.0f} us CPU/stream  "
+                f"intact {sum(1 for r in recs if r.get('intact'))}/{n}")
+    for label in ("chat", "responses"):
+        res[label]["cpu_us_per_stream"] = statistics.median(res[label]["cpu_us"])
+    res["added_cpu_us"] = res["responses"]["cpu_us_per_stream"] - res["chat"]["cpu_us_per_stream"]
+    say(f"  [responses-stream] translated Responses adds {res['added_cpu_us']:.0f} us CPU per stream "
+        f"of {chunks} chunks over chat pass-through")
+    b.results["responses-stream"] = res
+
+
 def _second_sluice(b: Bench, key: str, **kw: Any) -> Target | None:
     if b.gateway() is None:
         b.results[key] = {"skipped": "Sluice is not running in this bench run"}
@@ -288,6 +327,7 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "plain-latency": plain_latency,
     "stream-latency": stream_latency,
     "held-streams": held_streams,
+    "responses-stream": responses_stream,
     "workers": workers,
     "budgets": budgets,
 }

@@ -15,6 +15,7 @@ from bench.proc import Server, free_port
 
 HOST = "127.0.0.1"
 CHAT_PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
 
 
 @dataclass

@@ -41,6 +41,18 @@ class ServerConfig(_Strict):
     key_cache_seconds: float = 2.0
     metrics_listen: str | None = None     # "host:port": /metrics there without a token (else admin token)
     ready_cache_seconds: float = 2.0      # /ready re-probes the database and Redis at most this often
+    # clients (nginx's defaults): one header line / the whole head, header count, and the times to send
+    # the head, each body read and the next request on a kept-alive connection
+    max_header_bytes: int = 8 << 10
+    max_head_bytes: int = 32 << 10
+    max_headers: int = 100
+    header_timeout_seconds: float = 60.0
+    body_timeout_seconds: float = 60.0
+    keepalive_seconds: float = 75.0
+    # upstreams: a plain reply, and one line / one event of an event stream
+    max_upstream_reply_bytes: int = 64 << 20
+    max_upstream_line_bytes: int = 4 << 20
+    max_upstream_event_bytes: int = 4 << 20
 
 
 class StorageConfig(_Strict):
@@ -62,7 +74,8 @@ Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 class TimeoutsConfig(_Strict):
     connect: float = 10.0
     first_byte: float = 600.0  # long-thinking models may be silent for minutes before answering
-    idle: float = 300.0
+    idle: float = 300.0        # without a complete event (comments, pings and stray bytes do not count)
+    total: float = 1800.0      # one request, every attempt and the whole stream included
 
 
 class UpstreamKeyConfig(_Strict):
@@ -88,6 +101,8 @@ class ProviderConfig(_Strict):
     max_tokens_default: Int64 = 4096   # for upstreams that require max_tokens (Anthropic)
     # Anthropic pass-through: client `anthropic-beta` values this upstream rejects (e.g. a cloud-hosted variant)
     strip_betas: list[str] = msgspec.field(default_factory=list)
+    # the OpenAI APIs an OpenAI-compatible upstream has: with "responses", `/v1/responses` passes through
+    apis: list[Literal["chat", "responses"]] = msgspec.field(default_factory=lambda: ["chat"])
     # simulated provider
     ttft_ms: float = 0.0
     tokens_per_second: float = 0.0   # 0: as fast as possible
@@ -310,6 +325,7 @@ def _check(s: Settings) -> None:
     for name in ("drain_seconds", "shutdown_grace_seconds"):
         if getattr(s.server, name) < 0:
             raise ConfigError(f"server.{name}: must not be negative")
+    _check_server_limits(s.server)
     if not (s.storage.url.startswith("sqlite:///") or s.storage.url.startswith(("postgresql://",
                                                                                   "postgres://"))):
         raise ConfigError("storage.url: must start with sqlite:/// or postgresql://")
@@ -331,8 +347,10 @@ def _check(s: Settings) -> None:
                 raise ConfigError(f"providers[{i}].api_keys[{j}].weight: must be between 0 and 1000")
         if not 1.0 <= p.probe_interval <= 86400.0:
             raise ConfigError(f"providers[{i}].probe_interval: must be between 1 and 86400 seconds")
+        if "responses" in p.apis and p.kind != "openai":
+            raise ConfigError(f"providers[{i}].apis: only kind 'openai' passes the Responses API through")
         to = p.timeouts
-        if min(to.connect, to.first_byte, to.idle) <= 0:
+        if min(to.connect, to.first_byte, to.idle, to.total) <= 0:
             raise ConfigError(f"providers[{i}].timeouts: must be positive")
     if s.ledger.retention_days is not None and not 1 <= s.ledger.retention_days <= 36500:
         raise ConfigError("ledger.retention_days: must be between 1 and 36500 (or absent to keep every row)")
@@ -367,6 +385,22 @@ def _check(s: Settings) -> None:
                 raise ConfigError(f"models[{i}].targets[{j}].model: '*' only in the targets of a pattern")
             if t.weight < 0:
                 raise ConfigError(f"models[{i}].targets[{j}].weight: must not be negative")
+
+
+_SERVER_RANGES: dict[str, tuple[float, float]] = {
+    "max_header_bytes": (1024, 1 << 20), "max_head_bytes": (1024, 16 << 20), "max_headers": (8, 10_000),
+    "header_timeout_seconds": (0.01, 3600), "body_timeout_seconds": (0.01, 3600),
+    "keepalive_seconds": (0.01, 3600), "max_upstream_reply_bytes": (1024, 1 << 30),
+    "max_upstream_line_bytes": (1024, 256 << 20), "max_upstream_event_bytes": (1024, 256 << 20),
+}
+
+
+def _check_server_limits(srv: ServerConfig) -> None:
+    for name, (lo, hi) in _SERVER_RANGES.items():
+        if not lo <= getattr(srv, name) <= hi:
+            raise ConfigError(f"server.{name}: must be between {lo:g} and {hi:g}")
+    if srv.max_head_bytes < srv.max_header_bytes:
+        raise ConfigError("server.max_head_bytes: must be at least server.max_header_bytes")
 
 
 def _check_price(where: str, p: PricingConfig) -> None:

@@ -15,6 +15,7 @@
         ├── UpstreamUnavailable       503 server_error / upstream_unavailable     (retryable)
         ├── UpstreamTimeout           504 server_error / upstream_timeout         (retryable)
         ├── UpstreamRateLimited       429 rate_limit_exceeded                     (retryable, retry-after)
+        ├── UpstreamAuthFailed        502 server_error / upstream_auth_failed     (another target only)
         └── UpstreamRejected          4xx relayed from the upstream (not retryable)
 
 `to_body()` gives the OpenAI envelope `{"error": {"message", "type", "param", "code"}}`; `headers()`
@@ -23,11 +24,16 @@ gives `retry-after` / `x-should-retry` where they carry meaning.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from typing import Any
 
 import orjson
+
+from sluice.redact import mask
+
+log = logging.getLogger("sluice")
 
 
 class SluiceError(Exception):
@@ -183,6 +189,7 @@ class UpstreamError(SluiceError):
     type = "server_error"
     code: str | None = "upstream_error"
     retryable = True
+    retry_same_target = True  # False: retry on another target only (the same one would say the same)
 
 
 class UpstreamUnavailable(UpstreamError):
@@ -201,6 +208,20 @@ class UpstreamRateLimited(UpstreamError):
     code = "rate_limit_exceeded"
 
 
+class UpstreamAuthFailed(UpstreamError):
+    """The upstream refused the gateway's own credentials (401/403): the operator's problem, not the
+    client's; the client is told no more than that, the detail goes to the server log."""
+
+    code = "upstream_auth_failed"
+    retry_same_target = False
+
+    def __init__(self, upstream_status: int = 401, detail: str = "") -> None:
+        super().__init__("The upstream provider rejected the gateway's credentials; the operator has been "
+                         "notified.")
+        self.upstream_status = upstream_status  # for the operator (a key pool's disable reason), never the client
+        self.detail = detail                    # the upstream's own words, credentials masked
+
+
 class UpstreamRejected(UpstreamError):
     """A 4xx from the upstream other than 429: the request itself is at fault; relayed, not retried."""
 
@@ -212,16 +233,19 @@ class UpstreamRejected(UpstreamError):
 
 def error_for_upstream_status(status: int, message: str, *, type: str | None = None, code: str | None = None,
                               param: str | None = None, retry_after: float | None = None) -> UpstreamError:
-    """Map an upstream HTTP status to the error the client sees (a 529 overload becomes 503)."""
+    """Map an upstream HTTP status to the error the client sees (a 529 overload becomes 503).
+
+    This is the boundary every provider's error passes: credentials in the upstream's text are masked
+    here, and a refusal of the gateway's own key is logged (masked) and worded for the customer."""
+    message = mask(message)
+    if status in (401, 403):
+        log.error("the upstream refused the gateway's credentials (HTTP %d): %s", status, message[:500])
+        return UpstreamAuthFailed(status, message[:500])
     if status == 429:
         return UpstreamRateLimited(message, type=type or "requests", code=code or "rate_limit_exceeded",
                                    param=param, retry_after=retry_after)
     if status == 408:
         return UpstreamTimeout(message, param=param, retry_after=retry_after)
-    if status == 401:
-        # the upstream refused *our* provider credentials: not the client's fault, and not its key
-        return UpstreamError(f"the upstream refused the gateway's credentials: {message}",
-                             code="upstream_auth_failed")
     if 400 <= status < 500:
         err: UpstreamError = UpstreamRejected(message, status=status, type=type or "invalid_request_error",
                                               code=code, param=param)

@@ -24,7 +24,7 @@ from sluice.metering.tokenizer import Counter, count_request
 from sluice.metering.tokens import TokenCounter
 from sluice.observability import metrics
 from sluice.observability.access_log import access_line
-from sluice.providers.base import Call, ChunkStream, Completion, NativeBody, NativeProvider, Provider
+from sluice.providers.base import Call, ChunkStream, Completion, NativeBody, NativeProvider, Provider, Timeouts
 from sluice.routing.fallback import Cooldowns, with_failover
 from sluice.routing.table import ModelTable, Route, Target
 from sluice.schema.chat import ChatRequest
@@ -103,14 +103,14 @@ class Relay:
         route = self.route_for(key, req.model)
         return route, await self.admission.admit(key, req, meter)
 
-    def _attempt_meta(self, meter: Meter, target: Target, n: int, native: NativeBody | None,
-                      api_key: str | None) -> Call:
+    def _attempt_meta(self, meter: Meter, target: Target, n: int, timeouts: Timeouts,
+                      native: NativeBody | None, api_key: str | None) -> Call:
         meter.attempts = n
         if n > 1 and (meter.provider, meter.upstream_model) != (target.provider, target.model):
             meter.failovers += 1
         meter.provider = target.provider
         meter.upstream_model = target.model
-        return Call(meter.request, target.model, meter.request_id, target.timeouts,  # type: ignore[arg-type]
+        return Call(meter.request, target.model, meter.request_id, timeouts,  # type: ignore[arg-type]
                     native, api_key=api_key)
 
     async def _keyed(self, target: Target, fn: Callable[[str | None], Awaitable[T]]) -> T:
@@ -133,9 +133,9 @@ class Relay:
                        native: NativeBody | None = None) -> tuple[Completion, Headers]:
         route, headers = await self._start(meter, key, req, False)
 
-        async def attempt(target: Target, n: int) -> Completion:
+        async def attempt(target: Target, n: int, timeouts: Timeouts) -> Completion:
             async def one(api_key: str | None) -> Completion:
-                call = self._attempt_meta(meter, target, n, native, api_key)
+                call = self._attempt_meta(meter, target, n, timeouts, native, api_key)
                 if (prov := self.native_provider(target, native)) is not None:
                     return await prov.complete_native(call)
                 return await self.providers[target.provider].complete(call)
@@ -171,10 +171,10 @@ class Relay:
         route, headers = await self._start(meter, key, req, True)
         served_native = False
 
-        async def attempt(target: Target, n: int) -> ChunkStream:
+        async def attempt(target: Target, n: int, timeouts: Timeouts) -> ChunkStream:
             async def one(api_key: str | None) -> ChunkStream:
                 nonlocal served_native
-                call = self._attempt_meta(meter, target, n, native, api_key)
+                call = self._attempt_meta(meter, target, n, timeouts, native, api_key)
                 if (prov := self.native_provider(target, native)) is not None:
                     served_native = True
                     return await prov.stream_native(call)

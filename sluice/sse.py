@@ -35,29 +35,46 @@ class SSEEvent:
     __hash__ = None  # type: ignore[assignment]
 
 
+class SSELimitExceeded(ValueError):
+    """A line or an event grew past the decoder's bound (an upstream that never ends a line or an event)."""
+
+
+DEFAULT_MAX_LINE = 4 << 20
+DEFAULT_MAX_EVENT = 4 << 20
+
+
 class SSEDecoder:
-    """Feed it reads of any size; it returns the events completed by each read."""
+    """Feed it reads of any size; it returns the events completed by each read.
 
-    __slots__ = ("_buf", "_data", "_event", "_id", "_pending_cr", "_started")
+    Linear in the bytes fed: only the unfinished last line is kept between reads (a bytearray that
+    grows in place), so a line arriving in a million pieces is copied once, not once per piece. A line
+    longer than `max_line` or an event whose data passes `max_event` raises `SSELimitExceeded`.
+    """
 
-    def __init__(self) -> None:
-        self._buf = b""
+    __slots__ = ("_data", "_event", "_id", "_max_event", "_max_line", "_pending_cr", "_size", "_started",
+                 "_tail")
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE, max_event: int = DEFAULT_MAX_EVENT) -> None:
+        self._tail = bytearray()
         self._pending_cr = False
         self._started = False
         self._data: list[bytes] = []
+        self._size = 0
         self._event: str | None = None
         self._id: str | None = None
+        self._max_line = max_line
+        self._max_event = max_event
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if not self._started:
             if not chunk:
                 return []
-            probe = self._buf + chunk
+            probe = bytes(self._tail) + chunk
             if len(probe) < 3 and _BOM.startswith(probe):
-                self._buf = probe  # could still be a BOM: wait for more
+                self._tail[:] = probe  # could still be a BOM: wait for more
                 return []
             self._started = True
-            self._buf = b""
+            self._tail.clear()
             chunk = probe[3:] if probe.startswith(_BOM) else probe
         if self._pending_cr:
             self._pending_cr = False
@@ -66,26 +83,54 @@ class SSEDecoder:
         if b"\r" in chunk:
             self._pending_cr = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if self._buf:
-            chunk = self._buf + chunk
+        tail = self._tail
         if b"\n" not in chunk:
-            self._buf = chunk
+            tail += chunk
+            if len(tail) > self._max_line:
+                raise SSELimitExceeded(f"an event-stream line is longer than {self._max_line} bytes")
             return []
         lines = chunk.split(b"\n")
-        self._buf = lines.pop()
+        span = len(chunk)
+        if tail:  # the line begun in earlier reads: copied once, now that it is complete
+            span += len(tail)
+            tail += lines[0]
+            lines[0] = bytes(tail)
+            tail.clear()
+        last = lines.pop()
+        if last:
+            tail += last
+            if len(tail) > self._max_line:
+                raise SSELimitExceeded(f"an event-stream line is longer than {self._max_line} bytes")
+        # lines no longer in all than the bounds cannot make a line or event over them: check only then
+        held = sum(map(len, self._data)) + len(self._data) if self._data else 0
+        check = span > self._max_line or span + held > self._max_event
+        if check:
+            self._size = held
         events: list[SSEEvent] = []
         for line in lines:
             if not line:
                 if self._data or self._event is not None:
                     events.append(SSEEvent(b"\n".join(self._data), self._event, self._id))
                     self._data = []
+                    self._size = 0
                     self._event = None
                 continue
+            if check and len(line) > self._max_line:
+                raise SSELimitExceeded(f"an event-stream line is longer than {self._max_line} bytes")
             if line[:6] == b"data: ":
-                self._data.append(line[6:])
+                if check:
+                    self._add(line[6:])
+                else:
+                    self._data.append(line[6:])
                 continue
             self._field(line)
         return events
+
+    def _add(self, data: bytes) -> None:
+        self._size += len(data) + 1
+        if self._size > self._max_event:
+            raise SSELimitExceeded(f"an event-stream event is larger than {self._max_event} bytes")
+        self._data.append(data)
 
     def _field(self, line: bytes) -> None:
         if line[:1] == b":":
@@ -94,7 +139,7 @@ class SSEDecoder:
         if sep and value[:1] == b" ":
             value = value[1:]
         if name == b"data":
-            self._data.append(value)
+            self._add(value)
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
         elif name == b"id" and b"\0" not in value:
@@ -104,7 +149,7 @@ class SSEDecoder:
     @property
     def pending(self) -> bool:
         """True when bytes or an undispatched event are held: at EOF that means a truncated stream."""
-        return bool(self._buf.strip()) or bool(self._data)
+        return bool(self._tail.strip()) or bool(self._data)
 
 
 def encode_data(data: bytes) -> bytes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sluice.errors import UpstreamError, UpstreamRateLimited
+from sluice.errors import UpstreamAuthFailed, UpstreamError, UpstreamRateLimited
 
 # error codes/types by which providers say "this account has no money or quota left"
 _QUOTA_CODES = frozenset({"insufficient_quota", "billing_error", "billing_hard_limit_reached"})
@@ -24,6 +24,8 @@ class Verdict:
 def classify(exc: UpstreamError) -> Verdict | None:
     msg = exc.message[:200]
     code = exc.code or ""
+    if isinstance(exc, UpstreamAuthFailed):   # main's wording is for clients; the operator gets the detail
+        return Verdict("disable", f"auth: the upstream refused the key ({exc.upstream_status}): {exc.detail[:200]}")
     if code == "upstream_auth_failed":
         return Verdict("disable", f"auth: the upstream refused the key (401): {msg}")
     if exc.status == 403:

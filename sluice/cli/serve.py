@@ -20,6 +20,7 @@ import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from sluice.auth.admin_token import create_first_admin_token
+from sluice.cli.protocol import SluiceHttpProtocol
 from sluice.config import DEFAULT_MODEL, Settings, load
 from sluice.http.app import App, create_app
 from sluice.http.drain import Drain
@@ -112,7 +113,8 @@ class Supervisor(Multiprocess):
 
 
 def serving_app(settings: Settings) -> App:
-    """The app with its graceful stop, as each serving process runs it."""
+    """The app with its graceful stop and client limits, as each serving process runs it."""
+    SluiceHttpProtocol.configure(settings.server)
     app = create_app(settings)
     stop = GracefulStop(app.drain, drain_seconds=settings.server.drain_seconds,
                         grace_seconds=settings.server.shutdown_grace_seconds)
@@ -156,9 +158,9 @@ def serve(settings: Settings, *, config_path: str | None, data_dir: str | None) 
     # uvicorn's own deadline is a backstop: GracefulStop ends open requests at the grace itself
     backstop = math.ceil(settings.server.shutdown_grace_seconds) + CUT_MARGIN_SECONDS
     # log_config=None: uvicorn's loggers go through ours (level, format, the log thread)
-    common = dict(host=host, port=port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
-                  log_config=None,
-                  log_level="warning", timeout_keep_alive=75, backlog=4096, server_header=False, proxy_headers=False,
+    common = dict(host=host, port=port, loop="uvloop", http=SluiceHttpProtocol, lifespan="on", access_log=False,
+                  log_config=None, log_level="warning", timeout_keep_alive=settings.server.keepalive_seconds,
+                  backlog=4096, server_header=False, proxy_headers=False,
                   timeout_graceful_shutdown=backstop)
     if workers > 1:
         # each worker process builds its own app from the same configuration

@@ -34,6 +34,7 @@ from sluice.http.messages_route import MessagesRoute
 from sluice.http.openai_routes import OpenAIRoutes
 from sluice.http.ops_routes import OpsRoutes
 from sluice.http.readiness import Probe
+from sluice.http.responses_route import ResponsesRoute
 from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
 from sluice.metering.limits import Limiter, MemoryLimiter
@@ -47,7 +48,7 @@ from sluice.relay import Relay, new_request_id
 from sluice.routing.table import ModelTable
 from sluice.storage import open_store
 from sluice.storage.base import Store
-from sluice.upstream import UpstreamClient
+from sluice.upstream import UpstreamClient, UpstreamLimits
 from sluice.web import WebAssets, is_web_path
 
 log = logging.getLogger("sluice")
@@ -75,6 +76,7 @@ class Resources:
     messages: MessagesRoute
     ops: OpsRoutes
     sampler: Sampler
+    responses: ResponsesRoute
 
 
 def _apply_catalog(merged: Settings, relay: Relay, client: UpstreamClient) -> None:
@@ -116,7 +118,9 @@ class App:
         s = self.settings
         store = self._injected_store or open_store(s)
         await store.open()
-        client = UpstreamClient()
+        srv = s.server
+        client = UpstreamClient(limits=UpstreamLimits(srv.max_upstream_reply_bytes, srv.max_upstream_line_bytes,
+                                                      srv.max_upstream_event_bytes))
         providers = build_providers(s.providers, client)
         ledger = LedgerWriter(store, interval=s.ledger.flush_interval, batch=s.ledger.batch)
         ledger.start()
@@ -147,11 +151,11 @@ class App:
             probes["redis"] = limiter.ping  # type: ignore[attr-defined]  # the RedisLimiter
         sampler = Sampler(lambda: ledger.depth, store.count_reservations)
         sampler.start()
-        self._res = Resources(store, client, providers, ledger, relay, routes, admin,
-                              DashboardRoutes(relay), MessagesRoute(relay, max_body=s.server.max_body_bytes,
-                                                                    heartbeat=s.server.heartbeat_seconds,
-                                                                    inflight=inflight),
-                              OpsRoutes(s, admin.token, probes), sampler)
+        body, beat = s.server.max_body_bytes, s.server.heartbeat_seconds
+        self._res = Resources(store, client, providers, ledger, relay, routes, admin, DashboardRoutes(relay),
+                              MessagesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight),
+                              OpsRoutes(s, admin.token, probes), sampler,
+                              ResponsesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight))
         tune_gc()
         for hook in self.on_started:
             hook()
@@ -247,6 +251,12 @@ class App:
         elif path in ("/v1/messages/count_tokens", "/messages/count_tokens") and method == "POST":
             await res.messages.count_tokens(scope, receive, send, rid, headers)
             return
+        elif path in ("/v1/responses", "/responses") and method == "POST":
+            await res.responses.create(scope, receive, send, rid, headers)
+            return
+        elif path.startswith(("/v1/responses/", "/responses/")) and method in ("GET", "DELETE", "POST"):
+            await res.responses.stored(scope, receive, send, headers, path.split("/responses/", 1)[1])
+            return
         elif path in ("/v1/models", "/models") and method == "GET":
             await res.routes.list_models(scope, send, headers)
             return
@@ -288,7 +298,7 @@ class App:
         await _drain(receive)
         path, method = scope["path"], scope["method"]
         known = ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/v1/models", "/health",
-                 "/ready")
+                 "/ready", "/v1/responses")
         err: SluiceError
         if path in known:
             err = InvalidRequest(f"Method {method} is not allowed on {path}.", code="method_not_allowed",

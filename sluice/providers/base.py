@@ -30,7 +30,7 @@ __all__ = ["Call", "Chunk", "ChunkStream", "Completion", "NativeBody", "NativePr
 class NativeBody:
     """An inbound request in a front door's own wire format, for an upstream that speaks it too."""
 
-    dialect: str                 # "anthropic"
+    dialect: str                 # "anthropic", "responses"
     raw: bytes                   # the body as the client sent it
     model: str                   # the model named in it (rewritten only when the target's differs)
     headers: dict[str, str] = field(default_factory=dict)  # protocol headers to forward (versions, betas)

@@ -12,10 +12,13 @@ from typing import Any
 import orjson
 
 from sluice.config import ProviderConfig
-from sluice.errors import SluiceError, UpstreamError, error_for_upstream_status
+from sluice.errors import InvalidRequest, SluiceError, UpstreamError, error_for_upstream_status
+from sluice.providers.anthropic.passthrough import native_body
 from sluice.providers.base import Call, Chunk, Completion
+from sluice.providers.openai_responses import ResponsesStream, reply_usage
+from sluice.providers.sse_reader import EventReader
 from sluice.schema.usage import Usage
-from sluice.sse import DONE, SSEDecoder
+from sluice.sse import DONE
 from sluice.upstream import UpstreamClient, UpstreamResponse, retry_after_seconds
 
 
@@ -25,6 +28,9 @@ class OpenAICompatProvider:
         self._cfg = cfg
         self._client = client
         self._url = (cfg.base_url or "").rstrip("/") + "/chat/completions"
+        self._responses_url = (cfg.base_url or "").rstrip("/") + "/responses"
+        # `/v1/responses` requests pass through when the upstream has that API (see NativeProvider)
+        self.dialect = "responses" if "responses" in cfg.apis else "chat"
         headers = {"content-type": "application/json", "accept-encoding": "identity"}
         if cfg.api_key:
             headers["authorization"] = f"Bearer {cfg.api_key}"
@@ -52,6 +58,9 @@ class OpenAICompatProvider:
                                           body=self._body(call, False), timeouts=call.timeouts)
         if resp.status != 200:
             raise await _error_from(resp)
+        if "text/event-stream" in resp.headers.get("content-type", ""):
+            resp.close()  # an event stream can run forever: refuse it rather than buffer it
+            raise UpstreamError("the upstream answered a plain request with an event stream")
         raw = await resp.read()
         try:
             doc = orjson.loads(raw)
@@ -81,6 +90,30 @@ class OpenAICompatProvider:
             raise UpstreamError("the upstream answered a stream request without an event stream")
         return OpenAIStream(resp)
 
+    async def complete_native(self, call: Call) -> Completion:
+        assert call.native is not None
+        resp = await self._client.request("POST", self._responses_url, headers=_keyed(self._headers, call),
+                                          body=native_body(call.native, call.upstream_model), timeouts=call.timeouts)
+        if resp.status != 200:
+            raise await _error_from(resp)
+        raw = await resp.read()
+        usage, model = reply_usage(raw)
+        return Completion(raw, usage, model=model, native=True)
+
+    async def stream_native(self, call: Call) -> ResponsesStream:
+        assert call.native is not None
+        resp = await self._client.request("POST", self._responses_url, headers=_keyed(self._stream_headers, call),
+                                          body=native_body(call.native, call.upstream_model), timeouts=call.timeouts)
+        if resp.status != 200:
+            raise await _error_from(resp)
+        if "text/event-stream" not in resp.headers.get("content-type", ""):
+            resp.close()
+            raise UpstreamError("the upstream answered a stream request without an event stream")
+        return ResponsesStream(resp)
+
+    async def count_tokens(self, call: Call) -> bytes:
+        raise InvalidRequest("token counting is an Anthropic API; this upstream does not offer it")
+
     async def aclose(self) -> None:
         return None
 
@@ -99,10 +132,9 @@ class OpenAIStream:
         return self._events()
 
     async def _events(self) -> AsyncIterator[Chunk]:
-        decoder = SSEDecoder()
         finished = False
-        async for data in self._resp.iter_chunks():
-            for ev in decoder.feed(data):
+        async for events in EventReader(self._resp).batches():
+            for ev in events:
                 payload = ev.data
                 if payload[:6] == DONE:
                     return

@@ -7,6 +7,7 @@ from typing import Any
 
 from sluice.config import ProviderConfig
 from sluice.providers.base import Provider
+from sluice.redact import register
 from sluice.upstream import UpstreamClient
 
 _KINDS: dict[str, tuple[str, str]] = {
@@ -20,6 +21,9 @@ _KINDS: dict[str, tuple[str, str]] = {
 def build_providers(configs: list[ProviderConfig], client: UpstreamClient) -> dict[str, Provider]:
     out: dict[str, Provider] = {}
     for cfg in configs:
+        register(cfg.api_key)  # masked wherever an upstream echoes it back
+        for value in cfg.headers.values():
+            register(value.removeprefix("Bearer ").removeprefix("bearer "))
         module, cls = _KINDS[cfg.kind]
         factory: Any = getattr(importlib.import_module(module), cls)
         # a provider with its own outbound proxy or CA file gets a pool of its own (closed with `client`)

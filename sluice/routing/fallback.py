@@ -1,18 +1,21 @@
 """Failover before the first byte: try targets in order, skip ones cooling down, retry what is retryable.
 
 Only the opening of a call (connect, upstream status) is retried here; once a stream has been handed
-to the client, failures surface as error events and are never retried.
+to the client, failures surface as error events and are never retried. Retries spend one time budget:
+`first_byte` per target across its retries, `total` per request across every attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from sluice.errors import SluiceError
+from sluice.errors import SluiceError, UpstreamTimeout
 from sluice.routing.table import Target
+from sluice.upstream import Timeouts
 
 T = TypeVar("T")
 
@@ -52,28 +55,61 @@ class Cooldowns:
             self._on_change(t.provider, t.model, False)
 
 
-async def with_failover(targets: list[Target], attempt: Callable[[Target, int], Awaitable[T]],
+class Budget:
+    """What is left of one request's time: each target's `first_byte` counts from its first attempt
+    (a retry does not start the wait again), and `total` from the request's first attempt."""
+
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+        self._first: dict[tuple[str, str], float] = {}
+
+    def timeouts(self, target: Target) -> Timeouts:
+        """The timeouts for the next attempt at `target`; raises UpstreamTimeout when none are left."""
+        now = time.monotonic()
+        to = target.timeouts
+        began = self._first.setdefault((target.provider, target.model), now)
+        first_byte = to.first_byte - (now - began)
+        total = None if to.total is None else to.total - (now - self._start)
+        if total is not None and total <= 0:
+            raise UpstreamTimeout(f"the request took longer than the total timeout of {to.total:g}s")
+        if first_byte <= 0:
+            raise UpstreamTimeout(f"the upstream did not answer within {to.first_byte:g}s")
+        return dataclasses.replace(to, first_byte=first_byte, total=total)
+
+
+async def with_failover(targets: list[Target], attempt: Callable[[Target, int, Timeouts], Awaitable[T]],
                         cooldowns: Cooldowns) -> T:
-    """Run `attempt(target, n)` until one succeeds; raise the last error when every try failed."""
+    """Run `attempt(target, n, timeouts)` until one succeeds; raise the last error when every try failed."""
     order = [t for t in targets if cooldowns.available(t)] or list(targets)
     if len(order) == 1:
         order = order * 2  # one retry of a lone target, for transient failures
+    budget = Budget()
+    spent: set[tuple[str, str]] = set()  # targets another try would only get the same answer from (auth)
     last: SluiceError | None = None
-    for n, target in enumerate(order, start=1):
-        if last is not None:
-            wait = 0.1 * (2 ** (n - 2)) if last.retry_after is None else last.retry_after
-            if wait > MAX_RETRY_WAIT:
-                break  # the upstream asked for longer than we hold a client: let the client retry
-            await asyncio.sleep(wait)
-        try:
-            result = await attempt(target, n)
-        except SluiceError as exc:
-            if not exc.retryable:
-                raise
-            cooldowns.failed(target)
-            last = exc
-            continue
-        cooldowns.succeeded(target)
-        return result
-    assert last is not None
-    raise last
+    try:
+        for n, target in enumerate(order, start=1):
+            if (target.provider, target.model) in spent:
+                continue
+            if last is not None:
+                wait = 0.1 * (2 ** (n - 2)) if last.retry_after is None else last.retry_after
+                if wait > MAX_RETRY_WAIT:
+                    break  # the upstream asked for longer than we hold a client: let the client retry
+                await asyncio.sleep(wait)
+            try:
+                result = await attempt(target, n, budget.timeouts(target))
+            except SluiceError as exc:
+                if not exc.retryable:
+                    raise
+                cooldowns.failed(target)
+                if not getattr(exc, "retry_same_target", True):
+                    spent.add((target.provider, target.model))
+                last = exc
+                continue
+            cooldowns.succeeded(target)
+            return result
+        assert last is not None
+        raise last
+    finally:
+        # `last` holds a traceback that holds this frame: break the cycle, or the failed attempt's
+        # memory (a refused oversized reply) waits for a full GC pass under the raised thresholds
+        last = None

@@ -59,7 +59,8 @@ class ModelTable:
             for t in m.targets:
                 to = pcfg[t.provider].timeouts
                 by_prio.setdefault(t.priority, []).append(
-                    Target(t.provider, t.model, t.weight, t.priority, Timeouts(to.connect, to.first_byte, to.idle)))
+                    Target(t.provider, t.model, t.weight, t.priority, Timeouts(to.connect, to.first_byte, to.idle,
+                                                                        to.total)))
             route = Route(m.name, m.owned_by, [by_prio[p] for p in sorted(by_prio)])
             if is_pattern(m.name):
                 self._patterns.append((m.name, route, m.strip_suffixes))

@@ -30,12 +30,23 @@ _PIECE = 256 << 10             # most bytes one decompression step may produce
 
 @dataclass(slots=True)
 class Timeouts:
-    """Seconds. `first_byte` bounds the wait for the upstream's answer; `idle` the gap between reads."""
+    """Seconds. `first_byte` bounds the wait for the upstream's answer (status and headers); `idle` the
+    time without progress after it (a complete event marked by the reader, see `mark_progress`: bytes
+    that never form one do not count); `total` the whole exchange, body included."""
 
     connect: float = 10.0
     first_byte: float = 600.0
     idle: float = 300.0
     total: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamLimits:
+    """Bytes. The most a plain reply may hold, and an event-stream line and event (see `sluice.sse`)."""
+
+    max_reply: int = 64 << 20
+    max_line: int = 4 << 20
+    max_event: int = 4 << 20
 
 
 class _Origin:
@@ -59,7 +70,8 @@ class _Origin:
 class UpstreamResponse:
     """An upstream's answer. Close it (`close()`) in a `finally`; reading the body to the end releases it."""
 
-    __slots__ = ("_client", "_conn", "_deadline", "_decoder", "_idle", "_origin_key", "headers", "status")
+    __slots__ = ("_client", "_conn", "_deadline", "_decoder", "_idle", "_origin_key", "_progress_at", "headers",
+                 "status")
 
     def __init__(self, client: UpstreamClient, conn: Conn, key: tuple[bool, str, int], idle: float,
                  deadline: float | None) -> None:
@@ -68,14 +80,34 @@ class UpstreamResponse:
         self._origin_key = key
         self._idle = idle
         self._deadline = deadline
+        self._progress_at: float | None = None  # None: idle bounds each gap between reads
         self.status = conn.status
         self.headers: Mapping[str, str] = conn.headers
         enc = conn.headers.get("content-encoding", "").lower()
         self._decoder = zlib.decompressobj(47 if enc == "gzip" else zlib.MAX_WBITS) \
             if enc in ("gzip", "deflate") else None
 
-    async def read(self, limit: int = 64 << 20) -> bytes:
-        """The whole body (bounded). Used for plain replies and error bodies."""
+    @property
+    def limits(self) -> UpstreamLimits:
+        return self._client.limits
+
+    def mark_progress(self) -> None:
+        """From the first call on, idle bounds the time without progress instead of the gap between
+        reads: the reader calls it when a complete event arrived (trickled bytes never count)."""
+        self._progress_at = asyncio.get_running_loop().time()
+
+    def check_progress(self) -> None:
+        """Raise the idle timeout when bytes keep coming but no event completed for `idle` seconds."""
+        at = self._progress_at
+        if at is not None and asyncio.get_running_loop().time() - at > self._idle:
+            self.close()
+            raise UpstreamTimeout(f"the upstream sent bytes but no complete event for {self._idle:g}s")
+
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body, at most `limit` bytes (the client's `max_reply`). Used for plain replies and
+        error bodies; it must arrive within the idle timeout of the head (a body is not progress)."""
+        limit = self._client.limits.max_reply if limit is None else limit
+        self.mark_progress()  # a body trickled byte by byte must still be whole within idle
         parts: list[bytes] = []
         size = 0
         async for part in self.iter_chunks():
@@ -83,7 +115,8 @@ class UpstreamResponse:
             size += len(part)
             if size > limit:
                 self.close()
-                raise UpstreamError("the upstream reply exceeded the size limit")
+                parts.clear()  # the traceback keeps this frame: let the bytes go now, not at a GC pass
+                raise _too_large(limit)  # no local holds the error: a local would make frame and error a cycle
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def read_error_body(self) -> bytes:
@@ -123,15 +156,23 @@ class UpstreamResponse:
             raise UpstreamError("the upstream sent a body that does not decompress") from None
         finally:
             self.close()
+            # an error raised here keeps this frame in its traceback, and `conn` keeps the error
+            # (`conn.error`): drop the locals so that frame, error and buffers go without a GC pass
+            conn = data = decoder = None  # type: ignore[assignment]
 
     def _wait_for(self) -> float:
-        if self._deadline is None:
-            return self._idle
-        return min(self._idle, self._deadline - asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        end = now + self._idle if self._progress_at is None else self._progress_at + self._idle
+        if self._deadline is not None and self._deadline < end:
+            end = self._deadline
+        return end - now
 
     def _timeout(self) -> UpstreamTimeout:
         if self._deadline is not None and asyncio.get_running_loop().time() >= self._deadline:
             return UpstreamTimeout("the upstream reply took longer than the total timeout")
+        conn = self._conn
+        if conn is not None and self._progress_at is not None and conn.last_read > self._progress_at:
+            return UpstreamTimeout(f"the upstream sent bytes but no complete event for {self._idle:g}s")
         return UpstreamTimeout(f"the upstream sent nothing for {self._idle:g}s")
 
     def close(self) -> None:
@@ -148,7 +189,9 @@ class UpstreamResponse:
 class UpstreamClient:
     """A keep-alive connection pool shared by every provider of one Sluice process."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, proxy: str | None = None) -> None:
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, proxy: str | None = None,
+                 limits: UpstreamLimits | None = None) -> None:
+        self.limits = limits or UpstreamLimits()
         self._idle: dict[tuple[bool, str, int], list[Conn]] = {}
         self._origins: dict[str, tuple[_Origin, str]] = {}
         self._ssl = ssl_context
@@ -164,7 +207,7 @@ class UpstreamClient:
         got = self._variants.get(key)
         if got is None:
             ctx = ssl.create_default_context(cafile=ca_file) if ca_file else None
-            got = self._variants[key] = UpstreamClient(ssl_context=ctx, proxy=proxy or None)
+            got = self._variants[key] = UpstreamClient(ssl_context=ctx, proxy=proxy or None, limits=self.limits)
         return got
 
     def _origin(self, url: str) -> tuple[_Origin, str]:
@@ -268,6 +311,7 @@ class UpstreamClient:
                     raise UpstreamTimeout(f"the upstream did not answer within {wait:g}s")
         except BaseException:
             conn.abort()
+            conn.error = None  # the error's traceback holds this frame, which holds conn: no cycle
             raise
         return UpstreamResponse(self, conn, o.key, timeouts.idle, deadline)
 
@@ -301,6 +345,13 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _too_large(limit: int) -> UpstreamError:
+    err = UpstreamError(f"the upstream reply is larger than the limit of {limit} bytes",
+                        code="upstream_reply_too_large")
+    err.retryable = False  # the same request would get the same reply
+    return err
 
 
 def _describe(exc: BaseException) -> str:

@@ -64,6 +64,7 @@ MODELS: dict[str, tuple[str, str]] = {
     "vendor/llama-3.1:70b": ("sim", "fx-text"),
     "ft:gpt-4o-2024-08-06:acme::abc123": ("sim", "fx-text"),
     "short-timeout": ("sim-short", "fx-text"),
+    "tight": ("sim-tight", "fx-text"),
     "unreachable": ("dead", "fx-text"),
     "sim-local": ("local", "sluice-sim"),
     "sim-local-slow": ("local-slow", "sluice-sim"),
@@ -80,6 +81,9 @@ def write_config(path: Path, *, sim_url: str, port: int, db: Path, server: dict[
     providers = [
         {"name": "sim", "kind": "openai", "base_url": sim_url, "api_key": "sk-upstream-secret"},
         {"name": "sim-short", "kind": "openai", "base_url": sim_url, "timeouts": {"connect": 0.5, "first_byte": 0.5}},
+        # short idle and total deadlines, and a key an upstream error may echo back (it must never reach a client)
+        {"name": "sim-tight", "kind": "openai", "base_url": sim_url, "api_key": "upkey-SECRET-tight-0123456789",
+         "timeouts": {"first_byte": 1.0, "idle": 0.5, "total": 4.0}},
         {"name": "dead", "kind": "openai", "base_url": f"http://127.0.0.1:{closed_port()}/v1",
          "timeouts": {"connect": 1.0}},
         {"name": "local", "kind": "simulated", "reply": "Hi from the local simulated model, word by word."},
@@ -151,6 +155,14 @@ class SluiceServer:
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
+
+    def rss_kib(self) -> int:
+        """The server process's resident memory now (for tests that it gives memory back)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS in /proc")
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, "--config", str(self.config))

@@ -1,6 +1,7 @@
 """An OpenAI-compatible upstream simulator: the real wire format from recorded-shape fixtures, faults on demand.
 
-It serves `POST /v1/chat/completions` on 127.0.0.1 (random port). Streams replay a fixture from
+It serves `POST /v1/chat/completions` (and `/v1/responses`, replaying `responses_*` fixtures) on 127.0.0.1
+(random port). Streams replay a fixture from
 `tests/fixtures/openai/<name>.sse` event by event, bytes untouched; plain requests get `text.json`.
 The fixture is chosen by the upstream model name Sluice sends: `fx-<name>` replays `<name>.sse`.
 
@@ -89,6 +90,11 @@ class Fault:
     fixture: str | None = None                 # replay this fixture instead of the model's
     script: Callable[[dict[str, Any]], list[bytes]] | None = None  # stream these events (e.g. an agent's turn)
     usage: dict[str, Any] | None = None        # report this `usage` object instead of the fixture's
+    endless: bytes | None = None               # after the head (and endless_prefix): these bytes, again and
+    endless_every: float = 0.0                 # again every endless_every s, until the client leaves
+    endless_prefix: bytes = b""
+    endless_type: str = "text/event-stream"    # the content type of that endless reply, stream or not
+    big_reply: int = 0                         # a plain reply: a valid completion padded to this many bytes
 
     # --- the faults tests ask for, by name ---
     @classmethod
@@ -124,6 +130,11 @@ class Fault:
     def rate_limited(cls, retry_after: int = 7, **kw: Any) -> Fault:
         return cls.http_error(429, headers={"retry-after": str(retry_after),
                                             "x-ratelimit-remaining-requests": "0"}, **kw)
+
+    @classmethod
+    def trickle(cls, data: bytes, every: float = 0.0, *, prefix: bytes = b"", **kw: Any) -> Fault:
+        """An upstream that never finishes: `prefix`, then `data` forever (an endless line, comments...)."""
+        return cls(endless=data, endless_every=every, endless_prefix=prefix, **kw)
 
     @classmethod
     def html_502(cls, **kw: Any) -> Fault:
@@ -202,6 +213,7 @@ class OpenAISim:
     async def start(self) -> OpenAISim:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/models", self._models)
         # handler_cancellation: a client that goes away cancels the handler even while it sleeps
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -230,6 +242,13 @@ class OpenAISim:
             {"id": "gpt-4o-2024-08-06", "object": "model", "created": 1722814719, "owned_by": "system"}]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "text.json", "text")
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        """The Responses API, for providers configured to pass it through: `responses_<name>` fixtures."""
+        return await self._serve(request, "responses_text.json", "responses_text")
+
+    async def _serve(self, request: web.Request, plain: str, streamed: str) -> web.StreamResponse:
         raw = await request.read()
         try:
             body = json.loads(raw)
@@ -249,21 +268,29 @@ class OpenAISim:
                 rec.responded_at = time.monotonic()
                 rec.completed = True
                 return resp
+            if f.endless is not None:
+                return await self._endless(request, rec, f)
             stream = isinstance(body, dict) and body.get("stream") is True
+            if f.big_reply and not stream:
+                doc = json.loads(fixture_bytes("text.json"))
+                doc["padding"] = "p" * f.big_reply
+                rec.responded_at = time.monotonic()
+                rec.completed = True
+                return web.Response(body=json.dumps(doc).encode(), content_type="application/json")
             if not stream:
                 rec.responded_at = time.monotonic()
                 rec.completed = True
-                return web.Response(body=_with_usage(fixture_bytes("text.json"), f.usage),
+                return web.Response(body=_with_usage(fixture_bytes(plain), f.usage),
                                     content_type="application/json", headers=f.headers)
-            return await self._stream(request, rec, f, body)
+            return await self._stream(request, rec, f, body, streamed)
         except (asyncio.CancelledError, ConnectionError):
             rec.note_closed()
             raise
 
     async def _stream(self, request: web.Request, rec: SimRequest, f: Fault,
-                      body: dict[str, Any]) -> web.StreamResponse:
+                      body: dict[str, Any], default: str) -> web.StreamResponse:
         model = str(body.get("model", ""))
-        name = f.fixture or (model[3:] if model.startswith("fx-") else "text")
+        name = f.fixture or (model[3:] if model.startswith("fx-") else default)
         if f.script is not None:
             events = f.script(body)
         elif f.usage:
@@ -300,6 +327,18 @@ class OpenAISim:
         rec.completed = True
         await resp.write_eof()
         return resp
+
+    async def _endless(self, request: web.Request, rec: SimRequest, f: Fault) -> web.StreamResponse:
+        assert f.endless is not None
+        resp = web.StreamResponse(headers={"content-type": f.endless_type})
+        rec.responded_at = time.monotonic()
+        await resp.prepare(request)
+        if f.endless_prefix:
+            await resp.write(f.endless_prefix)
+        while True:  # until Sluice closes the connection (the handler is cancelled then)
+            await resp.write(f.endless)
+            rec.events_sent += 1
+            await asyncio.sleep(f.endless_every)
 
 
 def chat_events(*, text: str = "", calls: tuple[tuple[str, str, str], ...] = (), model: str = "gpt-sim",

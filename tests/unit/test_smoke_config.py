@@ -59,3 +59,22 @@ def test_target_must_name_a_known_provider(tmp_path: Path) -> None:
     path = _write(tmp_path, '[[models]]\nname = "m"\ntargets = [{ provider = "ghost", model = "m" }]\n')
     with pytest.raises(ConfigError, match=r"models\[0\]\.targets\[0\]\.provider"):
         load(path)
+
+
+@pytest.mark.parametrize(("line", "key"), [
+    ("max_headers = 0", "server.max_headers"),
+    ("max_header_bytes = 1e9", "server.max_header_bytes"),
+    ("header_timeout_seconds = 0", "server.header_timeout_seconds"),
+    ("keepalive_seconds = -1", "server.keepalive_seconds"),
+    ("max_upstream_reply_bytes = 10", "server.max_upstream_reply_bytes"),
+    ("max_header_bytes = 65536\nmax_head_bytes = 32768", "server.max_head_bytes"),
+])
+def test_client_and_upstream_limits_have_ranges(tmp_path: Path, line: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load(_write(tmp_path, f"[server]\n{line}\n"))
+
+
+def test_the_total_timeout_must_be_positive(tmp_path: Path) -> None:
+    text = "[[providers]]\nname = 'p'\nkind = 'simulated'\ntimeouts = { total = 0 }\n"
+    with pytest.raises(ConfigError, match=r"providers\[0\]\.timeouts"):
+        load(_write(tmp_path, text))

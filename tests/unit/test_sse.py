@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +17,7 @@ from sluice.sse import (
     KEEPALIVE_FRAME,
     SSEDecoder,
     SSEEvent,
+    SSELimitExceeded,
     encode_comment,
     encode_data,
     encode_event,
@@ -218,3 +220,47 @@ def test_round_trip_any_content_any_cut(contents: list[str], eol: bytes, seed: i
     assert [e.data for e in events] == [*payloads, b"[DONE]"]
     assert [json.loads(e.data)["choices"][0]["delta"]["content"] for e in events[:-1]] == contents
     assert not dec.pending
+
+
+# --- bounds: an upstream that never ends a line or an event ------------------------------------------
+
+def test_a_line_that_never_ends_is_refused_at_the_bound_however_it_arrives() -> None:
+    for pieces in ([b"data: " + b"x" * 5000], [b"data: "] + [b"x" * 7] * 800):
+        dec = SSEDecoder(max_line=4096, max_event=1 << 20)
+        with pytest.raises(SSELimitExceeded, match="longer than 4096"):
+            for p in pieces:
+                dec.feed(p)
+
+
+def test_an_event_whose_data_lines_never_stop_is_refused_at_the_bound() -> None:
+    dec = SSEDecoder(max_line=1024, max_event=10_000)
+    with pytest.raises(SSELimitExceeded, match="larger than 10000"):
+        for _ in range(1000):
+            dec.feed(b"data: " + b"y" * 100 + b"\n")
+
+
+def test_events_up_to_the_bound_pass_and_the_count_restarts_per_event() -> None:
+    dec = SSEDecoder(max_line=2048, max_event=2048)
+    body = b"data: " + b"z" * 2000 + b"\n\n"
+    events = [ev for _ in range(50) for ev in dec.feed(body)]
+    assert len(events) == 50 and all(len(e.data) == 2000 for e in events)
+
+
+def test_decoder_is_linear_in_the_bytes_of_one_long_line() -> None:
+    # 32 MiB in 1 KiB reads: a decoder that re-copies its buffer per read moves ~512 GiB (minutes);
+    # a linear one moves the 32 MiB once. The bound is generous: it only catches the quadratic shape.
+    size, piece = 32 << 20, b"a" * 1024
+    dec = SSEDecoder(max_line=size + 16, max_event=size + 16)
+    done: list[SSEEvent] = []
+
+    def run() -> None:
+        dec.feed(b"data: ")
+        for _ in range(size // len(piece)):
+            dec.feed(piece)
+        done.extend(dec.feed(b"\n\n"))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "decoding one long line in small reads did not finish: quadratic copying"
+    assert len(done) == 1 and len(done[0].data) == size

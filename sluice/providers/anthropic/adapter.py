@@ -27,7 +27,7 @@ from sluice.providers.anthropic.translate import (
     usage_from,
 )
 from sluice.providers.base import Call, Chunk, Completion, NativeBody
-from sluice.sse import SSEDecoder
+from sluice.providers.sse_reader import EventReader
 from sluice.upstream import UpstreamClient, UpstreamResponse
 
 
@@ -125,11 +125,10 @@ class AnthropicChunkStream(EventStream):
         self._translator = translator
 
     async def _iterate(self) -> AsyncGenerator[Chunk, None]:
-        decoder = SSEDecoder()
         sm = self._translator
         try:
-            async for data in self._resp.iter_chunks():
-                for event in decoder.feed(data):
+            async for events in EventReader(self._resp).batches():
+                for event in events:
                     for chunk in sm.feed(event.event, parse_event(event.data)):
                         yield chunk
                     if sm.done:

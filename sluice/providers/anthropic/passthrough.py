@@ -17,7 +17,8 @@ from sluice.errors import UpstreamError
 from sluice.providers.anthropic import wire
 from sluice.providers.anthropic.translate import error_from_event, usage_from
 from sluice.providers.base import Chunk, NativeBody
-from sluice.sse import SSEDecoder, encode_event
+from sluice.providers.sse_reader import EventReader
+from sluice.sse import encode_event
 from sluice.upstream import UpstreamResponse
 
 # a JSON string (unrolled loop: fast in `re`), or a bracket that changes the depth
@@ -110,11 +111,10 @@ class PassthroughStream(EventStream):
     """A forwarded reply: each chunk's payload is a whole frame, as the upstream sent it."""
 
     async def _iterate(self) -> AsyncGenerator[Chunk, None]:
-        decoder = SSEDecoder()
         usage: dict[str, Any] = {}
         try:
-            async for data in self._resp.iter_chunks():
-                for event in decoder.feed(data):
+            async for events in EventReader(self._resp).batches():  # bounded; idle counts whole events
+                for event in events:
                     name = event.event or "message"
                     frame = encode_event(name, event.data)
                     if name not in _PARSED:

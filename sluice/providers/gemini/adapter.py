@@ -24,7 +24,7 @@ from sluice.providers.gemini.response import (
 )
 from sluice.providers.gemini.stream import GeminiStreamState
 from sluice.providers.gemini.translate import to_gemini_request
-from sluice.sse import SSEDecoder
+from sluice.providers.sse_reader import EventReader
 from sluice.upstream import UpstreamClient, UpstreamResponse
 
 
@@ -101,13 +101,13 @@ class GeminiChunkStream:
         return self._gen
 
     async def _run(self) -> AsyncGenerator[Chunk, None]:
-        decoder = SSEDecoder()
+        reader = EventReader(self._resp)
         try:
-            async for data in self._resp.iter_chunks():
-                for event in decoder.feed(data):
+            async for events in reader.batches():
+                for event in events:
                     for chunk in self._state.feed(_parse(event.data)):
                         yield chunk
-            for event in decoder.feed(b"\n\n"):  # an event whose blank line never came; JSON decides
+            for event in reader.finish():  # an event whose blank line never came; JSON decides
                 for chunk in self._state.feed(_parse(event.data)):
                     yield chunk
             for chunk in self._state.end():

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from sluice.errors import (
+    UpstreamAuthFailed,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
@@ -102,7 +103,6 @@ def body(code: int, status: str, message: str = "m", **extra: object) -> bytes:
     (503, "UNAVAILABLE", UpstreamUnavailable, 503),
     (400, "INVALID_ARGUMENT", UpstreamRejected, 400),
     (400, "FAILED_PRECONDITION", UpstreamRejected, 400),
-    (403, "PERMISSION_DENIED", UpstreamRejected, 403),
     (404, "NOT_FOUND", UpstreamRejected, 404),
     (504, "DEADLINE_EXCEEDED", UpstreamTimeout, 504),
     (500, "INTERNAL", UpstreamError, 502),
@@ -114,6 +114,13 @@ def test_error_status_map(code: int, status: str, cls: type[UpstreamError], http
     envelope = err.to_dict()["error"]
     assert envelope["message"] == "Gemini says no"
     assert envelope["code"] is None or isinstance(envelope["code"], str)
+
+
+def test_permission_denied_is_the_gateways_key_refused_and_says_nothing_upstream() -> None:
+    err = error_from_body(body(403, "PERMISSION_DENIED", "API key AIzaSyDUMMYdummyDUMMY0123 lacks access"),
+                          status=403)
+    assert type(err) is UpstreamAuthFailed and err.status == 502 and err.code == "upstream_auth_failed"
+    assert "AIza" not in err.message and "lacks" not in err.message
 
 
 def test_resource_exhausted_retry_after_from_headers_then_details() -> None:

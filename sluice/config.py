@@ -120,8 +120,10 @@ class PricingConfig(_Strict):
     """Prices per million tokens, as decimal strings (or numbers) in the ledger's currency."""
 
     input: str | int | float = "0"
-    cached_input: str | int | float | None = None   # default: the input price
+    cached_input: str | int | float | None = None   # prompt-cache reads; default: 0.1 x input
     output: str | int | float = "0"
+    cache_write_5m: str | int | float | None = None  # 5-minute prompt-cache writes; default: 1.25 x input
+    cache_write_1h: str | int | float | None = None  # 1-hour prompt-cache writes; default: 2 x input
 
 
 class ModelConfig(_Strict):
@@ -404,7 +406,7 @@ def _check_server_limits(srv: ServerConfig) -> None:
 
 
 def _check_price(where: str, p: PricingConfig) -> None:
-    for name in ("input", "cached_input", "output"):
+    for name in ("input", "cached_input", "output", "cache_write_5m", "cache_write_1h"):
         v = getattr(p, name)
         if v is None:
             continue

@@ -16,7 +16,7 @@ import orjson
 
 from sluice.auth.principal import Authenticator
 from sluice.channels.hub import ChannelHub
-from sluice.errors import ModelNotFound, PermissionDenied, SluiceError
+from sluice.errors import InvalidRequest, ModelNotFound, PermissionDenied, SluiceError
 from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
 from sluice.metering.meter import Meter
@@ -24,7 +24,17 @@ from sluice.metering.tokenizer import Counter, count_request
 from sluice.metering.tokens import TokenCounter
 from sluice.observability import metrics
 from sluice.observability.access_log import access_line
-from sluice.providers.base import Call, ChunkStream, Completion, NativeBody, NativeProvider, Provider, Timeouts
+from sluice.providers.base import (
+    Call,
+    ChunkStream,
+    Completion,
+    NativeBody,
+    NativeProvider,
+    Provider,
+    Timeouts,
+    serves,
+)
+from sluice.routing.affinity import SessionAffinity, session_of
 from sluice.routing.fallback import Cooldowns, with_failover
 from sluice.routing.table import ModelTable, Route, Target
 from sluice.schema.chat import ChatRequest
@@ -59,6 +69,7 @@ class Relay:
         self.cooldowns = Cooldowns(on_change=metrics.target_state)
         self.labels = metrics.Labels(table.names(), list(providers))
         self.channels = channels
+        self.affinity = SessionAffinity()
 
     def meter(self, request_id: str, route: str = "") -> Meter:
         metrics.request_started()
@@ -100,8 +111,28 @@ class Relay:
         meter.model = req.model
         meter.request = req
         meter.stream = stream
+        if meter.session_id is None:  # the header, when sent, was read by the route
+            meter.session_id = session_of(req.body)
+        if req.endpoint != ChatRequest.endpoint:
+            meter.extra["endpoint"] = req.endpoint
         route = self.route_for(key, req.model)
         return route, await self.admission.admit(key, req, meter)
+
+    def targets(self, route: Route, meter: Meter) -> list[Target]:
+        """The order to try: the session's last target first while it serves, else the weighted pick;
+        only targets whose provider serves the request's endpoint (every one serves chat)."""
+        order = self.affinity.prefer(route.name, meter.session_id, route.order())
+        endpoint = meter.request.endpoint if meter.request is not None else ChatRequest.endpoint
+        if endpoint != ChatRequest.endpoint:
+            order = [t for t in order if serves(self.providers[t.provider], endpoint)]
+            if not order:
+                raise InvalidRequest(f"The model `{route.name}` does not support /v1/{endpoint}: none of its "
+                                     "upstreams can serve it.", param="model", code="unsupported_endpoint")
+        return order
+
+    def served(self, meter: Meter) -> None:
+        """Pin the session to the target that answered (a cooled-down pin moves to its replacement)."""
+        self.affinity.remember(meter.model, meter.session_id, meter.provider, meter.upstream_model)
 
     def _attempt_meta(self, meter: Meter, target: Target, n: int, timeouts: Timeouts,
                       native: NativeBody | None, api_key: str | None) -> Call:
@@ -141,12 +172,15 @@ class Relay:
                 return await self.providers[target.provider].complete(call)
             return await self._keyed(target, one)
 
-        result = await with_failover(route.order(), attempt, self.cooldowns)
+        result = await with_failover(self.targets(route, meter), attempt, self.cooldowns)
+        self.served(meter)
         meter.first_token()
         meter.usage = result.usage
         if result.usage is None:
             meter.counter = self.counter_factory()
             meter.counter.feed(result.text)
+            if req.endpoint == "embeddings":
+                result.body = _with_estimated_usage(result.body, meter)
         meter.status = 200
         return result, headers
 
@@ -182,7 +216,8 @@ class Relay:
                 return await self.providers[target.provider].stream(call)
             return await self._keyed(target, one)
 
-        upstream = await with_failover(route.order(), attempt, self.cooldowns)
+        upstream = await with_failover(self.targets(route, meter), attempt, self.cooldowns)
+        self.served(meter)
         meter.status = 200
         meter.counter = self.counter_factory()
         metrics.stream_opened()
@@ -280,7 +315,8 @@ class RelayStream:
     def _estimated_usage_frame(self) -> bytes:
         prompt, completion, _ = self.meter.final_usage()
         head = self._last or {}
-        chunk = {"id": head.get("id", "chatcmpl-" + self.meter.request_id), "object": "chat.completion.chunk",
+        chunk = {"id": head.get("id", "chatcmpl-" + self.meter.request_id),
+                 "object": head.get("object", "chat.completion.chunk"),
                  "created": head.get("created", int(self.meter.wall_start)),
                  "model": head.get("model", self.meter.upstream_model), "choices": [],
                  "usage": {"prompt_tokens": prompt or 0, "completion_tokens": completion or 0,
@@ -295,6 +331,15 @@ class RelayStream:
             if disconnected:
                 self.meter.disconnected = True
             await self._relay.settle(self.meter, durable=False)
+
+
+def _with_estimated_usage(body: bytes, meter: Meter) -> bytes:
+    """An embeddings reply from an upstream that reports no usage (Gemini) gets the estimate the ledger
+    records, as OpenAI's SDKs expect `usage` there."""
+    doc = orjson.loads(body)
+    prompt, _, _ = meter.final_usage()
+    doc["usage"] = {"prompt_tokens": prompt or 0, "total_tokens": prompt or 0}
+    return orjson.dumps(doc)
 
 
 def _without_usage(parsed: dict[str, Any] | None, payload: bytes) -> bytes:

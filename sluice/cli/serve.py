@@ -22,7 +22,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 from sluice.auth.admin_token import create_first_admin_token
 from sluice.cli.protocol import SluiceHttpProtocol
 from sluice.config import DEFAULT_MODEL, Settings, load
-from sluice.http.app import App, create_app
+from sluice.http.app import App, create_app, tune_gc
 from sluice.http.drain import Drain
 from sluice.observability.exporter import start_exporter
 from sluice.observability.logs import setup_logging
@@ -118,6 +118,7 @@ def serving_app(settings: Settings) -> App:
     app = create_app(settings)
     stop = GracefulStop(app.drain, drain_seconds=settings.server.drain_seconds,
                         grace_seconds=settings.server.shutdown_grace_seconds)
+    app.on_started.append(tune_gc)
     app.on_started.append(stop.install)
     return app
 

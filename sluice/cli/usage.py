@@ -131,13 +131,17 @@ def _roll_up(rows: list[UsageRow], dims: tuple[str, ...]) -> list[UsageRow]:
         acc = out.get(k)
         if acc is None:
             out[k] = UsageRow(k[1], r.key_name if by_key else None, k[2] or "", r.requests, r.prompt_tokens,
-                              r.completion_tokens, r.errors, r.cost, r.bucket)
+                              r.completion_tokens, r.errors, r.cost, r.bucket, r.cached_tokens,
+                              r.cache_write_5m_tokens, r.cache_write_1h_tokens)
             continue
         acc.requests += r.requests
         acc.prompt_tokens += r.prompt_tokens
         acc.completion_tokens += r.completion_tokens
         acc.errors += r.errors
         acc.cost += r.cost
+        acc.cached_tokens += r.cached_tokens
+        acc.cache_write_5m_tokens += r.cache_write_5m_tokens
+        acc.cache_write_1h_tokens += r.cache_write_1h_tokens
     return sorted(out.values(), key=lambda r: (r.bucket or 0.0, r.key_name or "", r.key_id or "", r.model))
 
 
@@ -171,7 +175,9 @@ def _usage_doc(r: UsageRow, dims: tuple[str, ...], unit: str | None) -> dict[str
     if "model" in dims:
         doc["model"] = r.model
     doc.update(requests=r.requests, errors=r.errors, prompt_tokens=r.prompt_tokens,
-               completion_tokens=r.completion_tokens, cost=fmt_money(r.cost))
+               completion_tokens=r.completion_tokens, cached_tokens=r.cached_tokens,
+               cache_write_5m_tokens=r.cache_write_5m_tokens, cache_write_1h_tokens=r.cache_write_1h_tokens,
+               cost=fmt_money(r.cost))
     return doc
 
 
@@ -231,7 +237,9 @@ def _show_text(rec: LedgerRecord, key_name: str | None) -> str:
         ("client disconnected", "yes" if rec.disconnected else "no"),
         ("prompt tokens", rec.prompt_tokens),
         ("completion tokens", rec.completion_tokens),
-        ("cached tokens", rec.cached_tokens),
+        ("cache reads", rec.cached_tokens),
+        ("cache writes 5m / 1h", f"{_dash(rec.cache_write_5m_tokens)} / {_dash(rec.cache_write_1h_tokens)}"),
+        ("session", rec.session_id),
         ("usage", rec.usage_source),
         ("cost", fmt_money(rec.cost)),
         ("first token", ms(rec.ttft_ms)),
@@ -241,6 +249,10 @@ def _show_text(rec: LedgerRecord, key_name: str | None) -> str:
         pairs.append(("extra", json.dumps(rec.extra, sort_keys=True)))
     width = max(len(label) for label, _ in pairs)
     return "\n".join(f"{label.ljust(width)}  {'-' if v is None else v}" for label, v in pairs)
+
+
+def _dash(v: int | None) -> str:
+    return "-" if v is None else str(v)
 
 
 def _key_label(key_id: str | None, name: str | None) -> str:

@@ -101,7 +101,8 @@ class App:
         self._injected_store = store
         self._res: Resources | None = None
         self.drain = Drain()
-        # run once the app has started, in the serving process (cli/serve.py installs its signal handling)
+        # run once the app has started, in the serving process (cli/serve.py installs its signal handling
+        # and the GC tuning there: an app served inside a test process leaves that process's GC alone)
         self.on_started: list[Callable[[], None]] = []
         self._cors = CorsPolicy(settings.server.cors_origins)
         self._admin_cors = CorsPolicy(settings.server.admin_cors_origins)
@@ -156,7 +157,6 @@ class App:
                               MessagesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight),
                               OpsRoutes(s, admin.token, probes), sampler,
                               ResponsesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight))
-        tune_gc()
         for hook in self.on_started:
             hook()
 
@@ -245,6 +245,12 @@ class App:
             if method == "POST":
                 await res.routes.chat_completions(scope, receive, send, rid, headers)
                 return
+        elif path in ("/v1/embeddings", "/embeddings") and method == "POST":
+            await res.routes.embeddings(scope, receive, send, rid, headers)
+            return
+        elif path in ("/v1/completions", "/completions") and method == "POST":
+            await res.routes.completions(scope, receive, send, rid, headers)
+            return
         elif path in ("/v1/messages", "/messages") and method == "POST":
             await res.messages.handle(scope, receive, send, rid, headers)
             return
@@ -298,7 +304,7 @@ class App:
         await _drain(receive)
         path, method = scope["path"], scope["method"]
         known = ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/v1/models", "/health",
-                 "/ready", "/v1/responses")
+                 "/ready", "/v1/responses", "/v1/embeddings", "/v1/completions")
         err: SluiceError
         if path in known:
             err = InvalidRequest(f"Method {method} is not allowed on {path}.", code="method_not_allowed",

@@ -13,11 +13,12 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from sluice.errors import ServerShutdown, SluiceError
-from sluice.http.asgi import ClientGone, Headers, Receive, Scope, Send, read_body
+from sluice.http.asgi import ClientGone, Headers, Receive, Scope, Send, header, read_body
 from sluice.http.streaming import DisconnectWatch
 from sluice.metering.meter import Meter
 from sluice.observability import metrics
 from sluice.relay import Relay, RelayStream
+from sluice.routing.affinity import session_of
 from sluice.storage.base import KeyRecord
 
 log = logging.getLogger("sluice.http")
@@ -55,6 +56,7 @@ async def run_exchange(relay: Relay, scope: Scope, receive: Receive, send: Send,
     meter = relay.meter(rid, _front_door(scope["path"]))
     meter.key_id = key.id
     meter.key_name, meter.account = key.name, key.owner
+    meter.session_id = session_of({}, header(scope, b"x-claude-code-session-id"))
     ex = Exchange(key, raw, meter, DisconnectWatch(receive, inflight))
     try:
         await serve(ex)

@@ -1,9 +1,11 @@
-"""OpenAI routes: `POST /v1/chat/completions` (JSON and SSE) and `GET /v1/models[/{id}]` (in Anthropic's
-shape and envelope when the request carries `anthropic-version`, as Claude Code's model discovery does)."""
+"""OpenAI routes: `POST /v1/chat/completions` and legacy `/v1/completions` (JSON and SSE), `POST /v1/embeddings`,
+and `GET /v1/models[/{id}]` (in Anthropic's shape and envelope when the request carries `anthropic-version`,
+as Claude Code's model discovery does)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -30,6 +32,7 @@ from sluice.providers.anthropic.models import model_info, models_page
 from sluice.relay import Relay
 from sluice.routing.table import Route
 from sluice.schema.chat import ChatRequest
+from sluice.schema.endpoints import CompletionsRequest, EmbeddingsRequest
 from sluice.storage.base import KeyRecord, LedgerRecord
 
 STARTED = int(time.time())
@@ -44,9 +47,20 @@ class OpenAIRoutes:
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send, rid: str,
                                headers: Headers) -> None:
+        await self._relay(scope, receive, send, rid, headers, ChatRequest.parse)
+
+    async def completions(self, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers) -> None:
+        await self._relay(scope, receive, send, rid, headers, CompletionsRequest.parse)
+
+    async def embeddings(self, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers) -> None:
+        await self._relay(scope, receive, send, rid, headers, EmbeddingsRequest.parse)
+
+    async def _relay(self, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers,
+                     parse: Callable[[bytes], ChatRequest]) -> None:
+        """One OpenAI endpoint served by passing its body through: the upstream's reply bytes unchanged."""
         async def serve(ex: Exchange) -> None:
             relay, meter = self.relay, ex.meter
-            req = ChatRequest.parse(ex.raw)
+            req = parse(ex.raw)
             meter.model = req.model
             if req.stream:
                 ex.stream = await relay.stream(ex.key, req, meter)

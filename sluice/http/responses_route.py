@@ -31,6 +31,7 @@ from sluice.http.exchange import Exchange, run_exchange
 from sluice.http.streaming import DisconnectWatch, send_frames
 from sluice.providers.base import NativeBody
 from sluice.relay import Relay, RelayStream
+from sluice.routing.affinity import session_of
 from sluice.schema.chat import ChatRequest, parse_json_object
 from sluice.sse import KEEPALIVE_FRAME
 
@@ -50,6 +51,8 @@ class ResponsesRoute:
             req = ChatRequest(tr.body)
             native = NativeBody("responses", ex.raw, req.model)
             meter.model = req.model
+            if meter.session_id is None:  # the translation drops prompt_cache_key; it still names the session
+                meter.session_id = session_of(body)
             shell = Shell(rid, req.model, body)
             if req.stream:
                 ex.stream = rs = await relay.stream(ex.key, req, meter, native)

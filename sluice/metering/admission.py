@@ -128,7 +128,9 @@ class Admission:
             mult = multiplier(group, req.model)
             meter.list_price, meter.price = meter.price, meter.price.scaled(mult)
             meter.extra["multiplier"] = str(mult)
-        out_cap = req.max_tokens or self._out_caps.get(req.model) or self._budgets.max_output_reserve
+        # embeddings generate nothing: a max_tokens of 0 reserves no output
+        out_cap = req.max_tokens if req.max_tokens is not None else (
+            self._out_caps.get(req.model) or self._budgets.max_output_reserve)
         prompt = estimate_prompt(req.messages)
         meter.prompt_estimate = prompt
         headers: Headers = []
@@ -207,7 +209,8 @@ class Admission:
             rec.cost = 0
             return
         prompt, completion = rec.prompt_tokens, rec.completion_tokens or 0
-        cost = meter.price.cost_nanos(prompt, completion, rec.cached_tokens or 0)
+        cost = meter.price.cost_nanos(prompt, completion, rec.cached_tokens or 0, rec.cache_write_5m_tokens or 0,
+                                      rec.cache_write_1h_tokens or 0)
         if meter.reserved is not None:
             nanos, tokens = meter.reserved
             money_capped, quota_capped = meter.budgeted
@@ -218,7 +221,9 @@ class Admission:
                 rec.quota_tokens = tokens
         rec.cost = cost
         if meter.list_price is not None:   # an account's price: say what the list price was
-            rec.extra["list_cost"] = fmt_money(meter.list_price.cost_nanos(prompt, completion, rec.cached_tokens or 0))
+            rec.extra["list_cost"] = fmt_money(meter.list_price.cost_nanos(
+                prompt, completion, rec.cached_tokens or 0, rec.cache_write_5m_tokens or 0,
+                rec.cache_write_1h_tokens or 0))
 
     def _underbilled(self, rec: LedgerRecord, cost: int, nanos: int) -> None:
         """The settled cost is capped at the reservation so the budget holds; say so rather than drop the rest

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 class Meter:
     __slots__ = ("_done", "account", "account_id", "attempts", "budgeted", "counter", "disconnected",
                  "error_code", "extra", "failovers", "key_id", "key_name", "limits", "list_price", "model", "price",
-                 "prompt_estimate", "provider", "record", "request", "request_id", "reserved", "route", "started",
-                 "status", "stream", "ttft", "upstream_model", "usage", "wall_start")
+                 "prompt_estimate", "provider", "record", "request", "request_id", "reserved", "route",
+                 "session_id", "started", "status", "stream", "ttft", "upstream_model", "usage", "wall_start")
 
     def __init__(self, request_id: str, route: str = "") -> None:
         self.request_id = request_id
@@ -55,6 +55,7 @@ class Meter:
         self.attempts = 0
         self.failovers = 0          # attempts that moved to another target than the one before
         self.extra: dict[str, object] = {}
+        self.session_id: str | None = None
 
     def first_token(self) -> None:
         if self.ttft is None:
@@ -86,9 +87,6 @@ class Meter:
                         self.request_id, self.usage.anomaly)
         prompt, completion, source = self.final_usage()
         u = self.usage
-        if u is not None and (u.cache_write_5m_tokens or u.cache_write_1h_tokens):
-            self.extra["cache_write_5m_tokens"] = u.cache_write_5m_tokens
-            self.extra["cache_write_1h_tokens"] = u.cache_write_1h_tokens
         rec = LedgerRecord(
             request_id=self.request_id, key_id=self.key_id, model=self.model, provider=self.provider,
             upstream_model=self.upstream_model, stream=self.stream, status=self.status,
@@ -97,6 +95,9 @@ class Meter:
             duration_ms=round((time.monotonic() - self.started) * 1000, 3),
             disconnected=self.disconnected, error_code=self.error_code, attempts=self.attempts,
             created_at=self.wall_start, extra=self.extra,
-            cached_tokens=self.usage.cached_tokens if self.usage is not None else None, account_id=self.account_id)
+            cached_tokens=u.cached_tokens if u is not None else None,
+            cache_write_5m_tokens=u.cache_write_5m_tokens if u is not None else None,
+            cache_write_1h_tokens=u.cache_write_1h_tokens if u is not None else None,
+            session_id=self.session_id, account_id=self.account_id)
         self.record = rec
         return rec

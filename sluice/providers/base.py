@@ -23,7 +23,8 @@ from sluice.schema.chat import ChatRequest
 from sluice.schema.usage import Usage
 from sluice.upstream import Timeouts
 
-__all__ = ["Call", "Chunk", "ChunkStream", "Completion", "NativeBody", "NativeProvider", "Provider", "Timeouts"]
+__all__ = ["Call", "Chunk", "ChunkStream", "Completion", "NativeBody", "NativeProvider", "Provider", "Timeouts",
+           "serves"]
 
 
 @dataclass(slots=True)
@@ -97,6 +98,12 @@ class Provider(Protocol):
     async def stream(self, call: Call) -> ChunkStream: ...
 
     async def aclose(self) -> None: ...
+
+
+def serves(provider: object, endpoint: str) -> bool:
+    """Every provider serves chat completions (`call.request.endpoint == "chat/completions"`); one that
+    also passes other OpenAI endpoints through (embeddings, legacy completions) lists them in `endpoints`."""
+    return endpoint == "chat/completions" or endpoint in getattr(provider, "endpoints", ())
 
 
 @runtime_checkable

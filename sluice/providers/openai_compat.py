@@ -23,12 +23,15 @@ from sluice.upstream import UpstreamClient, UpstreamResponse, retry_after_second
 
 
 class OpenAICompatProvider:
+    endpoints = frozenset({"embeddings", "completions"})  # passed through as they are, besides chat
+
     def __init__(self, cfg: ProviderConfig, client: UpstreamClient) -> None:
         self.name = cfg.name
         self._cfg = cfg
         self._client = client
-        self._url = (cfg.base_url or "").rstrip("/") + "/chat/completions"
-        self._responses_url = (cfg.base_url or "").rstrip("/") + "/responses"
+        base = (cfg.base_url or "").rstrip("/")
+        self._urls = {e: f"{base}/{e}" for e in ("chat/completions", *self.endpoints)}
+        self._responses_url = base + "/responses"
         # `/v1/responses` requests pass through when the upstream has that API (see NativeProvider)
         self.dialect = "responses" if "responses" in cfg.apis else "chat"
         headers = {"content-type": "application/json", "accept-encoding": "identity"}
@@ -54,7 +57,8 @@ class OpenAICompatProvider:
         return orjson.dumps(body)
 
     async def complete(self, call: Call) -> Completion:
-        resp = await self._client.request("POST", self._url, headers=_keyed(self._headers, call),
+        resp = await self._client.request("POST", self._urls[call.request.endpoint],
+                                          headers=_keyed(self._headers, call),
                                           body=self._body(call, False), timeouts=call.timeouts)
         if resp.status != 200:
             raise await _error_from(resp)
@@ -73,7 +77,8 @@ class OpenAICompatProvider:
         return Completion(raw, Usage.from_openai(doc.get("usage")), _reply_text(doc), doc.get("model"))
 
     async def stream(self, call: Call) -> OpenAIStream:
-        resp = await self._client.request("POST", self._url, headers=_keyed(self._stream_headers, call),
+        resp = await self._client.request("POST", self._urls[call.request.endpoint],
+                                          headers=_keyed(self._stream_headers, call),
                                           body=self._body(call, True), timeouts=call.timeouts)
         if resp.status != 200:
             raise await _error_from(resp)
@@ -169,6 +174,8 @@ def _chunk(payload: bytes, obj: dict[str, Any]) -> Chunk:
                 continue
             if c.get("finish_reason"):
                 finish = True
+            if isinstance(c.get("text"), str):  # a legacy completion
+                text += c["text"]
             d = c.get("delta")
             if isinstance(d, dict):
                 text += _delta_text(d)
@@ -200,6 +207,8 @@ def _reply_text(doc: dict[str, Any]) -> str:
         m = c.get("message") if isinstance(c, dict) else None
         if isinstance(m, dict):
             out += _delta_text(m)
+        elif isinstance(c, dict) and isinstance(c.get("text"), str):  # a legacy completion
+            out += c["text"]
     return out
 
 

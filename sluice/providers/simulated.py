@@ -17,6 +17,7 @@ import orjson
 
 from sluice.config import ProviderConfig
 from sluice.providers.base import Call, Chunk, Completion
+from sluice.providers.simulated_endpoints import LegacyPlan, LegacyStream, embeddings
 from sluice.schema.usage import Usage
 
 DEFAULT_REPLY = (
@@ -47,6 +48,8 @@ def prompt_tokens(messages: list[dict[str, Any]]) -> int:
 
 
 class SimulatedProvider:
+    endpoints = frozenset({"embeddings", "completions"})
+
     def __init__(self, cfg: ProviderConfig, client: object | None = None) -> None:
         self.name = cfg.name
         self._reply = cfg.reply or DEFAULT_REPLY
@@ -63,6 +66,13 @@ class SimulatedProvider:
         return pieces, finish, usage
 
     async def complete(self, call: Call) -> Completion:
+        if call.request.endpoint == "embeddings":
+            return embeddings(call, tokenize)
+        if call.request.endpoint == "completions":
+            plan = LegacyPlan(call, tokenize(self._reply), tokenize)
+            if self._ttft:
+                await asyncio.sleep(self._ttft + self._gap * len(plan.pieces))
+            return plan.completion()
         pieces, finish, usage = self._plan(call)
         if self._ttft:
             await asyncio.sleep(self._ttft + self._gap * len(pieces))
@@ -76,7 +86,9 @@ class SimulatedProvider:
         }
         return Completion(orjson.dumps(doc), usage, text * call.request.n, call.upstream_model)
 
-    async def stream(self, call: Call) -> SimulatedStream:
+    async def stream(self, call: Call) -> SimulatedStream | LegacyStream:
+        if call.request.endpoint == "completions":
+            return LegacyStream(LegacyPlan(call, tokenize(self._reply), tokenize), self._ttft, self._gap)
         return SimulatedStream(*self._plan(call), call, self._ttft, self._gap)
 
     async def aclose(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 import orjson
@@ -60,6 +60,8 @@ class ChatRequest:
     """
 
     __slots__ = ("body", "include_usage", "max_tokens", "messages", "model", "n", "stream")
+    # the upstream path served (after the provider's base URL); other OpenAI endpoints subclass this
+    endpoint: ClassVar[str] = "chat/completions"
 
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body
@@ -93,6 +95,22 @@ class ChatRequest:
     @classmethod
     def parse(cls, raw: bytes) -> ChatRequest:
         return cls(parse_json_object(raw))
+
+
+def stream_fields(body: dict[str, Any]) -> tuple[bool, bool]:
+    """(stream, include_usage) of a body that may stream; include_usage only counts when streaming."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean", param="stream", code="invalid_type")
+    opts = body.get("stream_options")
+    if opts is not None and not isinstance(opts, dict):
+        raise InvalidRequest("'stream_options' must be an object", param="stream_options",
+                             code="invalid_type")
+    inc = opts.get("include_usage") if opts else None
+    if inc is not None and not isinstance(inc, bool):
+        raise InvalidRequest("'stream_options.include_usage' must be a boolean",
+                             param="stream_options.include_usage", code="invalid_type")
+    return bool(stream), bool(inc) and bool(stream)
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

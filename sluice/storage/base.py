@@ -93,7 +93,10 @@ class LedgerRecord:
     attempts: int = 0
     created_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
-    cached_tokens: int | None = None
+    cached_tokens: int | None = None    # prompt-cache reads (None: not reported)
+    cache_write_5m_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None
+    session_id: str | None = None       # the client's session (prompt-cache affinity), as sent
     cost: int | None = None             # nano-units charged
     quota_tokens: int | None = None     # tokens charged to a quota when capped (not stored; None: all)
     account_id: str | None = None       # the account charged with `cost` as well as the key
@@ -106,6 +109,8 @@ class LedgerRecord:
             "provider": self.provider, "upstream_model": self.upstream_model, "stream": self.stream,
             "status": self.status, "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens, "cached_tokens": self.cached_tokens,
+            "cache_write_5m_tokens": self.cache_write_5m_tokens, "cache_write_1h_tokens": self.cache_write_1h_tokens,
+            "session_id": self.session_id,
             "usage_source": self.usage_source, "cost": fmt_money(self.cost), "ttft_ms": self.ttft_ms,
             "duration_ms": self.duration_ms, "disconnected": self.disconnected, "error_code": self.error_code,
             "attempts": self.attempts, "created_at": self.created_at, "extra": self.extra,
@@ -136,13 +141,19 @@ class UsageRow:
     errors: int
     cost: int = 0
     bucket: float | None = None
+    cached_tokens: int = 0              # prompt-cache reads, then writes (part of prompt_tokens)
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     def public(self) -> dict[str, Any]:
         from sluice.metering.pricing import fmt_money
 
         return {"bucket": self.bucket, "key_id": self.key_id, "key_name": self.key_name, "model": self.model,
                 "requests": self.requests, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "errors": self.errors, "cost": fmt_money(self.cost)}
+                "completion_tokens": self.completion_tokens, "cached_tokens": self.cached_tokens,
+                "cache_write_5m_tokens": self.cache_write_5m_tokens,
+                "cache_write_1h_tokens": self.cache_write_1h_tokens,
+                "errors": self.errors, "cost": fmt_money(self.cost)}
 
 
 @dataclass(slots=True)

@@ -159,6 +159,13 @@ CREATE TABLE ledger_quarantine (
 )
 """
 
+# Prompt-cache writes priced apart from reads (cached_tokens), and the client's session id.
+_LEDGER_CACHE_SESSION = """
+ALTER TABLE ledger ADD COLUMN cache_write_5m_tokens {BIGINT};
+ALTER TABLE ledger ADD COLUMN cache_write_1h_tokens {BIGINT};
+ALTER TABLE ledger ADD COLUMN session_id TEXT
+"""
+
 # Upstream key states shared by every instance (key_id is a fingerprint of the key, never the key)
 UPSTREAM_KEY_STATES = """
 CREATE TABLE upstream_key_states (
@@ -189,6 +196,6 @@ INSERT INTO catalog_version (id, version) VALUES (1, 0)
 """
 
 # main's migrations first (released order), then the channels ones
-_ORDER = (_V1, ACCOUNTS, RETENTION, _LEDGER_QUARANTINE, UPSTREAM_KEY_STATES, CHANNEL_CATALOG)
-SQLITE_MIGRATIONS: list[str] = [_schema(m, "REAL", "INTEGER") for m in _ORDER]
-POSTGRES_MIGRATIONS: list[str] = [_schema(m, "DOUBLE PRECISION", "BIGINT") for m in _ORDER]
+_ALL = (_V1, ACCOUNTS, RETENTION, _LEDGER_QUARANTINE, _LEDGER_CACHE_SESSION, UPSTREAM_KEY_STATES, CHANNEL_CATALOG)
+SQLITE_MIGRATIONS: list[str] = [_schema(m, "REAL", "INTEGER") for m in _ALL]
+POSTGRES_MIGRATIONS: list[str] = [_schema(m, "DOUBLE PRECISION", "BIGINT") for m in _ALL]

@@ -320,7 +320,8 @@ _LEDGER_TYPES = {"request_id": "text", "key_id": "text", "model": "text", "provi
                  "completion_tokens": "int8", "cached_tokens": "int8", "usage_source": "text",
                  "ttft_ms": "float8", "duration_ms": "float8", "disconnected": "int4", "error_code": "text",
                  "attempts": "int4", "cost": "int8", "created_at": "float8", "extra": "text",
-                 "account_id": "text"}
+                 "account_id": "text", "cache_write_5m_tokens": "int8", "cache_write_1h_tokens": "int8",
+                 "session_id": "text"}
 _INSERT_LEDGER = (f"INSERT INTO ledger ({', '.join(sql.LEDGER_COLS)}) SELECT * FROM unnest("
                   + ", ".join(f"${i}::{_LEDGER_TYPES[c]}[]" for i, c in enumerate(sql.LEDGER_COLS, 1))
                   + ") ON CONFLICT (request_id) DO NOTHING RETURNING request_id")

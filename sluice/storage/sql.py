@@ -21,7 +21,8 @@ KEY_COLS = ("id", "name", "key_hash", "owner", "models", "enabled", "revoked", "
             "period_start", "rpm", "tpm", "max_concurrency", "metadata", "account_id")
 LEDGER_COLS = ("request_id", "key_id", "model", "provider", "upstream_model", "stream", "status",
                "prompt_tokens", "completion_tokens", "cached_tokens", "usage_source", "ttft_ms", "duration_ms",
-               "disconnected", "error_code", "attempts", "cost", "created_at", "extra", "account_id")
+               "disconnected", "error_code", "attempts", "cost", "created_at", "extra", "account_id",
+               "cache_write_5m_tokens", "cache_write_1h_tokens", "session_id")
 
 SELECT_KEY = f"SELECT {', '.join(KEY_COLS)} FROM keys"
 INSERT_KEY = f"INSERT INTO keys ({', '.join(KEY_COLS)}) VALUES ({', '.join('?' * len(KEY_COLS))})"
@@ -52,13 +53,18 @@ TOP_UP = ("UPDATE keys SET budget = CASE WHEN budget IS NULL THEN spent + ? ELSE
 INSERT_TOPUP = "INSERT INTO topups (key_id, amount, created_at) VALUES (?, ?, ?)"
 # What usage reads: the request log and, for the periods retention rolled up, its daily sums (status 0,
 # so a status filter reads the log alone). One row stands for `n` requests, `errs` of them failed.
+# Prompt-cache reads and writes are summed apart; the daily sums keep no cache split (NULL adds nothing).
 USAGE_SOURCE = ("(SELECT key_id, model, status, created_at, 1 AS n, prompt_tokens, completion_tokens, "
-                "CASE WHEN status >= 400 THEN 1 ELSE 0 END AS errs, cost FROM ledger UNION ALL "
-                "SELECT key_id, model, 0, day, requests, prompt_tokens, completion_tokens, errors, cost "
-                "FROM usage_daily)")
+                "CASE WHEN status >= 400 THEN 1 ELSE 0 END AS errs, cost, cached_tokens, cache_write_5m_tokens, "
+                "cache_write_1h_tokens FROM ledger UNION ALL "
+                "SELECT key_id, model, 0, day, requests, prompt_tokens, completion_tokens, errors, cost, NULL, NULL, "
+                "NULL FROM usage_daily)")
+_CACHE_SUMS = ("coalesce(sum(l.cached_tokens), 0), coalesce(sum(l.cache_write_5m_tokens), 0), "
+               "coalesce(sum(l.cache_write_1h_tokens), 0)")
 USAGE_SUMMARY = ("SELECT l.key_id, k.name, l.model, sum(l.n), coalesce(sum(l.prompt_tokens), 0), "
                  "coalesce(sum(l.completion_tokens), 0), sum(l.errs), "
-                 f"coalesce(sum(l.cost), 0) FROM {USAGE_SOURCE} l LEFT JOIN keys k ON k.id = l.key_id "
+                 f"coalesce(sum(l.cost), 0), {_CACHE_SUMS}, NULL FROM {USAGE_SOURCE} l "
+                 "LEFT JOIN keys k ON k.id = l.key_id "
                  "GROUP BY l.key_id, k.name, l.model ORDER BY k.name, l.model")
 
 INSERT_QUARANTINE = ("INSERT INTO ledger_quarantine (request_id, key_id, record, error, created_at) "
@@ -127,7 +133,7 @@ def ledger_row(r: LedgerRecord) -> tuple[Any, ...]:
     return (r.request_id, r.key_id, r.model, r.provider, r.upstream_model, int(r.stream), r.status,
             r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.usage_source, r.ttft_ms, r.duration_ms,
             int(r.disconnected), r.error_code, r.attempts, r.cost, r.created_at or time.time(),
-            _json(r.extra or None), r.account_id)
+            _json(r.extra or None), r.account_id, r.cache_write_5m_tokens, r.cache_write_1h_tokens, r.session_id)
 
 
 def quarantine_row(r: LedgerRecord, error: str) -> tuple[str, str | None, str, str, float]:
@@ -143,14 +149,16 @@ def ledger_from(row: Any) -> LedgerRecord:
         request_id=v[0], key_id=v[1], model=v[2], provider=v[3], upstream_model=v[4], stream=bool(v[5]),
         status=v[6], prompt_tokens=v[7], completion_tokens=v[8], cached_tokens=v[9], usage_source=v[10],
         ttft_ms=v[11], duration_ms=float(v[12]), disconnected=bool(v[13]), error_code=v[14], attempts=v[15],
-        cost=v[16], created_at=float(v[17]), extra=_unjson(v[18]) or {}, account_id=v[19])
+        cost=v[16], created_at=float(v[17]), extra=_unjson(v[18]) or {}, account_id=v[19],
+        cache_write_5m_tokens=v[20], cache_write_1h_tokens=v[21], session_id=v[22])
 
 
 def usage_from(row: Any) -> UsageRow:
     v = list(row)
     return UsageRow(key_id=v[0], key_name=v[1], model=v[2], requests=int(v[3]), prompt_tokens=int(v[4]),
                     completion_tokens=int(v[5]), errors=int(v[6] or 0), cost=int(v[7] or 0),
-                    bucket=float(v[8]) if len(v) > 8 and v[8] is not None else None)
+                    cached_tokens=int(v[8]), cache_write_5m_tokens=int(v[9]), cache_write_1h_tokens=int(v[10]),
+                    bucket=float(v[11]) if v[11] is not None else None)
 
 
 def charged_tokens(rec: LedgerRecord) -> int:
@@ -238,7 +246,8 @@ def usage(q: LedgerQuery, group: str | None) -> tuple[str, list[Any]]:
     bucket = f"floor(l.created_at / {width}) * {width}" if width else "NULL"
     sql = (f"SELECT l.key_id, k.name, l.model, sum(l.n), coalesce(sum(l.prompt_tokens), 0), "
            f"coalesce(sum(l.completion_tokens), 0), sum(l.errs), "
-           f"coalesce(sum(l.cost), 0), {bucket} AS bucket FROM {USAGE_SOURCE} l LEFT JOIN keys k ON k.id = l.key_id"
+           f"coalesce(sum(l.cost), 0), {_CACHE_SUMS}, {bucket} AS bucket FROM {USAGE_SOURCE} l "
+           "LEFT JOIN keys k ON k.id = l.key_id"
            f"{where} GROUP BY l.key_id, k.name, l.model, bucket ORDER BY bucket, k.name, l.model")
     return sql, vals
 

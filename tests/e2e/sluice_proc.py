@@ -32,14 +32,15 @@ def _env() -> dict[str, str]:
 class SluiceProcess:
     """`async with SluiceProcess(tmp_path, toml_body) as s:` -> s.base_url ('.../v1'), s.create_key()."""
 
-    def __init__(self, tmp: Path, body: str, *, extra_env: dict[str, str] | None = None, server: str = "") -> None:
+    def __init__(self, tmp: Path, body: str, *, extra_env: dict[str, str] | None = None, server: str = "",
+                 storage_url: str | None = None) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.db = tmp / "sluice.db"
         self.config = tmp / "sluice.toml"
         self.log = tmp / "sluice.log"
         self.config.write_text(f'[server]\nhost = "127.0.0.1"\nport = {self.port}\n{server}\n'
-                               f'[storage]\nurl = "sqlite:///{self.db}"\n' + body)
+                               f'[storage]\nurl = "{storage_url or "sqlite:///" + str(self.db)}"\n' + body)
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.env = {**_env(), **(extra_env or {})}
         self.proc: subprocess.Popen[bytes] | None = None

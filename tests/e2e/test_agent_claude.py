@@ -105,7 +105,8 @@ targets = [{{ provider = "anth", model = "{MODEL}" }}]
         assert first.headers["x-api-key"] == "sk-ant-upstream"  # the provider's key, never the client's
         rows = _ledger(s)
         assert len(rows) >= 2 and all(r["status"] == 200 and r["usage_source"] == "reported" for r in rows)
-        tool_turn = [r for r in rows if json.loads(r["extra"] or "{}").get("cache_write_1h_tokens") == 20]
+        tool_turn = [r for r in rows if r["cache_write_1h_tokens"] == 20]
+        assert len({r["session_id"] for r in rows}) == 1 and rows[0]["session_id"]  # one session, recorded
         assert len(tool_turn) == 1
         assert tool_turn[0]["prompt_tokens"] == 10 + 20 + 30 and tool_turn[0]["cached_tokens"] == 30
         assert tool_turn[0]["completion_tokens"] == 7

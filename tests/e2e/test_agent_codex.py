@@ -151,6 +151,8 @@ async def test_codex_runs_a_shell_tool_through_sluice(tmp_path: Path) -> None:
         assert all(r["status"] == 200 and r["usage_source"] == "reported" for r in rows), rows
         usage = sorted((r["prompt_tokens"], r["completion_tokens"]) for r in rows)
         assert (100, 9) in usage and (120, 11) in usage, usage
+        # Codex names its session in prompt_cache_key: every turn of the run is recorded under one session
+        assert len({r["session_id"] for r in rows}) == 1 and rows[0]["session_id"], rows
 
 
 async def test_codex_through_an_anthropic_upstream(tmp_path: Path) -> None:

@@ -158,8 +158,8 @@ async def test_unknown_model_is_404_model_not_found(sluice: SluiceServer, api_ke
     assert_openai_error(head, raw, 404, code="model_not_found")
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/nothing"), ("POST", "/v1/completions"),
-                                              ("GET", "/nope"), ("POST", "/v1/embeddings")])
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/nothing"), ("POST", "/v1/images/generations"),
+                                              ("GET", "/nope"), ("POST", "/v1/audio/speech")])
 async def test_unknown_path_is_404(sluice: SluiceServer, api_key: str, method: str, path: str) -> None:
     head, raw = await call(sluice, method, path, b"{}" if method == "POST" else None, auth(api_key))
     assert_openai_error(head, raw, 404)

@@ -91,6 +91,7 @@ name = "up"
 {provider}
 [[models]]
 name = "m"
+pricing = {{ input = "1.00", output = "2.00" }}
 targets = [{{ provider = "up", model = "fx-reasoning" }}]
 """)
     return cfg
@@ -213,7 +214,8 @@ async def test_access_log_fields_and_no_secret_in_any_log_line(tmp_path: Path, u
     assert (line["model"], line["provider"], line["upstream_model"], line["route"]) == (
         "m", "up", "fx-reasoning", "chat_completions")
     assert (line["status"], line["error_code"], line["disconnected"]) == (200, None, False)
-    assert line["input_tokens"] == 14 and line["output_tokens"] == 6 and line["cost"] == 0
+    # 14 x 1.00 + 6 x 2.00 per million tokens
+    assert line["input_tokens"] == 14 and line["output_tokens"] == 6 and line["cost"] == 2.6e-05
     assert line["ttft_ms"] > 0 and line["duration_ms"] >= line["ttft_ms"]
     streamed = [d for d in access.values() if d["stream"] and not d["disconnected"]]
     assert [(d["input_tokens"], d["cached_tokens"], d["reasoning_tokens"]) for d in streamed] == [(40, 32, 16)]

@@ -62,6 +62,16 @@ def text_events(pieces: list[str], model: str = "gemini-sim") -> list[dict[str, 
     return events
 
 
+def embed_reply(body: dict[str, Any]) -> dict[str, Any]:
+    """`batchEmbedContents`: one vector per request (`outputDimensionality` long, 3 by default), from its text."""
+    out = []
+    for req in body["requests"]:
+        text = req["content"]["parts"][0]["text"]
+        dims = req.get("outputDimensionality") or 3
+        out.append({"values": [round((len(text) * (k + 1) * 0.061) % 2 - 1, 5) for k in range(dims)]})
+    return {"embeddings": out}
+
+
 @dataclass
 class GeminiSim:
     """Queue `Script`s with `push()`; each request consumes one (the default reply when none is queued)."""
@@ -114,6 +124,9 @@ class GeminiSim:
             self.completed += 1
             return web.Response(body=orjson.dumps(script.reply or text_reply(model=model)),
                                 content_type="application/json")
+        if action == "batchEmbedContents":
+            self.completed += 1
+            return web.json_response(embed_reply(self.requests[-1].body))
         if action == "streamGenerateContent" and request.query.get("alt") == "sse":
             return await self._stream(request, script, model)
         return web.json_response({"error": {"code": 404, "message": f"unknown action {action}",

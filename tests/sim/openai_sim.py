@@ -1,7 +1,8 @@
 """An OpenAI-compatible upstream simulator: the real wire format from recorded-shape fixtures, faults on demand.
 
-It serves `POST /v1/chat/completions` (and `/v1/responses`, replaying `responses_*` fixtures) on 127.0.0.1
-(random port). Streams replay a fixture from
+It serves `POST /v1/chat/completions` (and `/v1/responses`, replaying `responses_*` fixtures), and
+`POST /v1/embeddings` and legacy `/v1/completions` (generated replies; `SimRequest.sent` keeps the bytes
+sent, for comparison) on 127.0.0.1 (random port). Chat streams replay a fixture from
 `tests/fixtures/openai/<name>.sse` event by event, bytes untouched; plain requests get `text.json`.
 The fixture is chosen by the upstream model name Sluice sends: `fx-<name>` replays `<name>.sse`.
 
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from tests.sim.openai_endpoints import completion_reply, embeddings_reply
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "openai"
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
@@ -89,6 +92,7 @@ class Fault:
     error_then_done: bool = False              # ... followed by `data: [DONE]` (as vLLM does)
     fixture: str | None = None                 # replay this fixture instead of the model's
     script: Callable[[dict[str, Any]], list[bytes]] | None = None  # stream these events (e.g. an agent's turn)
+    reply: bytes | None = None                 # a plain (non-stream) chat reply instead of text.json
     usage: dict[str, Any] | None = None        # report this `usage` object instead of the fixture's
     endless: bytes | None = None               # after the head (and endless_prefix): these bytes, again and
     endless_every: float = 0.0                 # again every endless_every s, until the client leaves
@@ -151,6 +155,7 @@ class SimRequest:
     body: Any
     arrived: float
     fault: Fault | None = None
+    sent: bytes = b""                    # embeddings / legacy completions: the body or events sent
     responded_at: float | None = None    # when the status line went out
     events_sent: int = 0
     completed: bool = False              # the whole planned response was written
@@ -215,6 +220,8 @@ class OpenAISim:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/completions", self._completions)
         # handler_cancellation: a client that goes away cancels the handler even while it sleeps
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -280,12 +287,45 @@ class OpenAISim:
             if not stream:
                 rec.responded_at = time.monotonic()
                 rec.completed = True
-                return web.Response(body=_with_usage(fixture_bytes(plain), f.usage),
+                return web.Response(body=f.reply or _with_usage(fixture_bytes(plain), f.usage),
                                     content_type="application/json", headers=f.headers)
             return await self._stream(request, rec, f, body, streamed)
         except (asyncio.CancelledError, ConnectionError):
             rec.note_closed()
             raise
+
+    async def _record(self, request: web.Request) -> tuple[SimRequest, web.Response | None]:
+        """Record a request; the fault's error reply when one is queued (status != 200)."""
+        raw = await request.read()
+        rec = SimRequest(request.path, dict(request.headers), raw, json.loads(raw), time.monotonic(),
+                         self._next_fault())
+        self.requests.append(rec)
+        rec.responded_at = time.monotonic()
+        rec.completed = True
+        f = rec.fault
+        if f is not None and f.status != 200:
+            return rec, web.Response(status=f.status, body=f.body or b"", content_type=f.content_type)
+        return rec, None
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        rec, err = await self._record(request)
+        if err is not None:
+            return err
+        rec.sent = embeddings_reply(rec.body)
+        return web.Response(body=rec.sent, content_type="application/json")
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        rec, err = await self._record(request)
+        if err is not None:
+            return err
+        rec.sent = completion_reply(rec.body)
+        if not rec.body.get("stream"):
+            return web.Response(body=rec.sent, content_type="application/json")
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(rec.sent)
+        await resp.write_eof()
+        return resp
 
     async def _stream(self, request: web.Request, rec: SimRequest, f: Fault,
                       body: dict[str, Any], default: str) -> web.StreamResponse:
@@ -342,7 +382,7 @@ class OpenAISim:
 
 
 def chat_events(*, text: str = "", calls: tuple[tuple[str, str, str], ...] = (), model: str = "gpt-sim",
-                usage: tuple[int, int] = (10, 7)) -> list[bytes]:
+                usage: tuple[int, int] = (10, 7), cached: int | None = None) -> list[bytes]:
     """A whole chat stream (text, then tool calls as (id, name, arguments), a usage chunk, [DONE])."""
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         doc = {"id": "chatcmpl-script", "object": "chat.completion.chunk", "created": 1, "model": model,
@@ -359,6 +399,8 @@ def chat_events(*, text: str = "", calls: tuple[tuple[str, str, str], ...] = (),
     usage_doc = {"id": "chatcmpl-script", "object": "chat.completion.chunk", "created": 1, "model": model,
                  "choices": [], "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
                                           "total_tokens": sum(usage)}}
+    if cached is not None:
+        usage_doc["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}  # type: ignore[index]
     return [*out, b"data: " + json.dumps(usage_doc).encode() + b"\n\n", b"data: [DONE]\n\n"]
 
 

@@ -267,22 +267,26 @@ def usage_from(u: Any) -> Usage | None:
 
     input_tokens excludes cache reads and writes, so they are added back into prompt_tokens; cache
     writes are split into 5-minute and 1-hour entries (all 5-minute when no breakdown is given). Every
-    figure is range-checked (`Usage.checked`).
+    figure is range-checked (`Usage.checked`); a cache field the upstream left out stays None (not
+    reported), distinct from a reported 0.
     """
     if not isinstance(u, dict) or u.get("output_tokens") is None:
         return None
     bad: list[str] = []
-    read = count("cache_read_input_tokens", u.get("cache_read_input_tokens") or 0, bad)
-    write = count("cache_creation_input_tokens", u.get("cache_creation_input_tokens") or 0, bad)
+    read_raw, write_raw = u.get("cache_read_input_tokens"), u.get("cache_creation_input_tokens")
+    read = count("cache_read_input_tokens", read_raw or 0, bad)
+    write = count("cache_creation_input_tokens", write_raw or 0, bad)
     inp = count("input_tokens", u.get("input_tokens") or 0, bad)
     detail = u.get("cache_creation")
+    write_5m: Any
+    write_1h: Any
     if isinstance(detail, dict):
-        write_5m: Any = detail.get("ephemeral_5m_input_tokens") or 0
-        write_1h: Any = detail.get("ephemeral_1h_input_tokens") or 0
+        write_5m = detail.get("ephemeral_5m_input_tokens")
+        write_1h = detail.get("ephemeral_1h_input_tokens")
     else:
-        write_5m, write_1h = write, 0
-    return Usage.checked(inp + read + write, u["output_tokens"], read, write_5m=write_5m, write_1h=write_1h,
-                         noted=bad)
+        write_5m, write_1h = (write if write_raw is not None else None), None
+    return Usage.checked(inp + read + write, u["output_tokens"], read if read_raw is not None else None,
+                         write_5m=write_5m, write_1h=write_1h, noted=bad)
 
 
 def from_message(msg: Mapping[str, Any], *, created: int, model: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
@@ -16,6 +16,7 @@ from sluice.config import ProviderConfig
 from sluice.errors import UpstreamError
 from sluice.providers.base import Call, Chunk, ChunkStream, Completion, Provider
 from sluice.providers.gemini import wire
+from sluice.providers.gemini.embeddings import from_batch_embed, to_batch_embed
 from sluice.providers.gemini.response import (
     completion_text,
     error_from_body,
@@ -30,6 +31,8 @@ from sluice.upstream import UpstreamClient, UpstreamResponse
 
 class GeminiProvider:
     """One configured Gemini endpoint; `base_url` like `https://generativelanguage.googleapis.com/v1beta`."""
+
+    endpoints = frozenset({"embeddings"})  # besides chat: OpenAI embeddings over batchEmbedContents
 
     def __init__(self, cfg: ProviderConfig, client: UpstreamClient) -> None:
         if not cfg.base_url:
@@ -47,8 +50,8 @@ class GeminiProvider:
         model = model.removeprefix("models/")
         return f"{self._base}/models/{quote(model, safe='-._~')}{method}"
 
-    async def _send(self, call: Call, method: str, accept: str) -> UpstreamResponse:
-        body = orjson.dumps(to_gemini_request(call.request.body))
+    async def _send(self, call: Call, method: str, accept: str, body: bytes | None = None) -> UpstreamResponse:
+        body = body if body is not None else orjson.dumps(to_gemini_request(call.request.body))
         headers = {**self._headers, "accept": accept}
         if call.api_key is not None:
             headers[wire.API_KEY_HEADER] = call.api_key
@@ -59,8 +62,8 @@ class GeminiProvider:
             raise error_from_body(raw, status=resp.status, headers=resp.headers)
         return resp
 
-    async def complete(self, call: Call) -> Completion:
-        resp = await self._send(call, wire.GENERATE, "application/json")
+    async def _json(self, call: Call, method: str, body: bytes | None = None) -> dict[str, Any]:
+        resp = await self._send(call, method, "application/json", body)
         try:
             raw = await resp.read()
         finally:
@@ -71,9 +74,22 @@ class GeminiProvider:
             raise UpstreamError("Gemini sent a reply that is not valid JSON") from None
         if not isinstance(data, dict):
             raise UpstreamError("Gemini sent a reply that is not a JSON object")
+        return data
+
+    async def complete(self, call: Call) -> Completion:
+        if call.request.endpoint == "embeddings":
+            return await self._embed(call)
+        data = await self._json(call, wire.GENERATE)
         body = to_openai_completion(data, upstream_model=call.upstream_model, created=int(time.time()))
         return Completion(orjson.dumps(body), usage_from(data.get("usageMetadata")),
                           text=completion_text(body), model=body["model"])
+
+    async def _embed(self, call: Call) -> Completion:
+        """Gemini reports no token usage for embeddings: the relay estimates it from the input."""
+        req = to_batch_embed(call.request.body, call.upstream_model)
+        data = await self._json(call, wire.BATCH_EMBED, orjson.dumps(req))
+        doc = from_batch_embed(data, call.request.body, call.upstream_model, len(req["requests"]))
+        return Completion(orjson.dumps(doc), None, model=call.upstream_model)
 
     async def stream(self, call: Call) -> GeminiChunkStream:
         resp = await self._send(call, wire.STREAM_GENERATE, "text/event-stream")

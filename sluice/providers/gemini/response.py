@@ -34,8 +34,9 @@ def usage_from(meta: Any) -> Usage | None:
     bad: list[str] = []
     candidates = count("candidatesTokenCount", meta.get("candidatesTokenCount") or 0, bad)
     thoughts = count("thoughtsTokenCount", meta.get("thoughtsTokenCount") or 0, bad)
+    # a cachedContentTokenCount left out is "not reported", which is not "no cache hit"
     return Usage.checked(meta.get("promptTokenCount") or 0, candidates + thoughts,
-                         meta.get("cachedContentTokenCount") or 0, thoughts, noted=bad)
+                         meta.get("cachedContentTokenCount"), thoughts, noted=bad)
 
 
 def tool_call(part: JSON, new_id: IdFactory) -> JSON:

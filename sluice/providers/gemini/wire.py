@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Final
 
 GENERATE: Final = ":generateContent"
+BATCH_EMBED: Final = ":batchEmbedContents"
 STREAM_GENERATE: Final = ":streamGenerateContent?alt=sse"  # without alt=sse the stream is a JSON array
 API_KEY_HEADER: Final = "x-goog-api-key"
 

@@ -96,7 +96,8 @@ def test_group_by_day_hour_key_and_model(capsys: pytest.CaptureFixture[str], con
     days = _json(capsys, config, "--group", "day", "--until", "2023-11-17")
     assert [(d["bucket"], d["requests"], d["errors"], d["prompt_tokens"], d["cost"]) for d in days] == [
         (T0, 3, 1, 22, "0.0015"), (T0 + 86400, 2, 0, 4, "0.005")]
-    assert set(days[0]) == {"bucket", "requests", "errors", "prompt_tokens", "completion_tokens", "cost"}
+    assert set(days[0]) == {"bucket", "requests", "errors", "prompt_tokens", "completion_tokens", "cost",
+                            "cached_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens"}
     out = _run(capsys, config, "--group", "day", "--until", "2023-11-17")[1]
     assert _aligned(out) == [["DAY", "(UTC)", "REQUESTS", "ERRORS", "PROMPT", "TOKENS", "COMPLETION", "TOKENS",
                               "COST"], ["2023-11-15", "3", "1", "22", "25", "0.0015"],

@@ -106,8 +106,9 @@ async def test_upstream_retry_and_metrics_need_the_admin_token(settings: Setting
             async with http.get(base + "/metrics") as r:
                 assert r.status == 401 and (await r.json())["error"]["code"] == "invalid_admin_token"
                 assert r.headers["x-request-id"].startswith("req_")
+            wrong = secret[:-1] + ("y" if secret.endswith("x") else "x")  # always a different secret
             async with http.post(base + "/v1/chat/completions", json={"model": "reasoner", "messages": MSG},
-                                 headers={"authorization": f"Bearer {secret[:-1]}x"}) as r:
+                                 headers={"authorization": f"Bearer {wrong}"}) as r:
                 assert r.status == 401
             async with http.get(base + "/metrics", headers={"authorization": f"Bearer {secret}"}) as r:
                 assert r.status == 401  # a client key is not the admin token

@@ -33,7 +33,8 @@ async def test_get_ledger_round_trips_every_field(store: Store) -> None:
     rec = entry("r1", "k1", model="gpt-x", provider="openai", upstream_model="gpt-x-2024", stream=True,
                 status=200, prompt_tokens=11, completion_tokens=22, cached_tokens=5, usage_source="estimated",
                 ttft_ms=12.5, duration_ms=345.25, disconnected=True, error_code=None, attempts=2,
-                created_at=T0 + 0.125, extra={"route": ["a", "b"], "n": 1}, cost=BIG)
+                created_at=T0 + 0.125, extra={"route": ["a", "b"], "n": 1}, cost=BIG,
+                cache_write_5m_tokens=0, cache_write_1h_tokens=7, session_id="sess-1")
     bare = entry("r2", None, ttft_ms=None, duration_ms=1.0, usage_source="none")
     await store.write_ledger([rec, bare])
     assert await store.get_ledger("r1") == rec
@@ -62,6 +63,22 @@ async def test_usage_without_buckets_sums_exactly(store: Store) -> None:
         UsageRow("k1", "alpha", "m2", requests=1, prompt_tokens=7, completion_tokens=3, errors=0, cost=BIG + 1),
         UsageRow("k2", "beta", "m1", requests=2, prompt_tokens=6, completion_tokens=4, errors=1, cost=BIG + 3),
     ]
+
+
+async def test_usage_sums_cache_reads_and_writes_apart(store: Store) -> None:
+    await store.create_key(key("k1", name="alpha"))
+    await store.write_ledger([
+        entry("x1", model="m", prompt_tokens=100, completion_tokens=1, cached_tokens=60, cache_write_5m_tokens=10,
+              cache_write_1h_tokens=None),
+        entry("x2", model="m", prompt_tokens=50, completion_tokens=1, cached_tokens=None, cache_write_5m_tokens=5,
+              cache_write_1h_tokens=20),
+        entry("x3", model="m", prompt_tokens=9, completion_tokens=1),   # nothing reported adds nothing
+    ])
+    for rows in (await store.usage(LedgerQuery(), None), await store.usage(LedgerQuery(), "day"),
+                 await store.usage_summary()):
+        assert len(rows) == 1
+        r = rows[0]
+        assert (r.prompt_tokens, r.cached_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens) == (159, 60, 15, 20)
 
 
 async def test_usage_by_hour_and_day(store: Store) -> None:

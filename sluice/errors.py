@@ -87,12 +87,17 @@ class InvalidRequest(SluiceError):
 def invalid_field(validation_error: str) -> InvalidRequest:
     """A 400 naming the field from a msgspec validation message ("Expected `int` <= 128 - at `$.n`")."""
     what, sep, where = validation_error.partition(" - at `$")
-    param = where.rstrip("`").lstrip(".") or None if sep else None
+    # msgspec writes a dict's value as `[...]`: the field that holds the dict is the one to name
+    param = where.rstrip("`").lstrip(".").replace("[...]", "") or None if sep else None
     code = "invalid_type" if ", got `" in what else "invalid_value"
     missing = re.match(r"Object missing required field `([^`]+)`", what)
     if missing:
         param = f"{param}.{missing[1]}" if param else missing[1]
         code = "missing_required_parameter"
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", what)
+    if unknown:
+        param = f"{param}.{unknown[1]}" if param else unknown[1]
+        code = "unknown_parameter"
     return InvalidRequest(f"Invalid '{param or 'body'}': {what[:1].lower()}{what[1:]}.", param=param, code=code)
 
 

@@ -15,7 +15,7 @@ import time
 
 from sluice.accounts.records import CodeRecord
 from sluice.accounts.store import AccountStore
-from sluice.errors import InvalidRequest, NotFound, SluiceError
+from sluice.errors import Conflict, InvalidRequest, NotFound, SluiceError
 from sluice.metering.pricing import fmt_money
 from sluice.storage.base import KeyRecord
 
@@ -43,7 +43,7 @@ async def create_batch(accounts: AccountStore, count: int, amount: int, *, expir
     if amount <= 0:
         raise InvalidRequest("'amount' must be positive", param="amount")
     if expires_at is not None and expires_at <= time.time():
-        raise InvalidRequest("'expires_at' must be in the future", param="expires_at")
+        raise Conflict("'expires_at' must be in the future", param="expires_at", code="already_expired")
     batch = "cb_" + os.urandom(6).hex()
     now = time.time()
     codes = [new_code() for _ in range(count)]
@@ -72,7 +72,6 @@ async def redeem(accounts: AccountStore, key: KeyRecord, code: object) -> tuple[
     if rec is None:
         raise NotFound("This redemption code does not exist. Check it for typos.", code="code_not_found")
     if rec.redeemed_at is not None:
-        raise SluiceError("This redemption code has already been used.", status=409, type="invalid_request_error",
-                          code="code_already_used")
+        raise Conflict("This redemption code has already been used.", code="code_already_used")
     raise SluiceError("This redemption code has expired.", status=410, type="invalid_request_error",
                       code="code_expired")

@@ -20,7 +20,7 @@ from sluice.channels.pool import ACTIVE, COOLING, DISABLED_AUTO, DISABLED_MANUAL
 from sluice.channels.probe import ProbeResult, probe
 from sluice.channels.ticker import Ticker
 from sluice.config import ProviderConfig, Settings, UpstreamKeyConfig
-from sluice.errors import InvalidRequest, NotFound, UpstreamError, UpstreamUnavailable
+from sluice.errors import Conflict, NotFound, UpstreamError, UpstreamUnavailable
 from sluice.providers.base import Provider
 from sluice.storage.base import Store, UpstreamKeyState
 from sluice.upstream import UpstreamClient
@@ -144,8 +144,8 @@ class ChannelHub:
         key = self._key(provider, key_id)[1] if key_id else (pool.order() or pool.keys)[0] if pool else None
         model = model or self._probe_model.get(provider)
         if not model:
-            raise InvalidRequest("No model to probe with: pass 'model' or set the provider's probe_model.",
-                                 param="model")
+            raise Conflict("No model to probe with: pass 'model' or set the provider's probe_model.",
+                           param="model")
         res = await probe(prov, model, key.secret if key else None, self._secrets(pool))
         if pool is not None and key is not None:
             await self._after_probe(pool, key, res)

@@ -18,7 +18,7 @@ from sluice.auth.admin_token import AdminToken
 from sluice.auth.keys import hash_key, new_key
 from sluice.channels.catalog import Catalog
 from sluice.config import Settings
-from sluice.errors import AuthenticationFailed, InvalidRequest, MethodNotAllowed, NotFound, SluiceError
+from sluice.errors import AuthenticationFailed, Conflict, MethodNotAllowed, NotFound, SluiceError
 from sluice.http.account_routes import AccountAdmin, account_doc, owner_account
 from sluice.http.admin_schema import KeyFields, NewKey, TopUp, changes, decode, ledger_params, money_nanos
 from sluice.http.asgi import Headers, Receive, Scope, Send, header, read_body, send_error, send_json
@@ -102,8 +102,8 @@ class AdminRoutes:
             nanos = money_nanos(decode(body, TopUp).amount)
             held = await self.store.get_key(kid)
             if held is not None and (held.spent if held.budget is None else held.budget) + nanos > MAX_NANOS:
-                raise InvalidRequest("This top-up would take the budget past 10^9 currency units.", param="amount",
-                                     code="invalid_value")
+                raise Conflict("This top-up would take the budget past 10^9 currency units.", param="amount",
+                               code="money_cap_exceeded")
             rec = await self.store.top_up(kid, nanos)
         elif method == "GET":
             rec = await self.store.get_key(kid)

@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -431,3 +431,13 @@ async def serving(cfg: Path, tmp_path: Path, name: str, ready_timeout: float = 3
 
 def chat_body(model: str, stream: bool) -> dict[str, Any]:
     return {"model": model, "stream": stream, "messages": [{"role": "user", "content": "Tell me something"}]}
+
+
+async def log_when(log: Path, cond: Callable[[str], bool], what: str, within: float = 15.0) -> str:
+    """A server's log once `cond(log text)` holds: lines go out through a log thread, so a line the server
+    has decided to write may not be in the file yet when the reply has arrived."""
+    deadline = time.monotonic() + within
+    while not cond(text := await asyncio.to_thread(log.read_text, errors="replace")):
+        assert time.monotonic() < deadline, f"{what}:\n{text[-3000:]}"
+        await asyncio.sleep(0.05)
+    return text

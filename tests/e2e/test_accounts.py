@@ -47,8 +47,8 @@ async def test_an_account_pays_for_its_keys_at_its_group_prices(tmp_path: Path) 
                                                                      "balance": "1.00"}, status=201)
         key = await admin(http, s.url, "POST", "/admin/keys", {"name": "acme-cli", "account_id": acct["id"]},
                           status=201)
-        bad = await admin(http, s.url, "POST", "/admin/keys", {"name": "x", "account_id": "acct_nope"}, status=400)
-        assert bad["error"]["code"] == "account_not_found"
+        bad = await admin(http, s.url, "POST", "/admin/keys", {"name": "x", "account_id": "acct_nope"}, status=404)
+        assert bad["error"]["code"] == "account_not_found" and bad["error"]["param"] == "account_id"
         client = openai.AsyncOpenAI(base_url=s.url + "/v1", api_key=key["key"], max_retries=0)
         reply = await client.chat.completions.with_raw_response.create(
             model="fast-sim", max_tokens=20, messages=[{"role": "user", "content": "hi"}])

@@ -1,6 +1,7 @@
 """The admin OpenAPI document matches the handlers (issue 10, item 9): schemathesis, run against
 `/admin/openapi.json` of a real `sluice serve` with an admin token, finds no server error and no conformance
-failure (required fields, ranges, documented 400s, 405 with Allow for other methods)."""
+failure (required fields, ranges, documented statuses, 405 with Allow for other methods), and, following the
+document's links from what it creates, reaches every operation past its 404."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.e2e.cluster import ADMIN_TOKEN, serving, two_speed_config
+from tests.e2e.cluster import ADMIN_TOKEN, chat_body, serving, two_speed_config
 
 
 def _schemathesis() -> list[str]:
@@ -23,14 +24,23 @@ def _schemathesis() -> list[str]:
 
 
 async def test_schemathesis_finds_no_failure_in_the_admin_api(tmp_path: Path) -> None:
-    cfg = two_speed_config(tmp_path, f"sqlite:///{tmp_path / 'sluice.db'}", slow_tps=50)
+    # a provider with a key pool, so that the links from /admin/channels reach a key's enable/disable
+    pool = '[[providers]]\nname = "pool"\nkind = "simulated"\napi_keys = ["sk-openapi-pool-0123456789"]\n'
+    cfg = two_speed_config(tmp_path, f"sqlite:///{tmp_path / 'sluice.db'}", slow_tps=50, extra=pool)
     async with serving(cfg, tmp_path, "openapi") as server:
-        async with aiohttp.ClientSession() as s, s.post(
-                server.url + "/admin/keys", json={"name": "seed", "budget": "1"},
-                headers={"authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
-            assert r.status == 201
+        async with aiohttp.ClientSession() as s:
+            async with s.post(server.url + "/admin/keys", json={"name": "seed", "budget": "1"},
+                              headers={"authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+                assert r.status == 201
+                seed = await r.json()
+            # One logged request, so that the link from the request log reaches /admin/requests/{request_id}.
+            async with s.post(server.url + "/v1/chat/completions", json=chat_body("fast-sim", False),
+                              headers={"authorization": f"Bearer {seed['key']}"}) as r:
+                assert r.status == 200
+        # Every warning fails the run: "missing test data" means an operation was never reached past its 404.
+        (tmp_path / "schemathesis.toml").write_text("[warnings]\nfail-on = true\n")
         cmd = [*_schemathesis(), "run", server.url + "/admin/openapi.json", "--header",
-               f"Authorization: Bearer {ADMIN_TOKEN}", "--checks", "all", "--max-examples", "40", "--workers", "1",
+               f"Authorization: Bearer {ADMIN_TOKEN}", "--checks", "all", "--max-examples", "60", "--workers", "1",
                "--seed", "20261129", "--no-color"]
         res = await asyncio.to_thread(subprocess.run, cmd, cwd=tmp_path, capture_output=True, text=True,
                                       timeout=120, env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})

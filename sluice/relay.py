@@ -80,11 +80,11 @@ class Relay:
         rec = meter.take_record()
         if rec is None:
             return None
-        self.admission.price_record(meter, rec)
+        self.admission.price_record(meter.ticket, rec)
         metrics.settled(self.labels, meter, rec)
         access_line(meter, rec)
-        if meter.limits:
-            await self.admission.release_limits(meter, (rec.prompt_tokens or 0) + (rec.completion_tokens or 0))
+        if meter.ticket.limits:
+            await self.admission.release_limits(meter.ticket, (rec.prompt_tokens or 0) + (rec.completion_tokens or 0))
         if self.durable if durable is None else durable:
             await self.ledger.commit(rec)
         else:
@@ -116,7 +116,9 @@ class Relay:
         if req.endpoint != ChatRequest.endpoint:
             meter.extra["endpoint"] = req.endpoint
         route = self.route_for(key, req.model)
-        return route, await self.admission.admit(key, req, meter)
+        ticket = await self.admission.admit(key, req, meter.ticket)
+        meter.prompt_estimate = ticket.prompt_estimate
+        return route, ticket.headers
 
     def targets(self, route: Route, meter: Meter) -> list[Target]:
         """The order to try: the session's last target first while it serves, else the weighted pick;

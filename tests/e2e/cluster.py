@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +28,9 @@ import pytest
 import redis
 from aiohttp import web
 
+from tests import harness
+from tests.harness import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_TEMPLATE = ROOT / "docs" / "nginx-sluice.conf"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -43,12 +45,6 @@ def unavailable(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def nginx_binary() -> str:
@@ -254,16 +250,13 @@ class SluiceServer:
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"sluice on :{self.port} exited ({self.proc.returncode}):\n{self.tail()}")
-            with contextlib.suppress(OSError):
-                if http_get(self.url + "/ready")[0] == 200:
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"sluice on :{self.port} not ready after {timeout}s:\n{self.tail()}")
+        """Its port is fixed (the balancer's config names it, restarts reuse it), so no retry on a clash:
+        instances start in parallel and wait here (tests/harness.py polls)."""
+        assert self.proc is not None
+        try:
+            harness.wait_ready(self.url, self.proc, path="/ready", timeout=timeout)
+        except RuntimeError as exc:
+            raise AssertionError(f"sluice on :{self.port}: {exc}:\n{self.tail()}") from None
 
     def tail(self, n: int = 40) -> str:
         try:

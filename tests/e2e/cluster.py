@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -143,7 +144,10 @@ class UpstreamSim:
         self.prompt_tokens = prompt_tokens
         self.received: list[str] = []
         self._lock = threading.Lock()
-        self.port = free_port()
+        # bound here and kept (port 0): no window for another process to take the port before we listen
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = int(self._sock.getsockname()[1])
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._ready = threading.Event()
@@ -182,7 +186,7 @@ class UpstreamSim:
         app.router.add_post("/v1/chat/completions", self._chat)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024).start())
+        self._loop.run_until_complete(web.SockSite(self._runner, self._sock, backlog=1024).start())
         self._ready.set()
         self._loop.run_forever()
 

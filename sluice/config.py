@@ -11,9 +11,11 @@ import re
 import tomllib
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
+from msgspec import Meta
 
 ProviderKind = Literal["openai", "simulated", "anthropic", "gemini"]
 
@@ -65,6 +67,10 @@ class AdminConfig(_Strict):
     token: str | None = None
 
 
+# Integers the catalog API also takes: within 64 bits (JSON may carry more); check() sets the real ranges.
+Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+
+
 class TimeoutsConfig(_Strict):
     connect: float = 10.0
     first_byte: float = 600.0  # long-thinking models may be silent for minutes before answering
@@ -72,15 +78,27 @@ class TimeoutsConfig(_Strict):
     total: float = 1800.0      # one request, every attempt and the whole stream included
 
 
+class UpstreamKeyConfig(_Strict):
+    """One key of a provider's pool; a bare string in `api_keys` is a key of weight 1."""
+
+    key: str
+    weight: Int64 = 1
+
+
 class ProviderConfig(_Strict):
     name: str
     kind: ProviderKind
     base_url: str | None = None
     api_key: str | None = None
+    api_keys: list[str | UpstreamKeyConfig] = msgspec.field(default_factory=list)  # a pool, with api_key
+    proxy: str | None = None         # http://[user:pass@]host:port; None: HTTPS_PROXY/HTTP_PROXY/NO_PROXY; "": none
+    ca_file: str | None = None       # PEM bundle of CAs to trust for this upstream (instead of the system's)
+    probe_model: str | None = None   # model of the health probe of disabled/cooling keys (None: no probe)
+    probe_interval: float = 60.0     # seconds between probes of one disabled/cooling key
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
     stream_options: bool = True      # ask the upstream for usage with stream_options.include_usage
-    max_tokens_default: int = 4096   # for upstreams that require max_tokens (Anthropic)
+    max_tokens_default: Int64 = 4096   # for upstreams that require max_tokens (Anthropic)
     # Anthropic pass-through: client `anthropic-beta` values this upstream rejects (e.g. a cloud-hosted variant)
     strip_betas: list[str] = msgspec.field(default_factory=list)
     # the OpenAI APIs an OpenAI-compatible upstream has: with "responses", `/v1/responses` passes through
@@ -94,8 +112,8 @@ class ProviderConfig(_Strict):
 class TargetConfig(_Strict):
     provider: str
     model: str
-    weight: int = 1
-    priority: int = 0
+    weight: Int64 = 1
+    priority: Int64 = 0
 
 
 class PricingConfig(_Strict):
@@ -114,7 +132,8 @@ class ModelConfig(_Strict):
     owned_by: str = "sluice"
     pricing: PricingConfig | None = None
     free: bool = False                     # no price on purpose: served without charge (else refused)
-    max_output_reserve: int | None = None  # tokens reserved when a request sets no max_tokens
+    max_output_reserve: Int64 | None = None  # tokens reserved when a request sets no max_tokens
+    strip_suffixes: list[str] = msgspec.field(default_factory=list)  # e.g. ["[1m]"], removed before matching
 
 
 class LimitsConfig(_Strict):
@@ -145,6 +164,14 @@ class LogConfig(_Strict):
     access: bool = True         # one line per request (sluice.access)
 
 
+class ChannelsConfig(_Strict):
+    """Upstream key pools: how often an instance reads key states other instances wrote."""
+
+    poll_seconds: float = 2.0
+    cooldown_seconds: float = 30.0  # a key the upstream rate-limited rests this long (or its retry-after)
+    secret: str | None = None       # encrypts upstream keys stored in the database (SLUICE_CHANNELS_SECRET)
+
+
 class TokenizerConfig(_Strict):
     encoding_file: str | None = None  # a local tiktoken BPE file (e.g. cl100k_base.tiktoken)
 
@@ -161,6 +188,7 @@ class Settings(_Strict):
     budgets: BudgetsConfig = msgspec.field(default_factory=BudgetsConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     tokenizer: TokenizerConfig = msgspec.field(default_factory=TokenizerConfig)
+    channels: ChannelsConfig = msgspec.field(default_factory=ChannelsConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
 
     def provider(self, name: str) -> ProviderConfig:
@@ -208,13 +236,38 @@ def load(path: str | os.PathLike[str] | None = None, *, data_dir: str | None = N
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid config: {_humanize(str(exc))}") from None
     _check(settings)
+    apply_env_proxies(settings)
     return settings
+
+
+def apply_env_proxies(s: Settings) -> None:
+    """Give providers that set no `proxy` the one HTTPS_PROXY / HTTP_PROXY names, unless NO_PROXY
+    exempts their host (curl's rules: `*`, a host, or a domain with or without a leading dot)."""
+    for p in s.providers:
+        if p.proxy is None and p.base_url:
+            u = urlsplit(p.base_url)
+            names = ("https_proxy", "HTTPS_PROXY") if u.scheme == "https" else ("http_proxy", "HTTP_PROXY")
+            proxy = next((v for n in names if (v := os.environ.get(n))), None)
+            if proxy and not _no_proxy(u.hostname or ""):
+                p.proxy = proxy if "://" in proxy else "http://" + proxy
+
+
+def _no_proxy(host: str) -> bool:
+    raw = os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or ""
+    for entry in (e.strip().lower() for e in raw.split(",")):
+        entry = entry.split(":")[0] if entry.count(":") == 1 else entry  # drop a port
+        if entry == "*" or (entry and (host == entry.lstrip(".") or host.endswith("." + entry.lstrip(".")))):
+            return True
+    return False
 
 
 def _env_overrides(raw: dict[str, Any]) -> None:
     token = os.environ.get("SLUICE_ADMIN_TOKEN")
     if token:
         raw.setdefault("admin", {})["token"] = token
+    secret = os.environ.get("SLUICE_CHANNELS_SECRET")
+    if secret:
+        raw.setdefault("channels", {})["secret"] = secret
     redis_url = os.environ.get("SLUICE_REDIS_URL")
     if redis_url:
         raw.setdefault("redis", {})["url"] = redis_url
@@ -253,6 +306,11 @@ def _humanize(msg: str) -> str:
     return msg.replace("`$.", "`").replace("`$`", "the top level")
 
 
+def check(s: Settings) -> None:
+    """Validate settings assembled at runtime (file + database): raises ConfigError naming the key."""
+    _check(s)
+
+
 def _check(s: Settings) -> None:
     if not 0 < s.server.port < 65536:
         raise ConfigError("server.port: must be between 1 and 65535")
@@ -282,6 +340,15 @@ def _check(s: Settings) -> None:
             raise ConfigError(f"providers[{i}].base_url: required for kind {p.kind!r}")
         if p.base_url and not p.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"providers[{i}].base_url: must be an http:// or https:// URL")
+        if p.proxy and (not p.proxy.startswith("http://") or not urlsplit(p.proxy).hostname):
+            raise ConfigError(f"providers[{i}].proxy: must be an http://host:port URL")
+        if p.ca_file is not None and not Path(p.ca_file).is_file():
+            raise ConfigError(f"providers[{i}].ca_file: no such file: {p.ca_file}")
+        for j, k in enumerate(p.api_keys):
+            if isinstance(k, UpstreamKeyConfig) and not 0 <= k.weight <= 1000:
+                raise ConfigError(f"providers[{i}].api_keys[{j}].weight: must be between 0 and 1000")
+        if not 1.0 <= p.probe_interval <= 86400.0:
+            raise ConfigError(f"providers[{i}].probe_interval: must be between 1 and 86400 seconds")
         if "responses" in p.apis and p.kind != "openai":
             raise ConfigError(f"providers[{i}].apis: only kind 'openai' passes the Responses API through")
         to = p.timeouts
@@ -291,6 +358,10 @@ def _check(s: Settings) -> None:
         raise ConfigError("ledger.retention_days: must be between 1 and 36500 (or absent to keep every row)")
     if not 1 <= s.ledger.retention_check_seconds <= 86400:
         raise ConfigError("ledger.retention_check_seconds: must be between 1 and 86400")
+    if not 0.1 <= s.channels.poll_seconds <= 3600.0:
+        raise ConfigError("channels.poll_seconds: must be between 0.1 and 3600")
+    if not 0.0 <= s.channels.cooldown_seconds <= 86400.0:
+        raise ConfigError("channels.cooldown_seconds: must be between 0 and 86400")
     _check_price("pricing", s.pricing)
     models = set()
     for i, m in enumerate(s.models):
@@ -305,9 +376,15 @@ def _check(s: Settings) -> None:
         models.add(m.name)
         if not m.targets:
             raise ConfigError(f"models[{i}].targets: at least one target is required")
+        if m.name.count("*") > 1 or not 0 < len(m.name) <= 200:
+            raise ConfigError(f"models[{i}].name: 1 to 200 characters with at most one '*'")
+        if any(not 0 < len(x) <= 50 for x in m.strip_suffixes):
+            raise ConfigError(f"models[{i}].strip_suffixes: each suffix must be 1 to 50 characters")
         for j, t in enumerate(m.targets):
             if t.provider not in names:
                 raise ConfigError(f"models[{i}].targets[{j}].provider: unknown provider {t.provider!r}")
+            if "*" in t.model and "*" not in m.name:
+                raise ConfigError(f"models[{i}].targets[{j}].model: '*' only in the targets of a pattern")
             if t.weight < 0:
                 raise ConfigError(f"models[{i}].targets[{j}].weight: must not be negative")
 

@@ -220,9 +220,11 @@ class UpstreamAuthFailed(UpstreamError):
     code = "upstream_auth_failed"
     retry_same_target = False
 
-    def __init__(self) -> None:
+    def __init__(self, upstream_status: int = 401, detail: str = "") -> None:
         super().__init__("The upstream provider rejected the gateway's credentials; the operator has been "
                          "notified.")
+        self.upstream_status = upstream_status  # for the operator (a key pool's disable reason), never the client
+        self.detail = detail                    # the upstream's own words, credentials masked
 
 
 class UpstreamRejected(UpstreamError):
@@ -243,7 +245,7 @@ def error_for_upstream_status(status: int, message: str, *, type: str | None = N
     message = mask(message)
     if status in (401, 403):
         log.error("the upstream refused the gateway's credentials (HTTP %d): %s", status, message[:500])
-        return UpstreamAuthFailed()
+        return UpstreamAuthFailed(status, message[:500])
     if status == 429:
         return UpstreamRateLimited(message, type=type or "requests", code=code or "rate_limit_exceeded",
                                    param=param, retry_after=retry_after)

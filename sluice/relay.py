@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 
 from sluice.auth.principal import Authenticator
+from sluice.channels.hub import ChannelHub
 from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.errors import InvalidRequest, ModelNotFound, PermissionDenied, SluiceError
 from sluice.metering.admission import Admission
@@ -42,6 +43,7 @@ from sluice.sse import DONE_FRAME
 from sluice.storage.base import KeyRecord, LedgerRecord, Store
 
 Headers = list[tuple[bytes, bytes]]
+T = TypeVar("T")
 
 
 _RID_PREFIX = "req_" + os.urandom(8).hex()
@@ -56,7 +58,8 @@ def new_request_id() -> str:
 class Relay:
     def __init__(self, *, store: Store, providers: dict[str, Provider], table: ModelTable,
                  ledger: LedgerWriter, auth: Authenticator, admission: Admission, durable: bool = True,
-                 counter_factory: Callable[[], Counter] = TokenCounter, clock: Clock = SYSTEM_CLOCK) -> None:
+                 counter_factory: Callable[[], Counter] = TokenCounter, channels: ChannelHub | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.counter_factory = counter_factory
         self.store = store
         self.providers = providers
@@ -67,6 +70,7 @@ class Relay:
         self.durable = durable
         self.cooldowns = Cooldowns(on_change=metrics.target_state, clock=clock)
         self.labels = metrics.Labels(table.names(), list(providers))
+        self.channels = channels
         self.affinity = SessionAffinity()
 
     def meter(self, request_id: str, route: str = "") -> Meter:
@@ -98,7 +102,11 @@ class Relay:
         return route
 
     def models_for(self, key: KeyRecord) -> list[Route]:
-        return [r for n in self.table.names() if key.may_use(n) and (r := self.table.get(n)) is not None]
+        """Exact names, then what the patterns make of the upstreams' own model lists."""
+        names = self.table.names()
+        if self.channels is not None:
+            names += self.table.listed(self.channels.offered)
+        return [r for n in names if key.may_use(n) and (r := self.table.get(n)) is not None]
 
     async def _start(self, meter: Meter, key: KeyRecord, req: ChatRequest, stream: bool) -> tuple[Route, Headers]:
         meter.key_id = key.id
@@ -129,14 +137,18 @@ class Relay:
         self.affinity.remember(meter.model, meter.session_id, meter.provider, meter.upstream_model)
 
     def _attempt_meta(self, meter: Meter, target: Target, n: int, timeouts: Timeouts,
-                      native: NativeBody | None = None) -> Call:
+                      native: NativeBody | None, api_key: str | None) -> Call:
         meter.attempts = n
         if n > 1 and (meter.provider, meter.upstream_model) != (target.provider, target.model):
             meter.failovers += 1
         meter.provider = target.provider
         meter.upstream_model = target.model
         return Call(meter.request, target.model, meter.request_id, timeouts,  # type: ignore[arg-type]
-                    native)
+                    native, api_key=api_key)
+
+    async def _keyed(self, target: Target, fn: Callable[[str | None], Awaitable[T]]) -> T:
+        """`fn` with a key from the target provider's pool (moving on past refused keys), if it has one."""
+        return await fn(None) if self.channels is None else await self.channels.call(target.provider, fn)
 
     def native_provider(self, target: Target, native: NativeBody | None) -> NativeProvider | None:
         """The target's provider when it speaks the request's own wire format (a pass-through serves it);
@@ -155,10 +167,12 @@ class Relay:
         route, headers = await self._start(meter, key, req, False)
 
         async def attempt(target: Target, n: int, timeouts: Timeouts) -> Completion:
-            call = self._attempt_meta(meter, target, n, timeouts, native)
-            if (prov := self.native_provider(target, native)) is not None:
-                return await prov.complete_native(call)
-            return await self.providers[target.provider].complete(call)
+            async def one(api_key: str | None) -> Completion:
+                call = self._attempt_meta(meter, target, n, timeouts, native, api_key)
+                if (prov := self.native_provider(target, native)) is not None:
+                    return await prov.complete_native(call)
+                return await self.providers[target.provider].complete(call)
+            return await self._keyed(target, one)
 
         result = await with_failover(self.targets(route, meter), attempt, self.cooldowns)
         self.served(meter)
@@ -180,7 +194,8 @@ class Relay:
         prov = self.native_provider(target, native)
         if prov is not None:
             try:
-                return await prov.count_tokens(Call(req, target.model, request_id, target.timeouts, native)), False
+                return await self._keyed(target, lambda api_key: prov.count_tokens(
+                    Call(req, target.model, request_id, target.timeouts, native, api_key=api_key))), False
             except SluiceError as exc:
                 if not exc.retryable:
                     raise
@@ -193,13 +208,15 @@ class Relay:
         served_native = False
 
         async def attempt(target: Target, n: int, timeouts: Timeouts) -> ChunkStream:
-            nonlocal served_native
-            call = self._attempt_meta(meter, target, n, timeouts, native)
-            if (prov := self.native_provider(target, native)) is not None:
-                served_native = True
-                return await prov.stream_native(call)
-            served_native = False
-            return await self.providers[target.provider].stream(call)
+            async def one(api_key: str | None) -> ChunkStream:
+                nonlocal served_native
+                call = self._attempt_meta(meter, target, n, timeouts, native, api_key)
+                if (prov := self.native_provider(target, native)) is not None:
+                    served_native = True
+                    return await prov.stream_native(call)
+                served_native = False
+                return await self.providers[target.provider].stream(call)
+            return await self._keyed(target, one)
 
         upstream = await with_failover(self.targets(route, meter), attempt, self.cooldowns)
         self.served(meter)

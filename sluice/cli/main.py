@@ -1,5 +1,5 @@
-"""`sluice serve | keys | usage | accounts | groups | codes`: every command reads the same configuration
-(--config or SLUICE_CONFIG)."""
+"""`sluice serve | keys | usage | accounts | groups | codes | catalog`: every command reads the same
+configuration (--config or SLUICE_CONFIG)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from sluice import __version__
 from sluice.auth.keys import hash_key, new_key
-from sluice.cli import accounts, usage
+from sluice.cli import accounts, catalog, usage
 from sluice.cli.tables import render
 from sluice.config import ConfigError, Settings, load
 from sluice.metering.pricing import fmt_money, to_nanos
@@ -66,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
     kr.add_argument("id")
     usage.add_parser(sub, _common)
     accounts.add_parsers(sub, _common)
+    catalog.add_parser(sub, _common)
     return ap
 
 
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return _with_store(settings, lambda st: usage.run(st, args))
     if args.cmd in ("accounts", "groups", "codes"):
         return _with_store(settings, lambda st: accounts.run(st, args))
+    if args.cmd == "catalog":
+        return _with_store(settings, lambda st: catalog.run(settings, st, args))
     return 2
 
 

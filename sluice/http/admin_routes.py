@@ -1,7 +1,8 @@
 """The admin API under /admin/ (admin token, separate from user keys) and a key owner's /v1/dashboard/.
 
 Admin: keys CRUD, top-ups, usage (by key / model / time, grouped by hour or day), the request log and
-one request's record, providers and models with their health, and the OpenAPI document.
+one request's record, providers and models with their health, accounts/groups/codes (account_routes.py),
+key pools and the runtime catalog (channel_routes.py), and the OpenAPI document.
 Owner: its own balance, limits, usage and requests, with nothing but its own key.
 """
 
@@ -15,11 +16,13 @@ from msgspec import UNSET
 
 from sluice.auth.admin_token import AdminToken
 from sluice.auth.keys import hash_key, new_key
+from sluice.channels.catalog import Catalog
 from sluice.config import Settings
 from sluice.errors import AuthenticationFailed, Conflict, MethodNotAllowed, NotFound, SluiceError
 from sluice.http.account_routes import AccountAdmin, account_doc, owner_account
 from sluice.http.admin_schema import KeyFields, NewKey, TopUp, changes, decode, ledger_params, money_nanos
 from sluice.http.asgi import Headers, Receive, Scope, Send, header, read_body, send_error, send_json
+from sluice.http.channel_routes import catalog_route, channel_route
 from sluice.http.openapi import OPENAPI
 from sluice.metering.pricing import MAX_NANOS
 from sluice.relay import Relay
@@ -27,10 +30,11 @@ from sluice.storage.base import KeyRecord
 
 
 class AdminRoutes:
-    def __init__(self, settings: Settings, relay: Relay) -> None:
+    def __init__(self, settings: Settings, relay: Relay, catalog: Catalog | None = None) -> None:
         self.token = AdminToken.from_settings(settings)
         self._settings = settings
         self.relay = relay
+        self.catalog = catalog
         self.store = relay.store
         self.accounts = AccountAdmin(relay)
 
@@ -77,6 +81,10 @@ class AdminRoutes:
             if rec is None:
                 raise NotFound(f"No request {parts[1]} in the ledger.")
             return 200, rec.public()
+        if parts[0] == "channels":
+            return await channel_route(self.relay.channels, method, parts[1:], body)
+        if parts[0] == "catalog":
+            return await catalog_route(self.catalog, method, parts[1:], body)
         return 200, self._providers()
 
     async def _create_key(self, body: bytes) -> dict[str, Any]:
@@ -122,7 +130,8 @@ class AdminRoutes:
             models.append({"name": name, "owned_by": route.owned_by, "targets": [
                 {"provider": t.provider, "model": t.model, "weight": t.weight, "priority": t.priority,
                  "healthy": cool.available(t)} for tier in route.tiers for t in tier]})
-        providers = [{"name": p.name, "kind": p.kind, "base_url": p.base_url} for p in self._settings.providers]
+        providers = [{"name": p.name, "kind": p.kind, "base_url": p.base_url} for p in
+                     (self.catalog.current if self.catalog else self._settings).providers]
         return {"providers": providers, "models": models}
 
 
@@ -179,11 +188,23 @@ _ROUTES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("requests", "*"): ("GET",), ("providers",): ("GET",),
     ("accounts",): ("GET", "POST"), ("accounts", "*"): ("GET", "PATCH"), ("accounts", "*", "topup"): ("POST",),
     ("accounts", "*", "adjust"): ("POST",), ("accounts", "*", "history"): ("GET",), ("groups",): ("GET", "POST"),
-    ("groups", "*"): ("GET",), ("codes",): ("GET", "POST")}
+    ("groups", "*"): ("GET",), ("codes",): ("GET", "POST"),
+    ("channels",): ("GET",), ("channels", "*", "test"): ("POST",),
+    ("channels", "*", "keys", "*", "enable"): ("POST",), ("channels", "*", "keys", "*", "disable"): ("POST",),
+    ("catalog",): ("GET",), ("catalog", "providers", "*"): ("GET", "PUT", "DELETE"),
+    ("catalog", "models", "*"): ("GET", "PUT", "DELETE")}
+
+
+def _pattern(parts: list[str]) -> tuple[str, ...]:
+    """The _ROUTES key of a path: names in place of `*` (a catalog model's name may hold slashes)."""
+    if parts[0] == "catalog" and len(parts) >= 3:
+        return ("catalog", parts[1], "*")
+    names = (1, 3) if parts[0] == "channels" else (1,)
+    return tuple("*" if i in names and p else p for i, p in enumerate(parts))
 
 
 def _check_method(method: str, path: str, parts: list[str]) -> None:
-    pattern = tuple("*" if i == 1 and p else p for i, p in enumerate(parts))
+    pattern = _pattern(parts) if parts else ()
     allowed = _ROUTES.get(pattern)
     if allowed is None or not all(parts):
         raise NotFound(f"Unknown admin route: {method} /admin/{path}", code="unknown_url")

@@ -111,3 +111,32 @@ def changes(f: KeyFields) -> dict[str, Any]:
 def money_nanos(v: str | float) -> int:
     """A validated Money value in nano-units."""
     return to_nanos(Decimal(str(v)))
+
+
+class ProbeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A test of a provider's key pool on demand: one key (by fingerprint id) or the next, one model."""
+
+    key_id: Name | None = None
+    model: Name | None = None
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A JSON object body for a struct checked further in (the catalog's config tables), with every integral
+    float an integer at any depth, as `decode` does at the top."""
+    try:
+        doc = orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(doc, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    return _integral(doc)  # type: ignore[no-any-return]
+
+
+def _integral(v: Any) -> Any:
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**63:
+        return int(v)
+    if isinstance(v, dict):
+        return {k: _integral(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_integral(x) for x in v]
+    return v

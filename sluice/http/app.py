@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from sluice.accounts.retention import Retention
 from sluice.auth.principal import Authenticator
+from sluice.channels.catalog import Catalog
+from sluice.channels.hub import ChannelHub
 from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.config import Settings
 from sluice.errors import InvalidRequest, NotFound, SluiceError
@@ -78,6 +80,19 @@ class Resources:
     responses: ResponsesRoute
 
 
+def _apply_catalog(merged: Settings, relay: Relay, client: Transport) -> None:
+    """Swap in the providers and models the catalog now says; requests in flight keep the objects they
+    hold (their provider, their stream), new ones see the new table."""
+    providers = build_providers(merged.providers, client)
+    relay.providers = providers
+    relay.table = ModelTable(merged.models, merged.providers)
+    relay.admission.set_models(merged.models)
+    relay.labels = metrics.Labels(relay.table.names(), list(providers))
+    if relay.channels is not None:
+        relay.channels.configure(merged, providers)
+        relay.channels.relist()
+
+
 class App:
     """The ASGI application. Tests inject the seams: `store` (by default the lifespan opens the one
     `settings.storage` names), `transport` (by default the real upstream client pool) and `clock`."""
@@ -120,13 +135,23 @@ class App:
         await admission.start()
         self._retention = Retention(store, s.ledger.retention_days, s.ledger.retention_check_seconds)
         self._retention.start()
+        channels = ChannelHub(s, providers, store, client)
+        await channels.start()
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
                       ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable,
-                      counter_factory=make_counter_factory(s.tokenizer.encoding_file), clock=self.clock)
+                      counter_factory=make_counter_factory(s.tokenizer.encoding_file), channels=channels,
+                      clock=self.clock)
+        catalog = Catalog(s, store, lambda merged: _apply_catalog(merged, relay, client))
+        await catalog.start()
+
+        def changed() -> None:
+            catalog.wake()
+            channels.wake()
+        await store.watch_channels(changed)
         inflight = self.drain.inflight
         routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds,
                               inflight=inflight)
-        admin = AdminRoutes(s, relay)
+        admin = AdminRoutes(s, relay, catalog)
         probes: dict[str, Probe] = {"database": store.count_reservations}
         if s.redis.url:
             probes["redis"] = limiter.ping  # type: ignore[attr-defined]  # the RedisLimiter
@@ -147,9 +172,13 @@ class App:
         await res.sampler.aclose()
         if self._retention is not None:
             await self._retention.aclose()
+        if res.admin.catalog is not None:
+            await res.admin.catalog.aclose()
+        if res.relay.channels is not None:
+            await res.relay.channels.aclose()
         await res.relay.admission.aclose()
         await res.ledger.close()
-        for p in res.providers.values():
+        for p in res.relay.providers.values():
             await p.aclose()
         await res.client.aclose()
         await res.store.close()

@@ -7,8 +7,10 @@ from typing import Any
 
 import msgspec
 
+from sluice.channels.catalog import NAME_PATTERN
+from sluice.config import ModelConfig, ProviderConfig
 from sluice.http import account_schema as acct
-from sluice.http.admin_schema import KeyFields, LedgerParams, NewKey, TopUp
+from sluice.http.admin_schema import KeyFields, LedgerParams, NewKey, ProbeRequest, TopUp
 
 _REF = "#/components/schemas/{name}"
 _, _SCHEMAS = msgspec.json.schema_components(
@@ -26,7 +28,7 @@ def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _op(summary: str, *, body: str | None = None, query: str = "LedgerParams", params: tuple[str, ...] = (),
-        status: str = "200", path_id: str | None = None, body_required: bool = True,
+        status: str = "200", path_id: str | tuple[str, ...] | None = None, body_required: bool = True,
         errors: tuple[str, ...] = ()) -> dict[str, Any]:
     """One operation; `errors` are the statuses besides 401 that the handler really returns."""
     error = {"$ref": "#/components/responses/Error"}
@@ -34,8 +36,8 @@ def _op(summary: str, *, body: str | None = None, query: str = "LedgerParams", p
                           "responses": {status: {"description": "OK", "content": {"application/json": {}}},
                                         **{e: error for e in sorted({"401", *errors})}}}
     ps = [{"name": p, "in": "query", "required": False, "schema": _not_null(_QUERIES[query][p])} for p in params]
-    if path_id:
-        ps.append({"name": path_id, "in": "path", "required": True, "schema": {"type": "string"}})
+    for name in (path_id,) if isinstance(path_id, str) else path_id or ():
+        ps.append({"name": name, "in": "path", "required": True, "schema": {"type": "string"}})
     if ps:
         op["parameters"] = ps
     if body:
@@ -127,4 +129,64 @@ def _operation_ids_and_links(paths: dict[str, dict[str, Any]]) -> None:
             for target in targets for op in paths[target].values()}
 
 
+
+# Channels: key pools and the runtime catalog (sluice/http/channel_routes.py). A catalog body is the config
+# file's provider or model table (the same structs validate it), its name in the path, plus `enabled`.
+_, _CONFIG = msgspec.json.schema_components([ProviderConfig, ModelConfig, ProbeRequest], ref_template=_REF)
+
+
+def _catalog_body(name: str, title: str) -> dict[str, Any]:
+    schema = {**_CONFIG.pop(name), "title": title}
+    schema["required"] = [f for f in schema.get("required", []) if f != "name"]
+    props = {k: v for k, v in schema["properties"].items() if k != "name"}  # the path's (a body may repeat it)
+    schema["properties"] = {**props, "enabled": {"type": "boolean", "default": True}}
+    return schema
+
+
+_KEY = ("provider", "key_id")
+_PROVIDER_EXAMPLES = [{"kind": "openai", "base_url": "https://api.openai.com/v1", "api_keys": ["sk-..."]},
+                      {"kind": "simulated", "ttft_ms": 200, "tokens_per_second": 40}]
+OPENAPI["components"]["schemas"].update({"CatalogProvider": {**_catalog_body("ProviderConfig", "CatalogProvider"),
+                                                             "examples": _PROVIDER_EXAMPLES},
+                                         "CatalogModel": _catalog_body("ModelConfig", "CatalogModel"), **_CONFIG})
+OPENAPI["paths"].update({
+    "/admin/channels": {"get": _op("Key pools per provider: keys masked, their state and last error")},
+    "/admin/channels/{provider}/test": {"post": _op("Probe a provider with one key (or the next) now",
+                                                    body="ProbeRequest", path_id="provider", body_required=False,
+                                                    errors=("400", "404", "409"))},  # 409: no model to probe
+    "/admin/channels/{provider}/keys/{key_id}/enable": {"post": _op("Put a key back in its pool", path_id=_KEY,
+                                                                   errors=_NONE)},
+    "/admin/channels/{provider}/keys/{key_id}/disable": {"post": _op("Take a key out of its pool", path_id=_KEY,
+                                                                    errors=_NONE)},
+    "/admin/catalog": {"get": _op("Providers and models: the file's with the database's laid over them")},
+    # a change the rest of the configuration refuses (a target naming no provider, keys without
+    # channels.secret, a delete that strands a model) is well-formed but refused as things stand: a 409
+    **{f"/admin/catalog/{kind}s/{{name}}": {
+        "get": _op(f"One {kind}: its source, whether it serves, its config (secrets masked)", path_id="name",
+                   errors=_NONE),
+        "put": _op(f"Create or replace a {kind} in the database (it overrides the file's of that name)",
+                   body=body, path_id="name", errors=("400", "409")),
+        "delete": _op(f"Delete a {kind} from the database (the file's of that name, if any, returns)",
+                      path_id="name", errors=("404", "409"))}
+       for kind, body in (("provider", "CatalogProvider"), ("model", "CatalogModel"))},
+})
+for _kind in ("providers", "models"):   # a catalog name has a pattern of its own (else a 400)
+    for _operation in OPENAPI["paths"][f"/admin/catalog/{_kind}/{{name}}"].values():
+        _operation["parameters"][0]["schema"] = {"type": "string", "pattern": f"^{NAME_PATTERN}$"}
+
 _operation_ids_and_links(OPENAPI["paths"])
+
+
+def _link(path: str, method: str, params: dict[str, str], targets: tuple[str, ...]) -> None:
+    """Links with more than one parameter (a pool's provider and key), or to routes of one kind."""
+    OPENAPI["paths"][path][method]["responses"]["200"]["links"] = {
+        op["operationId"]: {"operationId": op["operationId"], "parameters": params}
+        for target in targets for op in OPENAPI["paths"][target].values()}
+
+
+_link("/admin/channels", "get", {"provider": "$response.body#/data/0/provider",
+                                 "key_id": "$response.body#/data/0/keys/0/id"},
+      ("/admin/channels/{provider}/keys/{key_id}/enable", "/admin/channels/{provider}/keys/{key_id}/disable"))
+for _kind in ("providers", "models"):
+    _path = f"/admin/catalog/{_kind}/{{name}}"
+    _link(_path, "put", {"name": "$response.body#/name"}, (_path,))

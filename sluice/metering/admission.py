@@ -18,7 +18,7 @@ from sluice.accounts.records import AccountRecord
 from sluice.accounts.store import AccountStore
 from sluice.accounts.view import AccountView, multiplier
 from sluice.clock import SYSTEM_CLOCK, Clock
-from sluice.config import Settings
+from sluice.config import ModelConfig, Settings
 from sluice.errors import PermissionDenied, QuotaExceeded
 from sluice.metering.fit import MIN_ADAPTED_OUTPUT, affordable_output
 from sluice.metering.limits import Limiter, LimitSpec
@@ -26,6 +26,7 @@ from sluice.metering.meter import Meter
 from sluice.metering.pricing import Price, fmt_money
 from sluice.metering.reservations import ReservationBatcher
 from sluice.metering.tokens import estimate_prompt
+from sluice.routing.patterns import candidates, is_pattern, match
 from sluice.schema.chat import ChatRequest
 from sluice.storage.base import KeyRecord, LedgerRecord, Reservation, Store
 
@@ -46,16 +47,24 @@ class UnderBilling:
 
 
 class Admission:
+    def set_models(self, models: list[ModelConfig]) -> None:
+        """Prices and output reserves per model (again when the catalog changes at runtime)."""
+        self._prices = {m.name: Price.from_config(m.pricing) for m in models if m.pricing is not None}
+        self._prices.update((m.name, _FREE) for m in models if m.free)
+        # patterns and suffix-stripping rules price the names they match, in declaration order
+        self._rules = [(m.name, m.strip_suffixes, _FREE if m.pricing is None else Price.from_config(m.pricing), m.free)
+                       for m in models if (m.pricing is not None or m.free)
+                       and (is_pattern(m.name) or m.strip_suffixes)]
+        self._out_caps = {m.name: m.max_output_reserve for m in models if m.max_output_reserve}
+        self._free = {m.name for m in models if m.free}
+
     def __init__(self, settings: Settings, store: Store, limiter: Limiter, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._store = store
         self._clock = clock  # reconciliation's "now": reservations and heartbeats age on it
         self._limiter = limiter
         self._budgets = settings.budgets
         self._default_price = Price.from_config(settings.pricing)
-        self._prices = {m.name: Price.from_config(m.pricing) for m in settings.models if m.pricing is not None}
-        self._prices.update((m.name, _FREE) for m in settings.models if m.free)
-        self._out_caps = {m.name: m.max_output_reserve for m in settings.models if m.max_output_reserve}
-        self._free = {m.name for m in settings.models if m.free}
+        self.set_models(settings.models)
         g = settings.limits
         self._global = LimitSpec(rpm=g.rpm, tpm=g.tpm, max_concurrency=g.max_concurrency)
         self.instance_id = os.urandom(8).hex()
@@ -65,7 +74,24 @@ class Admission:
         self._task: asyncio.Task[None] | None = None
 
     def price(self, model: str) -> Price:
-        return self._prices.get(model, self._default_price)
+        price = self._prices.get(model)
+        if price is not None:
+            return price
+        rule = self._rule(model)
+        return rule[2] if rule is not None else self._default_price
+
+    def _rule(self, model: str) -> tuple[str, list[str], Price, bool] | None:
+        for rule in self._rules:
+            if any(match(rule[0], c) is not None for c in candidates(model, rule[1])):
+                return rule
+        return None
+
+    def _marked_free(self, model: str) -> bool:
+        """The operator said `free = true` for this name, or for the pattern that prices it."""
+        if model in self._prices:
+            return model in self._free
+        rule = self._rule(model)
+        return rule is not None and rule[3]
 
     async def start(self) -> None:
         await self.reconcile()
@@ -130,7 +156,7 @@ class Admission:
     def priced(self, model: str) -> Price:
         """The model's price; a model without one is refused unless the operator marked it free."""
         price = self.price(model)
-        if price.free and model not in self._free:
+        if price.free and not self._marked_free(model):
             raise PermissionDenied(
                 f"The model `{model}` has no price set, so this gateway cannot bill it. The operator must give "
                 "it a pricing (or mark it `free = true`).", param="model", code="model_not_priced")

@@ -48,6 +48,7 @@ class Call:
     request_id: str
     timeouts: Timeouts = field(default_factory=Timeouts)
     native: NativeBody | None = None
+    api_key: str | None = None  # a key from the provider's pool; None: the provider's configured api_key
 
 
 @dataclass(slots=True)

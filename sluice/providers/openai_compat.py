@@ -57,7 +57,8 @@ class OpenAICompatProvider:
         return orjson.dumps(body)
 
     async def complete(self, call: Call) -> Completion:
-        resp = await self._client.request("POST", self._urls[call.request.endpoint], headers=self._headers,
+        resp = await self._client.request("POST", self._urls[call.request.endpoint],
+                                          headers=_keyed(self._headers, call),
                                           body=self._body(call, False), timeouts=call.timeouts)
         if resp.status != 200:
             raise await _error_from(resp)
@@ -76,7 +77,8 @@ class OpenAICompatProvider:
         return Completion(raw, Usage.from_openai(doc.get("usage")), _reply_text(doc), doc.get("model"))
 
     async def stream(self, call: Call) -> OpenAIStream:
-        resp = await self._client.request("POST", self._urls[call.request.endpoint], headers=self._stream_headers,
+        resp = await self._client.request("POST", self._urls[call.request.endpoint],
+                                          headers=_keyed(self._stream_headers, call),
                                           body=self._body(call, True), timeouts=call.timeouts)
         if resp.status != 200:
             raise await _error_from(resp)
@@ -95,7 +97,7 @@ class OpenAICompatProvider:
 
     async def complete_native(self, call: Call) -> Completion:
         assert call.native is not None
-        resp = await self._client.request("POST", self._responses_url, headers=self._headers,
+        resp = await self._client.request("POST", self._responses_url, headers=_keyed(self._headers, call),
                                           body=native_body(call.native, call.upstream_model), timeouts=call.timeouts)
         if resp.status != 200:
             raise await _error_from(resp)
@@ -105,7 +107,7 @@ class OpenAICompatProvider:
 
     async def stream_native(self, call: Call) -> ResponsesStream:
         assert call.native is not None
-        resp = await self._client.request("POST", self._responses_url, headers=self._stream_headers,
+        resp = await self._client.request("POST", self._responses_url, headers=_keyed(self._stream_headers, call),
                                           body=native_body(call.native, call.upstream_model), timeouts=call.timeouts)
         if resp.status != 200:
             raise await _error_from(resp)
@@ -119,6 +121,10 @@ class OpenAICompatProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _keyed(headers: dict[str, str], call: Call) -> dict[str, str]:
+    return headers if call.api_key is None else {**headers, "authorization": f"Bearer {call.api_key}"}
 
 
 class OpenAIStream:

@@ -26,5 +26,6 @@ def build_providers(configs: list[ProviderConfig], client: Transport) -> dict[st
             register(value.removeprefix("Bearer ").removeprefix("bearer "))
         module, cls = _KINDS[cfg.kind]
         factory: Any = getattr(importlib.import_module(module), cls)
-        out[cfg.name] = factory(cfg, client)
+        # a provider with its own outbound proxy or CA file gets a pool of its own (closed with `client`)
+        out[cfg.name] = factory(cfg, client.variant(proxy=cfg.proxy, ca_file=cfg.ca_file))
     return out

@@ -157,6 +157,27 @@ class UsageRow:
 
 
 @dataclass(slots=True)
+class UpstreamKeyState:
+    """What every instance must agree on about one upstream key: active, or disabled and why."""
+
+    provider: str
+    key_id: str            # a fingerprint of the key (sluice/channels/pool.py), never the key itself
+    state: str             # active | disabled_auto | disabled_manual
+    reason: str | None
+    changed_at: float
+
+
+@dataclass(slots=True)
+class CatalogEntry:
+    """A provider or model managed through the admin API; `doc` is its JSON (secrets encrypted inside)."""
+
+    kind: str              # provider | model
+    name: str
+    doc: str
+    updated_at: float
+
+
+@dataclass(slots=True)
 class LedgerQuery:
     key_id: str | None = None
     model: str | None = None
@@ -242,4 +263,28 @@ class Store(Protocol):
     async def guarded(self, first: Stmt, then: Callable[[tuple[Any, ...]], Sequence[Stmt]]) -> tuple[Any, ...] | None:
         """In one transaction: run `first` (a conditional write with RETURNING); if it returned a row, run
         the statements `then(row)` makes. The row, or None (nothing written) when `first` matched nothing."""
+        ...
+
+    async def list_upstream_key_states(self) -> list[UpstreamKeyState]: ...
+
+    async def put_upstream_key_state(self, st: UpstreamKeyState) -> None:
+        """Insert or replace the state of (provider, key_id)."""
+        ...
+
+    async def watch_channels(self, on_change: Callable[[], None]) -> bool:
+        """Call `on_change` whenever any process changes the catalog or a key state (PostgreSQL:
+        LISTEN/NOTIFY). False when the store cannot tell (SQLite): the readers poll."""
+        ...
+
+    async def catalog_version(self) -> int:
+        """Bumped by every catalog change: cheap to poll."""
+        ...
+
+    async def list_catalog(self) -> tuple[int, list[CatalogEntry]]:
+        """The version and every entry; the entries are at least as new as the version."""
+        ...
+
+    async def put_catalog(self, kind: str, name: str, doc: str | None) -> bool:
+        """Insert or replace (doc) or delete (None) one entry and bump the version, in one transaction.
+        False when a delete found nothing."""
         ...

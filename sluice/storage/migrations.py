@@ -166,6 +166,36 @@ ALTER TABLE ledger ADD COLUMN cache_write_1h_tokens {BIGINT};
 ALTER TABLE ledger ADD COLUMN session_id TEXT
 """
 
-_ALL = (_V1, ACCOUNTS, RETENTION, _LEDGER_QUARANTINE, _LEDGER_CACHE_SESSION)
+# Upstream key states shared by every instance (key_id is a fingerprint of the key, never the key)
+UPSTREAM_KEY_STATES = """
+CREATE TABLE upstream_key_states (
+    provider TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    changed_at {REAL} NOT NULL,
+    PRIMARY KEY (provider, key_id)
+)
+"""
+
+# Providers and models managed through the admin API (doc: JSON, upstream keys encrypted in it); every
+# change bumps the one version row, which instances poll to know when to reload
+CHANNEL_CATALOG = """
+CREATE TABLE catalog (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    updated_at {REAL} NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE catalog_version (
+    id INTEGER PRIMARY KEY,
+    version {BIGINT} NOT NULL
+);
+INSERT INTO catalog_version (id, version) VALUES (1, 0)
+"""
+
+# main's migrations first (released order), then the channels ones
+_ALL = (_V1, ACCOUNTS, RETENTION, _LEDGER_QUARANTINE, _LEDGER_CACHE_SESSION, UPSTREAM_KEY_STATES, CHANNEL_CATALOG)
 SQLITE_MIGRATIONS: list[str] = [_schema(m, "REAL", "INTEGER") for m in _ALL]
 POSTGRES_MIGRATIONS: list[str] = [_schema(m, "DOUBLE PRECISION", "BIGINT") for m in _ALL]

@@ -15,7 +15,17 @@ from typing import Any, TypeVar
 import asyncpg
 
 from sluice.storage import account_sql, sql
-from sluice.storage.base import KEY_FIELDS, KeyRecord, LedgerQuery, LedgerRecord, Reservation, Stmt, UsageRow
+from sluice.storage.base import (
+    KEY_FIELDS,
+    CatalogEntry,
+    KeyRecord,
+    LedgerQuery,
+    LedgerRecord,
+    Reservation,
+    Stmt,
+    UpstreamKeyState,
+    UsageRow,
+)
 from sluice.storage.migrations import POSTGRES_MIGRATIONS
 
 T = TypeVar("T")
@@ -24,6 +34,7 @@ T = TypeVar("T")
 _MIGRATION_LOCK = 0x51_1C_E0_01
 _FIRST_KEY_LOCK = 0x51_1C_E0_02
 _DEADLOCK_RETRIES = 3
+_CHANNELS_NOTIFY = "sluice_channels"  # NOTIFY channel: the catalog or an upstream key state changed
 
 
 @functools.cache
@@ -37,6 +48,7 @@ class PostgresStore:
         self._min_size = min_size
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -50,6 +62,9 @@ class PostgresStore:
         await self._tx(_migrate)
 
     async def close(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -203,6 +218,43 @@ class PostgresStore:
             for text, args in then(tuple(row)):
                 await con.execute(_q(text), *args)
             return tuple(row)
+        return await self._tx(run)
+
+    async def list_upstream_key_states(self) -> list[UpstreamKeyState]:
+        return [UpstreamKeyState(*r) for r in await self._fetch(sql.SELECT_UPSTREAM_KEYS)]
+
+    async def put_upstream_key_state(self, st: UpstreamKeyState) -> None:
+        async def run(con: asyncpg.Connection) -> None:
+            await con.execute(_q(sql.PUT_UPSTREAM_KEY), st.provider, st.key_id, st.state, st.reason, st.changed_at)
+            await con.execute("SELECT pg_notify($1, 'keys')", _CHANNELS_NOTIFY)
+        await self._tx(run)
+
+    async def watch_channels(self, on_change: Callable[[], None]) -> bool:
+        # a connection of its own, outside the pool: LISTEN lasts as long as the connection does; if it
+        # is lost, the readers' polling still catches every change, only later
+        con = self._listener = await asyncpg.connect(self.url)
+        await con.add_listener(_CHANNELS_NOTIFY, lambda *_: on_change())
+        return True
+
+    async def catalog_version(self) -> int:
+        return int(await self.pool.fetchval(sql.CATALOG_VERSION))
+
+    async def list_catalog(self) -> tuple[int, list[CatalogEntry]]:
+        async def run(con: asyncpg.Connection) -> tuple[int, list[CatalogEntry]]:
+            version = int(await con.fetchval(sql.CATALOG_VERSION))  # first: the rows read next are as new
+            return version, [CatalogEntry(*r) for r in await con.fetch(sql.SELECT_CATALOG)]
+        return await self._tx(run)
+
+    async def put_catalog(self, kind: str, name: str, doc: str | None) -> bool:
+        async def run(con: asyncpg.Connection) -> bool:
+            if doc is None:
+                if await con.fetchrow(_q(sql.DELETE_CATALOG), kind, name) is None:
+                    return False
+            else:
+                await con.execute(_q(sql.PUT_CATALOG), kind, name, doc, time.time())
+            await con.execute(sql.BUMP_CATALOG)
+            await con.execute("SELECT pg_notify($1, 'catalog')", _CHANNELS_NOTIFY)  # sent at commit
+            return True
         return await self._tx(run)
 
 

@@ -69,6 +69,17 @@ USAGE_SUMMARY = ("SELECT l.key_id, k.name, l.model, sum(l.n), coalesce(sum(l.pro
 
 INSERT_QUARANTINE = ("INSERT INTO ledger_quarantine (request_id, key_id, record, error, created_at) "
                      "VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING")
+SELECT_UPSTREAM_KEYS = "SELECT provider, key_id, state, reason, changed_at FROM upstream_key_states"
+PUT_UPSTREAM_KEY = ("INSERT INTO upstream_key_states (provider, key_id, state, reason, changed_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (provider, key_id) DO UPDATE SET state = excluded.state, "
+                    "reason = excluded.reason, changed_at = excluded.changed_at")
+
+CATALOG_VERSION = "SELECT version FROM catalog_version WHERE id = 1"
+SELECT_CATALOG = "SELECT kind, name, doc, updated_at FROM catalog ORDER BY kind, name"
+PUT_CATALOG = ("INSERT INTO catalog (kind, name, doc, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (kind, name) "
+               "DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at")
+DELETE_CATALOG = "DELETE FROM catalog WHERE kind = ? AND name = ? RETURNING name"
+BUMP_CATALOG = "UPDATE catalog_version SET version = version + 1 WHERE id = 1"
 
 _BUCKETS = {"hour": 3600, "day": 86400}
 

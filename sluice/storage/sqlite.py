@@ -22,7 +22,17 @@ import orjson
 
 from sluice.config import sqlite_path
 from sluice.storage import account_sql, sql
-from sluice.storage.base import KEY_FIELDS, KeyRecord, LedgerQuery, LedgerRecord, Reservation, Stmt, UsageRow
+from sluice.storage.base import (
+    KEY_FIELDS,
+    CatalogEntry,
+    KeyRecord,
+    LedgerQuery,
+    LedgerRecord,
+    Reservation,
+    Stmt,
+    UpstreamKeyState,
+    UsageRow,
+)
 from sluice.storage.migrations import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
@@ -196,6 +206,37 @@ class SQLiteStore:
             for text, args in then(tuple(row)):
                 db.execute(text, tuple(args))
             return tuple(row)
+        return await self._tx(run)
+
+    async def list_upstream_key_states(self) -> list[UpstreamKeyState]:
+        rows = await self._run(lambda db: db.execute(sql.SELECT_UPSTREAM_KEYS).fetchall())
+        return [UpstreamKeyState(*r) for r in rows]
+
+    async def put_upstream_key_state(self, st: UpstreamKeyState) -> None:
+        args = (st.provider, st.key_id, st.state, st.reason, st.changed_at)
+        await self._run(lambda db: db.execute(sql.PUT_UPSTREAM_KEY, args))
+
+    async def watch_channels(self, on_change: Callable[[], None]) -> bool:
+        return False  # no notifications between SQLite processes: the readers poll
+
+    async def catalog_version(self) -> int:
+        return int((await self._run(lambda db: db.execute(sql.CATALOG_VERSION).fetchone()))[0])
+
+    async def list_catalog(self) -> tuple[int, list[CatalogEntry]]:
+        def run(db: sqlite3.Connection) -> tuple[int, list[CatalogEntry]]:
+            version = int(db.execute(sql.CATALOG_VERSION).fetchone()[0])
+            return version, [CatalogEntry(*r) for r in db.execute(sql.SELECT_CATALOG).fetchall()]
+        return await self._tx(run)
+
+    async def put_catalog(self, kind: str, name: str, doc: str | None) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            if doc is None:
+                if db.execute(sql.DELETE_CATALOG, (kind, name)).fetchone() is None:
+                    return False
+            else:
+                db.execute(sql.PUT_CATALOG, (kind, name, doc, time.time()))
+            db.execute(sql.BUMP_CATALOG)
+            return True
         return await self._tx(run)
 
 

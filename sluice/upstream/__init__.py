@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from sluice.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from sluice.upstream._conn import Conn
+from sluice.upstream.proxy import tunnel
 from sluice.upstream.transport import Response, Transport
 
 __all__ = ["Response", "Timeouts", "Transport", "UpstreamClient", "UpstreamLimits", "UpstreamResponse",
@@ -193,13 +194,26 @@ class UpstreamResponse:
 class UpstreamClient:
     """A keep-alive connection pool shared by every provider of one Sluice process (the real `Transport`)."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None,
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, proxy: str | None = None,
                  limits: UpstreamLimits | None = None) -> None:
         self.limits = limits or UpstreamLimits()
         self._idle: dict[tuple[bool, str, int], list[Conn]] = {}
         self._origins: dict[str, tuple[_Origin, str]] = {}
         self._ssl = ssl_context
+        self._proxy = proxy
+        self._variants: dict[tuple[str | None, str | None], UpstreamClient] = {}
         self._closed = False
+
+    def variant(self, *, proxy: str | None, ca_file: str | None) -> UpstreamClient:
+        """A pool of its own for a provider's outbound proxy and/or CA file; closed with this one."""
+        if not proxy and not ca_file:
+            return self
+        key = (proxy or None, ca_file)
+        got = self._variants.get(key)
+        if got is None:
+            ctx = ssl.create_default_context(cafile=ca_file) if ca_file else None
+            got = self._variants[key] = UpstreamClient(ssl_context=ctx, proxy=proxy or None, limits=self.limits)
+        return got
 
     def _origin(self, url: str) -> tuple[_Origin, str]:
         got = self._origins.get(url)
@@ -221,8 +235,13 @@ class UpstreamClient:
             ctx = self._ssl
         try:
             async with asyncio.timeout(seconds):
-                _, conn = await loop.create_connection(lambda: Conn(loop), o.host, o.port, ssl=ctx,
-                                                       server_hostname=o.host if ctx else None)
+                if self._proxy:
+                    sock = await tunnel(self._proxy, o.host, o.port, seconds)
+                    _, conn = await loop.create_connection(lambda: Conn(loop), sock=sock, ssl=ctx,
+                                                           server_hostname=o.host if ctx else None)
+                else:
+                    _, conn = await loop.create_connection(lambda: Conn(loop), o.host, o.port, ssl=ctx,
+                                                           server_hostname=o.host if ctx else None)
         except TimeoutError:
             raise UpstreamTimeout(f"connecting to the upstream took longer than {seconds:g}s") from None
         except (OSError, ssl.SSLError) as exc:
@@ -302,6 +321,8 @@ class UpstreamClient:
         return UpstreamResponse(self, conn, o.key, timeouts.idle, deadline)
 
     async def aclose(self) -> None:
+        for variant in self._variants.values():
+            await variant.aclose()
         self._closed = True
         for idle in self._idle.values():
             for conn in idle:

@@ -150,5 +150,9 @@ class MockTransport:
         self.responses.append(resp)
         return resp
 
+    def variant(self, *, proxy: str | None, ca_file: str | None) -> MockTransport:
+        """The same script: a proxy or CA file changes how a real client connects, not what it gets."""
+        return self
+
     async def aclose(self) -> None:
         self.closed = True

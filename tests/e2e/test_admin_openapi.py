@@ -24,7 +24,9 @@ def _schemathesis() -> list[str]:
 
 
 async def test_schemathesis_finds_no_failure_in_the_admin_api(tmp_path: Path) -> None:
-    cfg = two_speed_config(tmp_path, f"sqlite:///{tmp_path / 'sluice.db'}", slow_tps=50)
+    # a provider with a key pool, so that the links from /admin/channels reach a key's enable/disable
+    pool = '[[providers]]\nname = "pool"\nkind = "simulated"\napi_keys = ["sk-openapi-pool-0123456789"]\n'
+    cfg = two_speed_config(tmp_path, f"sqlite:///{tmp_path / 'sluice.db'}", slow_tps=50, extra=pool)
     async with serving(cfg, tmp_path, "openapi") as server:
         async with aiohttp.ClientSession() as s:
             async with s.post(server.url + "/admin/keys", json={"name": "seed", "budget": "1"},
@@ -38,11 +40,11 @@ async def test_schemathesis_finds_no_failure_in_the_admin_api(tmp_path: Path) ->
         # Every warning fails the run: "missing test data" means an operation was never reached past its 404.
         (tmp_path / "schemathesis.toml").write_text("[warnings]\nfail-on = true\n")
         cmd = [*_schemathesis(), "run", server.url + "/admin/openapi.json", "--header",
-               f"Authorization: Bearer {ADMIN_TOKEN}", "--checks", "all", "--max-examples", "40", "--workers", "1",
+               f"Authorization: Bearer {ADMIN_TOKEN}", "--checks", "all", "--max-examples", "60", "--workers", "1",
                "--seed", "20261129", "--no-color"]
         res = await asyncio.to_thread(subprocess.run, cmd, cwd=tmp_path, capture_output=True, text=True,
                                       timeout=120, env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-6000:]
-    assert "Tested: 22" in out, out[-3000:]       # every documented operation was exercised
+    assert "Tested: 33" in out, out[-3000:]       # every documented operation was exercised (channels: 11)
     assert "Traceback" not in server.log.read_text()

@@ -354,3 +354,13 @@ def test_owner_page_redeems_a_code_and_shows_history_and_prices(page: Any, gatew
     page.fill("#redeem-code", code)
     page.click("#redeem-form button[type=submit]")
     page.wait_for_function("() => /already been used/.test(document.querySelector('#redeem-status').textContent)")
+def test_console_test_button_probes_a_provider(page: Any, gateway: Gateway) -> None:
+    sign_in_console(page)
+    page.get_by_role("tab", name="Providers").click()
+    page.wait_for_selector("#pools-table tbody tr")  # the key pools card is loaded (none in this config)
+    assert "No provider has a key pool" in page.inner_text("#pools-table")
+    page.get_by_role("button", name="Test fast").click()
+    page.wait_for_function("() => /^fast: /.test(document.querySelector('#providers-status').textContent)")
+    status = page.inner_text("#providers-status")
+    assert status.startswith("fast: ok (HTTP 200") and "model fast-model" in status
+    assert status.endswith("— Fast")  # the probe asks for one token

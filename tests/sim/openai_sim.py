@@ -23,6 +23,7 @@ import contextlib
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -122,6 +123,8 @@ class Fault:
 
     @classmethod
     def http_error(cls, status: int, body: bytes | None = None, **kw: Any) -> Fault:
+        if body is None and status == 401:
+            body = fixture_bytes("error_401.json")
         if body is None:
             name = {400: "error_400.json", 429: "error_429.json", 503: "error_503.json"}.get(status, "error_500.json")
             body = fixture_bytes(name)
@@ -168,10 +171,12 @@ class SimRequest:
 class OpenAISim:
     """The simulator itself; runs in the current event loop (see `ThreadedSim` for its own thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl = ssl_context  # serve https (a TLS upstream) with this server context
         self.requests: list[SimRequest] = []
         self._queue: deque[Fault] = deque()
         self._always: Fault | None = None
+        self._by_key: dict[str, Fault] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -185,14 +190,19 @@ class OpenAISim:
         """Apply `fault` to every request until `reset()` (robust to Sluice's retry of a failed attempt)."""
         self._always = fault
 
+    def for_key(self, api_key: str, fault: Fault) -> None:
+        """Apply `fault` to every request that carries `Bearer api_key` until `reset()` (a key pool's key)."""
+        self._by_key[api_key] = fault
+
     def reset(self) -> None:
         self._queue.clear()
         self._always = None
+        self._by_key.clear()
         self.requests.clear()
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if self._ssl else 'http'}://127.0.0.1:{self.port}/v1"
 
     @property
     def last(self) -> SimRequest:
@@ -215,7 +225,7 @@ class OpenAISim:
         # handler_cancellation: a client that goes away cancels the handler even while it sleeps
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl)
         await site.start()
         server = site._server
         assert server is not None
@@ -251,7 +261,8 @@ class OpenAISim:
             body = json.loads(raw)
         except ValueError:
             body = None
-        fault = self._next_fault()
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+        fault = self._by_key.get(bearer) or self._next_fault()
         rec = SimRequest(request.path, dict(request.headers), raw, body, time.monotonic(), fault)
         self.requests.append(rec)
         f = fault or Fault()

@@ -33,6 +33,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "http": ("sluice.cli",),
     "observability": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.providers", "sluice.routing",
                       "sluice.upstream", "sluice.web"),
+    "channels": ("sluice.http", "sluice.cli", "sluice.relay", "sluice.web", "sluice.metering", "sluice.auth",
+                 "sluice.routing"),
     # front doors are pure translations: inbound request -> canonical, canonical chunks -> their events
     "dialects": ("sluice.storage", "sluice.metering", "sluice.auth", "sluice.http", "sluice.relay",
                  "sluice.routing", "sluice.cli", "sluice.web", "sluice.upstream", "sluice.providers"),

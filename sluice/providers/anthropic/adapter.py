@@ -105,6 +105,8 @@ class AnthropicProvider:
         return await self._post(call, self._url, {"accept": accept, **self._headers}, orjson.dumps(body))
 
     async def _post(self, call: Call, url: str, headers: dict[str, str], body: bytes) -> Response:
+        if call.api_key is not None:   # a key from the provider's pool replaces the configured one
+            headers = {**headers, "x-api-key": call.api_key}
         resp = await self._client.request("POST", url, headers=headers, body=body, timeouts=call.timeouts)
         if resp.status != 200:
             try:

@@ -52,8 +52,10 @@ class GeminiProvider:
 
     async def _send(self, call: Call, method: str, accept: str, body: bytes | None = None) -> Response:
         body = body if body is not None else orjson.dumps(to_gemini_request(call.request.body))
-        resp = await self._client.request("POST", self._url(call.upstream_model, method),
-                                          headers={**self._headers, "accept": accept}, body=body,
+        headers = {**self._headers, "accept": accept}
+        if call.api_key is not None:
+            headers[wire.API_KEY_HEADER] = call.api_key
+        resp = await self._client.request("POST", self._url(call.upstream_model, method), headers=headers, body=body,
                                           timeouts=call.timeouts)
         if resp.status != 200:
             raw = await resp.read_error_body()

@@ -1,8 +1,9 @@
 // The admin console: keys (create, edit limits, top up, enable/disable, revoke), usage charts, the
-// request log with one request's detail, and providers/models with health. Talks to /admin/*.
+// request log with one request's detail, providers/models with health and test buttons. Talks to /admin/*.
 
 import { $, api, clear, clip, el, fmtCompact, fmtMoney, fmtNum, fmtTime, keyForm, query, say, stored, tabs } from "./common.js";
 import { accountsPanel } from "./console_accounts.js";
+import { loadPools, testChannel } from "./channels.js";
 import { detailDialog, drawUsage, requestDetail, requestsTable, usageTotals } from "./views.js";
 
 const tokenStore = stored("sluice.adminToken");
@@ -307,9 +308,10 @@ async function loadProviders() {
   try {
     const doc = await call("GET", "/admin/providers");
     clear($("#providers-table")).append(
-      el("thead", {}, el("tr", {}, ["Name", "Kind", "Base URL"].map((h) => el("th", { scope: "col" }, h)))),
+      el("thead", {}, el("tr", {}, ["Name", "Kind", "Base URL", ""].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, doc.providers.map((p) => el("tr", {}, el("td", {}, p.name), el("td", {}, p.kind),
-        el("td", {}, p.base_url || "—")))));
+        el("td", {}, p.base_url || "—"), el("td", {}, el("button", { type: "button", class: "small",
+          "aria-label": `Test ${p.name}`, onclick: () => testChannel(call, p.name) }, "Test"))))));
     clear($("#models-table")).append(
       el("thead", {}, el("tr", {}, ["Model", "Target", "Weight", "Priority", "Health"].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, doc.models.flatMap((m) => m.targets.map((t, i) => el("tr", {},
@@ -317,6 +319,7 @@ async function loadProviders() {
         el("td", { class: "num" }, String(t.weight)), el("td", { class: "num" }, String(t.priority)),
         el("td", {}, el("span", { class: `badge ${t.healthy ? "ok" : "bad"}` }, t.healthy ? "healthy" : "cooling down")))))));
     say($("#providers-status"), `${doc.providers.length} providers, ${doc.models.length} models.`);
+    await loadPools(call);
   } catch (err) {
     say($("#providers-status"), `Could not load providers: ${err.message}`, "error");
   }

@@ -1,0 +1,1 @@
+"""Channels: upstream key pools with shared states, auto-disable, health probes."""

@@ -1,0 +1,61 @@
+"""Key pools: weighted rotation, which upstream errors disable or cool a key, and masking."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from sluice.channels.health import classify, scrub
+from sluice.channels.pool import ACTIVE, DISABLED_AUTO, KeyPool, UpstreamKey, fingerprint, mask
+from sluice.errors import UpstreamError, error_for_upstream_status
+
+
+def test_rotation_follows_weights_and_skips_unusable_keys() -> None:
+    a, b, c = UpstreamKey("sk-aaaaaaaaaaaa1", 3), UpstreamKey("sk-bbbbbbbbbbbb2", 1), UpstreamKey("sk-cccccccccc3")
+    pool = KeyPool("p", [a, b, c])
+    firsts = Counter(pool.order()[0].id for _ in range(50))
+    assert firsts == {a.id: 30, b.id: 10, c.id: 10}
+    assert pool.set_state(c, DISABLED_AUTO, "auth", 5.0)
+    orders = [pool.order() for _ in range(8)]
+    assert all(c not in o and len(o) == 2 for o in orders)
+    assert not pool.set_state(c, ACTIVE, None, 4.0)  # an older shared record does not undo a newer one
+    assert c.state == DISABLED_AUTO
+
+
+def test_every_usable_key_is_offered_once_per_call() -> None:
+    keys = [UpstreamKey(f"sk-key-number-{i:04d}") for i in range(4)]
+    pool = KeyPool("p", keys)
+    for _ in range(6):
+        assert sorted(k.id for k in pool.order()) == sorted(k.id for k in keys)
+
+
+def test_classify_disables_auth_and_quota_cools_rate_limits_and_ignores_the_rest() -> None:
+    auth = classify(error_for_upstream_status(401, "Incorrect API key provided"))
+    assert auth is not None and auth.action == "disable" and auth.reason.startswith("auth")
+    forbidden = classify(error_for_upstream_status(403, "forbidden"))
+    assert forbidden is not None and forbidden.action == "disable"
+    quota = classify(error_for_upstream_status(429, "You exceeded your current quota", type="insufficient_quota",
+                                               code="insufficient_quota"))
+    assert quota is not None and quota.action == "disable" and quota.reason.startswith("quota")
+    rate = classify(error_for_upstream_status(429, "slow down", retry_after=7.0))
+    assert rate is not None and rate.action == "cool" and rate.seconds == 7.0
+    gemini = classify(error_for_upstream_status(400, "API key not valid. Please pass a valid API key."))
+    assert gemini is not None and gemini.action == "disable" and gemini.reason.startswith("auth")
+    assert classify(error_for_upstream_status(400, "bad request")) is None
+    assert classify(UpstreamError("reset")) is None
+
+
+def test_secrets_never_shown() -> None:
+    secret = "sk-proj-0123456789abcdef"
+    assert secret not in mask(secret) and mask(secret).endswith("cdef")
+    assert mask("short") == "****"
+    assert secret not in fingerprint(secret)
+    assert scrub(f"bad key {secret}!", [secret]) == "bad key ****!"
+
+
+def test_upstream_messages_echoing_a_key_are_scrubbed() -> None:
+    secret = "sk-echoed-by-upstream-0001"
+    pool = KeyPool("p", [UpstreamKey(secret)])
+    key = pool.keys[0]
+    pool.failed(key, f"Incorrect API key provided: {secret}")
+    pool.cool(key, 5.0, f"slow down {secret}")
+    assert key.last_error is not None and secret not in key.last_error and secret not in str(key.public())

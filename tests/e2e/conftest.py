@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import PY, ROOT, free_port, sluice_env, start_sluice, stop, toml_value, wait_ready
+from tests.harness import PY, ROOT, free_port, sluice_env, start_sluice, stop, wait_ready, write_toml
 from tests.sim.openai_sim import ThreadedSim, closed_port
 
 __all__ = ["PY", "ROOT", "SluiceServer", "free_port", "run_cli", "sluice_env", "stop_process", "wait_health"]
@@ -21,9 +21,6 @@ __all__ = ["PY", "ROOT", "SluiceServer", "free_port", "run_cli", "sluice_env", "
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PY, "-m", "sluice", *args], cwd=ROOT, env=env or sluice_env(), capture_output=True,
                           text=True, timeout=timeout)
-
-
-_toml = toml_value
 
 
 # public name -> (provider, upstream model). `fx-<name>` makes the simulator replay <name>.sse.
@@ -48,8 +45,6 @@ def write_config(path: Path, *, sim_url: str, port: int, db: Path, server: dict[
     """Every model gets `pricing` (per million tokens), or is marked free when there is none."""
     srv = {"host": "127.0.0.1", "port": port, "heartbeat_seconds": 0.3, "key_cache_seconds": 0.1,
            "max_body_bytes": 65536, "shutdown_grace_seconds": 1, **(server or {})}
-    lines = ["[server]", *(f"{k} = {_toml(v)}" for k, v in srv.items()), "",
-             "[storage]", f"url = {_toml('sqlite:///' + str(db))}", ""]
     providers = [
         {"name": "sim", "kind": "openai", "base_url": sim_url, "api_key": "sk-upstream-secret"},
         {"name": "sim-short", "kind": "openai", "base_url": sim_url, "timeouts": {"connect": 0.5, "first_byte": 0.5}},
@@ -61,14 +56,10 @@ def write_config(path: Path, *, sim_url: str, port: int, db: Path, server: dict[
         {"name": "local", "kind": "simulated", "reply": "Hi from the local simulated model, word by word."},
         {"name": "local-slow", "kind": "simulated", "tokens_per_second": 4},
     ]
-    for p in providers:
-        lines += ["[[providers]]", *(f"{k} = {_toml(v)}" for k, v in p.items()), ""]
-    for name, (prov, up) in MODELS.items():
-        lines += ["[[models]]", f"name = {_toml(name)}",
-                  f"pricing = {_toml(pricing)}" if pricing else "free = true",
-                  f"targets = [{{ provider = {_toml(prov)}, model = {_toml(up)} }}]", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    models = [{"name": name, **({"pricing": pricing} if pricing else {"free": True}),
+               "targets": [{"provider": prov, "model": up}]} for name, (prov, up) in MODELS.items()]
+    return write_toml(path, {"server": srv, "storage": {"url": f"sqlite:///{db}"}, "providers": providers,
+                             "models": models})
 
 
 def wait_health(base: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20) -> None:

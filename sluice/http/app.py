@@ -41,6 +41,7 @@ from sluice.metering.ledger import LedgerWriter
 from sluice.metering.limits import Limiter, MemoryLimiter
 from sluice.metering.tokenizer import make_counter_factory
 from sluice.observability import metrics
+from sluice.observability.logs import REQUEST_ID
 from sluice.observability.sampler import Sampler
 from sluice.providers.anthropic.inbound import error_body as anthropic_error_body
 from sluice.providers.base import Provider
@@ -188,6 +189,7 @@ class App:
         kind = scope["type"]
         if kind == "http":
             rid = new_request_id()
+            REQUEST_ID.set(rid)  # this request's task: its log lines carry the id
             try:
                 await self._http(scope, receive, send, rid)
             except Exception:  # the outermost boundary: nothing escapes to the server's plain-text 500

@@ -160,6 +160,8 @@ async def test_concurrency_slot_freed_on_release(make: MakeLimiters) -> None:
     await _refusal(lim, "key:a", spec, "r4")
 
 
+# Redis only: it runs on the Redis server's clock; the memory limiter's is injected (see the clock tests below)
+@pytest.mark.parametrize("make", [pytest.param("redis", marks=pytest.mark.redis)], indirect=True)
 async def test_stale_slots_expire(make: MakeLimiters) -> None:
     [lim] = make(stale_after=0.2)
     spec = LimitSpec(max_concurrency=2)

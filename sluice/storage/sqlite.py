@@ -157,8 +157,9 @@ class SQLiteStore:
     async def quarantine(self, rec: LedgerRecord, error: str) -> None:
         await self._run(lambda db: db.execute(sql.INSERT_QUARANTINE, sql.quarantine_row(rec, error)))
 
-    async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float) -> int:
-        now = time.time()
+    async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float, *,
+                        now: float | None = None) -> int:
+        now = time.time() if now is None else now
 
         def run(db: sqlite3.Connection) -> int:
             db.execute(sql.HEARTBEAT, (instance_id, now, now))

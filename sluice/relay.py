@@ -16,6 +16,7 @@ import orjson
 
 from sluice.auth.principal import Authenticator
 from sluice.channels.hub import ChannelHub
+from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.errors import InvalidRequest, ModelNotFound, PermissionDenied, SluiceError
 from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
@@ -57,7 +58,8 @@ def new_request_id() -> str:
 class Relay:
     def __init__(self, *, store: Store, providers: dict[str, Provider], table: ModelTable,
                  ledger: LedgerWriter, auth: Authenticator, admission: Admission, durable: bool = True,
-                 counter_factory: Callable[[], Counter] = TokenCounter, channels: ChannelHub | None = None) -> None:
+                 counter_factory: Callable[[], Counter] = TokenCounter, channels: ChannelHub | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.counter_factory = counter_factory
         self.store = store
         self.providers = providers
@@ -66,7 +68,7 @@ class Relay:
         self.auth = auth
         self.admission = admission
         self.durable = durable
-        self.cooldowns = Cooldowns(on_change=metrics.target_state)
+        self.cooldowns = Cooldowns(on_change=metrics.target_state, clock=clock)
         self.labels = metrics.Labels(table.names(), list(providers))
         self.channels = channels
         self.affinity = SessionAffinity()

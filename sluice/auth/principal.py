@@ -5,9 +5,8 @@ Other processes see a revocation within `ttl` seconds (the cache lifetime).
 
 from __future__ import annotations
 
-import time
-
 from sluice.auth.keys import key_id, matches
+from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.errors import AuthenticationFailed
 from sluice.storage.base import KeyRecord, Store
 
@@ -16,8 +15,10 @@ _MISSING = ("You didn't provide an API key. Send it in the Authorization header:
 
 
 class Authenticator:
-    def __init__(self, store: Store, *, ttl: float = 2.0, max_entries: int = 100_000) -> None:
+    def __init__(self, store: Store, *, ttl: float = 2.0, max_entries: int = 100_000,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self._store = store
+        self._clock = clock
         self._ttl = ttl
         self._max = max_entries
         self._cache: dict[str, tuple[KeyRecord | None, float]] = {}
@@ -29,7 +30,7 @@ class Authenticator:
         if kid is None:
             raise AuthenticationFailed("Incorrect API key provided.")
         hit = self._cache.get(kid)
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if hit is not None and hit[1] > now:
             rec = hit[0]
         else:

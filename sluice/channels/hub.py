@@ -23,7 +23,7 @@ from sluice.config import ProviderConfig, Settings, UpstreamKeyConfig
 from sluice.errors import Conflict, NotFound, UpstreamError, UpstreamUnavailable
 from sluice.providers.base import Provider
 from sluice.storage.base import Store, UpstreamKeyState
-from sluice.upstream import UpstreamClient
+from sluice.upstream import Transport
 
 T = TypeVar("T")
 LIST_MODELS_SECONDS = 300.0  # how often the upstreams behind pattern models are asked for their lists
@@ -32,7 +32,7 @@ log = logging.getLogger("sluice.channels")
 
 class ChannelHub:
     def __init__(self, settings: Settings, providers: dict[str, Provider], store: Store,
-                 client: UpstreamClient | None = None) -> None:
+                 client: Transport | None = None) -> None:
         self._providers = providers
         self._store = store
         self._client = client

@@ -9,7 +9,7 @@ import orjson
 
 from sluice.config import ProviderConfig, UpstreamKeyConfig
 from sluice.errors import SluiceError
-from sluice.upstream import Timeouts, UpstreamClient
+from sluice.upstream import Timeouts, Transport
 
 log = logging.getLogger("sluice.channels")
 _TIMEOUTS = Timeouts(connect=5.0, first_byte=15.0, idle=15.0, total=30.0)
@@ -38,7 +38,7 @@ def _ids(cfg: ProviderConfig, doc: object) -> list[str]:
     return out[:_MAX_MODELS]
 
 
-async def fetch_models(client: UpstreamClient, cfg: ProviderConfig) -> list[str] | None:
+async def fetch_models(client: Transport, cfg: ProviderConfig) -> list[str] | None:
     """The upstream's model ids, or None when it cannot say (no list endpoint, an error)."""
     if cfg.kind == "simulated" or not cfg.base_url:
         return None

@@ -13,6 +13,7 @@ from sluice.accounts.retention import Retention
 from sluice.auth.principal import Authenticator
 from sluice.channels.catalog import Catalog
 from sluice.channels.hub import ChannelHub
+from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.config import Settings
 from sluice.dialects.anthropic_messages.reply import error_body as anthropic_error_body
 from sluice.errors import InvalidRequest, NotFound, SluiceError
@@ -42,6 +43,7 @@ from sluice.metering.ledger import LedgerWriter
 from sluice.metering.limits import Limiter, MemoryLimiter
 from sluice.metering.tokenizer import make_counter_factory
 from sluice.observability import metrics
+from sluice.observability.logs import REQUEST_ID
 from sluice.observability.sampler import Sampler
 from sluice.providers.base import Provider
 from sluice.providers.registry import build_providers
@@ -49,7 +51,7 @@ from sluice.relay import Relay, new_request_id
 from sluice.routing.table import ModelTable
 from sluice.storage import open_store
 from sluice.storage.base import Store
-from sluice.upstream import UpstreamClient, UpstreamLimits
+from sluice.upstream import Transport, UpstreamClient, UpstreamLimits
 from sluice.web import WebAssets, is_web_path
 
 log = logging.getLogger("sluice")
@@ -67,7 +69,7 @@ class Resources:
     """What the lifespan opens and closes; reached through `App.resources`, never a bare global."""
 
     store: Store
-    client: UpstreamClient
+    client: Transport
     providers: dict[str, Provider]
     ledger: LedgerWriter
     relay: Relay
@@ -80,7 +82,7 @@ class Resources:
     responses: ResponsesRoute
 
 
-def _apply_catalog(merged: Settings, relay: Relay, client: UpstreamClient) -> None:
+def _apply_catalog(merged: Settings, relay: Relay, client: Transport) -> None:
     """Swap in the providers and models the catalog now says; requests in flight keep the objects they
     hold (their provider, their stream), new ones see the new table."""
     providers = build_providers(merged.providers, client)
@@ -94,12 +96,15 @@ def _apply_catalog(merged: Settings, relay: Relay, client: UpstreamClient) -> No
 
 
 class App:
-    """The ASGI application. `store` is injected by tests (the seam); by default the lifespan opens the one
-    `settings.storage` names."""
+    """The ASGI application. Tests inject the seams: `store` (by default the lifespan opens the one
+    `settings.storage` names), `transport` (by default the real upstream client pool) and `clock`."""
 
-    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+    def __init__(self, settings: Settings, *, store: Store | None = None, transport: Transport | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
         self._injected_store = store
+        self._injected_transport = transport
+        self.clock = clock
         self._res: Resources | None = None
         self.drain = Drain()
         # run once the app has started, in the serving process (cli/serve.py installs its signal handling
@@ -121,14 +126,14 @@ class App:
         store = self._injected_store or open_store(s)
         await store.open()
         srv = s.server
-        client = UpstreamClient(limits=UpstreamLimits(srv.max_upstream_reply_bytes, srv.max_upstream_line_bytes,
-                                                      srv.max_upstream_event_bytes))
+        client = self._injected_transport or UpstreamClient(limits=UpstreamLimits(
+            srv.max_upstream_reply_bytes, srv.max_upstream_line_bytes, srv.max_upstream_event_bytes))
         providers = build_providers(s.providers, client)
         ledger = LedgerWriter(store, interval=s.ledger.flush_interval, batch=s.ledger.batch)
         ledger.start()
-        auth = Authenticator(store, ttl=s.server.key_cache_seconds)
-        limiter = make_limiter(s)
-        admission = Admission(s, store, limiter)
+        auth = Authenticator(store, ttl=s.server.key_cache_seconds, clock=self.clock)
+        limiter = make_limiter(s, self.clock)
+        admission = Admission(s, store, limiter, clock=self.clock)
         await admission.start()
         self._retention = Retention(store, s.ledger.retention_days, s.ledger.retention_check_seconds)
         self._retention.start()
@@ -136,7 +141,8 @@ class App:
         await channels.start()
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
                       ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable,
-                      counter_factory=make_counter_factory(s.tokenizer.encoding_file), channels=channels)
+                      counter_factory=make_counter_factory(s.tokenizer.encoding_file), channels=channels,
+                      clock=self.clock)
         catalog = Catalog(s, store, lambda merged: _apply_catalog(merged, relay, client))
         await catalog.start()
 
@@ -182,6 +188,7 @@ class App:
         kind = scope["type"]
         if kind == "http":
             rid = new_request_id()
+            REQUEST_ID.set(rid)  # this request's task: its log lines carry the id
             try:
                 await self._http(scope, receive, send, rid)
             except Answered:  # the request's scope already ended it
@@ -339,14 +346,17 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-def make_limiter(s: Settings) -> Limiter:
-    """Redis when configured (limits shared by every instance), else this process's memory."""
+def make_limiter(s: Settings, clock: Clock = SYSTEM_CLOCK) -> Limiter:
+    """Redis when configured (limits shared by every instance, on the Redis server's clock), else this
+    process's memory (on `clock`)."""
     if s.redis.url:
         from sluice.metering.redis_limits import RedisLimiter
 
         return RedisLimiter(s.redis.url)
-    return MemoryLimiter()
+    return MemoryLimiter(clock=clock)
 
 
-def create_app(settings: Settings, *, store: Store | None = None) -> App:
-    return App(settings, store=store)
+def create_app(settings: Settings, *, store: Store | None = None, transport: Transport | None = None,
+               clock: Clock = SYSTEM_CLOCK) -> App:
+    """The app, with the seams tests inject: a store, an upstream transport (`sluice.upstream.mock`), a clock."""
+    return App(settings, store=store, transport=transport, clock=clock)

@@ -17,6 +17,7 @@ from decimal import Decimal
 from sluice.accounts.records import AccountRecord
 from sluice.accounts.store import AccountStore
 from sluice.accounts.view import AccountView, multiplier
+from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.config import ModelConfig, Settings
 from sluice.errors import PermissionDenied, QuotaExceeded
 from sluice.metering.fit import MIN_ADAPTED_OUTPUT, affordable_output
@@ -57,8 +58,9 @@ class Admission:
         self._out_caps = {m.name: m.max_output_reserve for m in models if m.max_output_reserve}
         self._free = {m.name for m in models if m.free}
 
-    def __init__(self, settings: Settings, store: Store, limiter: Limiter) -> None:
+    def __init__(self, settings: Settings, store: Store, limiter: Limiter, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._store = store
+        self._clock = clock  # reconciliation's "now": reservations and heartbeats age on it
         self._limiter = limiter
         self._budgets = settings.budgets
         self._default_price = Price.from_config(settings.pricing)
@@ -92,8 +94,7 @@ class Admission:
         return rule is not None and rule[3]
 
     async def start(self) -> None:
-        await self._store.reconcile(self.instance_id, self._budgets.instance_timeout_seconds,
-                                    self._budgets.reservation_ttl_seconds)
+        await self.reconcile()
         self._task = asyncio.get_running_loop().create_task(self._reconcile_loop(), name="sluice-reconcile")
 
     async def aclose(self) -> None:
@@ -103,13 +104,17 @@ class Admission:
         await self._reservations.aclose()
         await self._limiter.aclose()
 
+    async def reconcile(self) -> int:
+        """Heartbeat this instance and release what stopped instances or expired reservations hold."""
+        return await self._store.reconcile(self.instance_id, self._budgets.instance_timeout_seconds,
+                                           self._budgets.reservation_ttl_seconds, now=self._clock.time())
+
     async def _reconcile_loop(self) -> None:
         interval = max(0.5, self._budgets.instance_timeout_seconds / 3)
         while True:
             await asyncio.sleep(interval)
             try:
-                released = await self._store.reconcile(self.instance_id, self._budgets.instance_timeout_seconds,
-                                                       self._budgets.reservation_ttl_seconds)
+                released = await self.reconcile()
                 if released:
                     log.warning("released %d reservations left by stopped instances or past their TTL", released)
             except Exception:

@@ -5,10 +5,10 @@ the x-ratelimit-* headers and the in-process `MemoryLimiter`. `redis_limits.py` 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.errors import RateLimited
 
 WINDOW_MS = 60_000
@@ -170,16 +170,16 @@ class MemoryLimiter:
 
     _SWEEP_EVERY = 4096
 
-    def __init__(self, *, stale_after: float = DEFAULT_STALE_AFTER) -> None:
+    def __init__(self, *, stale_after: float = DEFAULT_STALE_AFTER, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
         self._stale_ms = max(1, round(stale_after * 1000))
         # (scope, "r"|"t") -> (debt, written_ms, full_at_ms); absent means full
         self._buckets: dict[tuple[str, str], tuple[int, int, int]] = {}
         self._slots: dict[str, dict[str, int]] = {}  # scope -> request id -> admitted_ms
         self._ops = 0
 
-    @staticmethod
-    def _now() -> int:
-        return time.monotonic_ns() // 1_000_000
+    def _now(self) -> int:
+        return int(self._clock.monotonic() * 1000)
 
     def _debt(self, key: tuple[str, str], limit: int, now: int) -> int:
         state = self._buckets.get(key)

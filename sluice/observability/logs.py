@@ -4,6 +4,7 @@ record while a thread formats and writes it (a slow stderr never stalls requests
 from __future__ import annotations
 
 import atexit
+import contextvars
 import logging
 import logging.handlers
 import queue
@@ -18,11 +19,18 @@ from sluice.observability.access_log import FIELDS
 
 _listener: logging.handlers.QueueListener | None = None
 
+# The request being served by the current task (the app sets it once per HTTP request), so that every
+# warning and error logged while serving it carries its id without each call site passing it.
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("sluice_request_id", default=None)
+
 
 class _Enqueue(logging.handlers.QueueHandler):
-    """Hands the record over as it is: formatting (the costly part) happens on the listener's thread."""
+    """Hands the record over as it is: formatting (the costly part) happens on the listener's thread.
+    The request id is read here, on the emitting task, where its context is."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = REQUEST_ID.get()
         return record
 
 
@@ -55,6 +63,10 @@ class TextFormatter(logging.Formatter):
         access = getattr(record, "access", None)
         if isinstance(access, dict):
             record.message = " ".join(f"{k}={_text(access.get(k))}" for k in FIELDS)
+        else:
+            rid = getattr(record, "request_id", None)
+            if rid is not None and rid not in record.message:
+                record.message += f" [request_id={rid}]"
         return super().formatMessage(record)
 
 

@@ -19,13 +19,13 @@ from sluice.providers.openai_responses import ResponsesStream, reply_usage
 from sluice.providers.sse_reader import EventReader
 from sluice.schema.usage import Usage
 from sluice.sse import DONE
-from sluice.upstream import UpstreamClient, UpstreamResponse, retry_after_seconds
+from sluice.upstream import Response, Transport, retry_after_seconds
 
 
 class OpenAICompatProvider:
     endpoints = frozenset({"embeddings", "completions"})  # passed through as they are, besides chat
 
-    def __init__(self, cfg: ProviderConfig, client: UpstreamClient) -> None:
+    def __init__(self, cfg: ProviderConfig, client: Transport) -> None:
         self.name = cfg.name
         self._cfg = cfg
         self._client = client
@@ -130,7 +130,7 @@ def _keyed(headers: dict[str, str], call: Call) -> dict[str, str]:
 class OpenAIStream:
     """Frames upstream SSE into events; yields each event's payload bytes untouched."""
 
-    def __init__(self, resp: UpstreamResponse) -> None:
+    def __init__(self, resp: Response) -> None:
         self._resp = resp
 
     def __aiter__(self) -> AsyncIterator[Chunk]:
@@ -212,7 +212,7 @@ def _reply_text(doc: dict[str, Any]) -> str:
     return out
 
 
-async def _error_from(resp: UpstreamResponse) -> SluiceError:
+async def _error_from(resp: Response) -> SluiceError:
     raw = await resp.read_error_body()
     retry_after = retry_after_seconds(resp.headers)
     try:

@@ -8,7 +8,7 @@ from typing import Any
 from sluice.config import ProviderConfig
 from sluice.providers.base import Provider
 from sluice.redact import register
-from sluice.upstream import UpstreamClient
+from sluice.upstream import Transport
 
 _KINDS: dict[str, tuple[str, str]] = {
     "openai": ("sluice.providers.openai_compat", "OpenAICompatProvider"),
@@ -18,7 +18,7 @@ _KINDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_providers(configs: list[ProviderConfig], client: UpstreamClient) -> dict[str, Provider]:
+def build_providers(configs: list[ProviderConfig], client: Transport) -> dict[str, Provider]:
     out: dict[str, Provider] = {}
     for cfg in configs:
         register(cfg.api_key)  # masked wherever an upstream echoes it back

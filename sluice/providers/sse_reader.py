@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from sluice.errors import UpstreamError
 from sluice.sse import SSEDecoder, SSEEvent, SSELimitExceeded
-from sluice.upstream import UpstreamResponse
+from sluice.upstream import Response
 
 
 class EventReader:
@@ -19,7 +19,7 @@ class EventReader:
 
     __slots__ = ("_decoder", "_resp")
 
-    def __init__(self, resp: UpstreamResponse) -> None:
+    def __init__(self, resp: Response) -> None:
         lim = resp.limits
         self._resp = resp
         self._decoder = SSEDecoder(lim.max_line, lim.max_event)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.errors import SluiceError, UpstreamTimeout
 from sluice.routing.table import Target
 from sluice.upstream import Timeouts
@@ -26,7 +26,8 @@ class Cooldowns:
     """A target that failed `threshold` times in a row is skipped for `seconds` (unless all are)."""
 
     def __init__(self, threshold: int = 3, seconds: float = 30.0,
-                 on_change: Callable[[str, str, bool], None] | None = None) -> None:
+                 on_change: Callable[[str, str, bool], None] | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock  # the request's time budget (`Budget`) reads the same clock
         # told (provider, model, cooling) when a target starts cooling down and when it answers again
         self._on_change = on_change
         self._threshold = threshold
@@ -36,14 +37,14 @@ class Cooldowns:
 
     def available(self, t: Target) -> bool:
         until = self._until.get((t.provider, t.model))
-        return until is None or until <= time.monotonic()
+        return until is None or until <= self.clock.monotonic()
 
     def failed(self, t: Target) -> None:
         k = (t.provider, t.model)
         n = self._fails.get(k, 0) + 1
         self._fails[k] = n
         if n >= self._threshold:
-            self._until[k] = time.monotonic() + self._seconds
+            self._until[k] = self.clock.monotonic() + self._seconds
             self._fails[k] = 0
             if self._on_change is not None:
                 self._on_change(t.provider, t.model, True)
@@ -59,13 +60,14 @@ class Budget:
     """What is left of one request's time: each target's `first_byte` counts from its first attempt
     (a retry does not start the wait again), and `total` from the request's first attempt."""
 
-    def __init__(self) -> None:
-        self._start = time.monotonic()
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
+        self._start = clock.monotonic()
         self._first: dict[tuple[str, str], float] = {}
 
     def timeouts(self, target: Target) -> Timeouts:
         """The timeouts for the next attempt at `target`; raises UpstreamTimeout when none are left."""
-        now = time.monotonic()
+        now = self._clock.monotonic()
         to = target.timeouts
         began = self._first.setdefault((target.provider, target.model), now)
         first_byte = to.first_byte - (now - began)
@@ -83,7 +85,7 @@ async def with_failover(targets: list[Target], attempt: Callable[[Target, int, T
     order = [t for t in targets if cooldowns.available(t)] or list(targets)
     if len(order) == 1:
         order = order * 2  # one retry of a lone target, for transient failures
-    budget = Budget()
+    budget = Budget(cooldowns.clock)
     spent: set[tuple[str, str]] = set()  # targets another try would only get the same answer from (auth)
     last: SluiceError | None = None
     try:

@@ -236,9 +236,11 @@ class Store(Protocol):
         is charged or released (its reservation goes back at reconciliation, after its TTL)."""
         ...
 
-    async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float) -> int:
+    async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float, *,
+                        now: float | None = None) -> int:
         """Heartbeat this instance; release reservations of silent instances or older than the TTL; reset
-        budget periods that ended. Returns how many reservations were released."""
+        budget periods that ended, all as of `now` (epoch seconds, the caller's clock; default the real time).
+        Returns how many reservations were released."""
         ...
 
     async def get_ledger(self, request_id: str) -> LedgerRecord | None: ...

@@ -169,8 +169,9 @@ class PostgresStore:
     async def quarantine(self, rec: LedgerRecord, error: str) -> None:
         await self.pool.execute(_q(sql.INSERT_QUARANTINE), *sql.quarantine_row(rec, error))
 
-    async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float) -> int:
-        now = time.time()
+    async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float, *,
+                        now: float | None = None) -> int:
+        now = time.time() if now is None else now
 
         async def run(con: asyncpg.Connection) -> int:
             await con.execute(_q(sql.HEARTBEAT), instance_id, now, now)

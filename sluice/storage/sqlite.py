@@ -76,7 +76,7 @@ class SQLiteStore:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=30000")
             self._db = db
@@ -157,8 +157,9 @@ class SQLiteStore:
     async def quarantine(self, rec: LedgerRecord, error: str) -> None:
         await self._run(lambda db: db.execute(sql.INSERT_QUARANTINE, sql.quarantine_row(rec, error)))
 
-    async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float) -> int:
-        now = time.time()
+    async def reconcile(self, instance_id: str, instance_timeout: float, reservation_ttl: float, *,
+                        now: float | None = None) -> int:
+        now = time.time() if now is None else now
 
         def run(db: sqlite3.Connection) -> int:
             db.execute(sql.HEARTBEAT, (instance_id, now, now))
@@ -249,6 +250,24 @@ def _finish_tx(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) ->
             db.execute("ROLLBACK")
         raise
     return out
+
+
+def _enable_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Switch the file to WAL. SQLite answers a journal-mode change that meets another connection's lock
+    with "database is locked" at once, without its busy handler (seen when instances start together on a
+    new file while one migrates), so wait here, as the busy timeout would for any other statement."""
+    deadline = time.monotonic() + wait
+    pause = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            transient = "locked" in str(exc) or "busy" in str(exc)
+            if not transient or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)  # on the store's own thread, never the event loop's
+        pause = min(pause * 2, 0.2)
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -3,8 +3,9 @@
 A small keep-alive client on an asyncio Protocol with httptools' response parser (llhttp, the parser of
 Node.js): a relayed request costs one write and the reads it needs, with no per-request objects beyond
 the connection's own state. It replaced aiohttp, whose request machinery was the largest block in the
-profile (see docs/decisions.md); the connection itself is `_conn.Conn`. Providers see `UpstreamClient.request()` and
-`UpstreamResponse`; every transport failure comes out as a `sluice.errors.UpstreamError` subclass.
+profile (see docs/decisions.md); the connection itself is `_conn.Conn`. Providers see the `Transport`
+and `Response` protocols (`transport.py`), which `UpstreamClient` and `UpstreamResponse` implement;
+every transport failure comes out as a `sluice.errors.UpstreamError` subclass.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from urllib.parse import urlsplit
 from sluice.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from sluice.upstream._conn import Conn
 from sluice.upstream.proxy import tunnel
+from sluice.upstream.transport import Response, Transport
+
+__all__ = ["Response", "Timeouts", "Transport", "UpstreamClient", "UpstreamLimits", "UpstreamResponse",
+           "retry_after_seconds"]
 
 _MAX_ERROR_BODY = 1 << 20
 _KEEPALIVE = 15.0              # idle pooled connections older than this are closed, not reused
@@ -187,7 +192,7 @@ class UpstreamResponse:
 
 
 class UpstreamClient:
-    """A keep-alive connection pool shared by every provider of one Sluice process."""
+    """A keep-alive connection pool shared by every provider of one Sluice process (the real `Transport`)."""
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None, proxy: str | None = None,
                  limits: UpstreamLimits | None = None) -> None:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,8 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.harness import ROOT, sluice_env, start_sluice, stop
+
 CHROMIUM = os.environ.get("SLUICE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -41,13 +40,6 @@ def require_browser() -> None:
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def config_text(port: int, db: Path, sim_url: str) -> str:
@@ -118,10 +110,7 @@ class Gateway:
             return json.loads(res.read())
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+_env = sluice_env
 
 
 def create_key_cli(config: Path, name: str) -> str:
@@ -132,37 +121,17 @@ def create_key_cli(config: Path, name: str) -> str:
 
 
 def start_gateway(tmp: Path, sim_url: str) -> Gateway:
-    port = free_port()
+    """Through the one launcher (tests/harness.py): the port is retried on a clash."""
     config = tmp / "sluice.toml"
-    config.write_text(config_text(port, tmp / "sluice.db", sim_url), encoding="utf-8")
+    # the port in the file is a placeholder: the launcher passes --port
+    config.write_text(config_text(8000, tmp / "sluice.db", sim_url), encoding="utf-8")
     key = create_key_cli(config, "browser-tests")
-    log = (tmp / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "sluice", "serve", "--config", str(config)],
-                            stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=tmp)
-    log.close()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=1) as res:
-                if res.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("gateway did not start:\n" + (tmp / "server.log").read_text(errors="replace"))
-        time.sleep(0.1)
-    return Gateway(base, config, proc, key)
+    proc, port = start_sluice(config, tmp / "server.log", env=sluice_env(), cwd=tmp)
+    return Gateway(f"http://127.0.0.1:{port}", config, proc, key)
 
 
 def stop_gateway(gw: Gateway) -> None:
-    gw.proc.terminate()
-    try:
-        gw.proc.wait(15)
-    except subprocess.TimeoutExpired:
-        gw.proc.kill()
-        gw.proc.wait(5)
+    stop(gw.proc, 15)
 
 
 def screenshot_dir() -> Path | None:

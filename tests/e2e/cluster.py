@@ -29,6 +29,9 @@ import pytest
 import redis
 from aiohttp import web
 
+from tests import harness
+from tests.harness import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_TEMPLATE = ROOT / "docs" / "nginx-sluice.conf"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -43,12 +46,6 @@ def unavailable(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def nginx_binary() -> str:
@@ -147,7 +144,10 @@ class UpstreamSim:
         self.prompt_tokens = prompt_tokens
         self.received: list[str] = []
         self._lock = threading.Lock()
-        self.port = free_port()
+        # bound here and kept (port 0): no window for another process to take the port before we listen
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = int(self._sock.getsockname()[1])
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._ready = threading.Event()
@@ -186,7 +186,7 @@ class UpstreamSim:
         app.router.add_post("/v1/chat/completions", self._chat)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024).start())
+        self._loop.run_until_complete(web.SockSite(self._runner, self._sock, backlog=1024).start())
         self._ready.set()
         self._loop.run_forever()
 
@@ -254,16 +254,13 @@ class SluiceServer:
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"sluice on :{self.port} exited ({self.proc.returncode}):\n{self.tail()}")
-            with contextlib.suppress(OSError):
-                if http_get(self.url + "/ready")[0] == 200:
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"sluice on :{self.port} not ready after {timeout}s:\n{self.tail()}")
+        """Its port is fixed (the balancer's config names it, restarts reuse it), so no retry on a clash:
+        instances start in parallel and wait here (tests/harness.py polls)."""
+        assert self.proc is not None
+        try:
+            harness.wait_ready(self.url, self.proc, path="/ready", timeout=timeout)
+        except RuntimeError as exc:
+            raise AssertionError(f"sluice on :{self.port}: {exc}:\n{self.tail()}") from None
 
     def tail(self, n: int = 40) -> str:
         try:

@@ -3,55 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.harness import PY, ROOT, free_port, sluice_env, start_sluice, stop, wait_ready, write_toml
 from tests.sim.openai_sim import ThreadedSim, closed_port
 
-ROOT = Path(__file__).resolve().parents[2]
-PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-def sluice_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
+__all__ = ["PY", "ROOT", "SluiceServer", "free_port", "run_cli", "sluice_env", "stop_process", "wait_health"]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PY, "-m", "sluice", *args], cwd=ROOT, env=env or sluice_env(), capture_output=True,
                           text=True, timeout=timeout)
-
-
-def _toml(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml(x) for x in v) + "]"
-    return json.dumps(v)
 
 
 # public name -> (provider, upstream model). `fx-<name>` makes the simulator replay <name>.sse.
@@ -76,8 +45,6 @@ def write_config(path: Path, *, sim_url: str, port: int, db: Path, server: dict[
     """Every model gets `pricing` (per million tokens), or is marked free when there is none."""
     srv = {"host": "127.0.0.1", "port": port, "heartbeat_seconds": 0.3, "key_cache_seconds": 0.1,
            "max_body_bytes": 65536, "shutdown_grace_seconds": 1, **(server or {})}
-    lines = ["[server]", *(f"{k} = {_toml(v)}" for k, v in srv.items()), "",
-             "[storage]", f"url = {_toml('sqlite:///' + str(db))}", ""]
     providers = [
         {"name": "sim", "kind": "openai", "base_url": sim_url, "api_key": "sk-upstream-secret"},
         {"name": "sim-short", "kind": "openai", "base_url": sim_url, "timeouts": {"connect": 0.5, "first_byte": 0.5}},
@@ -89,38 +56,17 @@ def write_config(path: Path, *, sim_url: str, port: int, db: Path, server: dict[
         {"name": "local", "kind": "simulated", "reply": "Hi from the local simulated model, word by word."},
         {"name": "local-slow", "kind": "simulated", "tokens_per_second": 4},
     ]
-    for p in providers:
-        lines += ["[[providers]]", *(f"{k} = {_toml(v)}" for k, v in p.items()), ""]
-    for name, (prov, up) in MODELS.items():
-        lines += ["[[models]]", f"name = {_toml(name)}",
-                  f"pricing = {_toml(pricing)}" if pricing else "free = true",
-                  f"targets = [{{ provider = {_toml(prov)}, model = {_toml(up)} }}]", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    models = [{"name": name, **({"pricing": pricing} if pricing else {"free": True}),
+               "targets": [{"provider": prov, "model": up}]} for name, (prov, up) in MODELS.items()]
+    return write_toml(path, {"server": srv, "storage": {"url": f"sqlite:///{db}"}, "providers": providers,
+                             "models": models})
 
 
 def wait_health(base: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"sluice exited early with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("sluice did not become healthy")
+    wait_ready(base, proc, timeout=timeout)
 
 
-def stop_process(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+stop_process = stop
 
 
 class SluiceServer:
@@ -132,6 +78,7 @@ class SluiceServer:
         self.db = db
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
+        self._started = False
 
     @property
     def url(self) -> str:
@@ -142,14 +89,10 @@ class SluiceServer:
         return self.url + "/v1"
 
     def start(self) -> SluiceServer:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([PY, "-m", "sluice", "serve", "--config", str(self.config)], cwd=ROOT,
-                                         env=sluice_env(), stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_health(self.url, self.proc)
-        except RuntimeError:
-            stop_process(self.proc)
-            raise RuntimeError(self.log.read_text(errors="replace")) from None
+        """The first start picks the port (retried on a clash); a restart keeps it."""
+        self.proc, self.port = start_sluice(self.config, self.log, port=self.port if self._started else None,
+                                            timeout=20)
+        self._started = True
         return self
 
     def stop(self) -> None:

@@ -6,21 +6,14 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
+from tests.harness import ROOT, free_port, start_sluice
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["ROOT", "SluiceProcess", "free_port"]
 
 
 def _env() -> dict[str, str]:
@@ -55,26 +48,11 @@ class SluiceProcess:
         args = ["keys", "create", "--name", name, "--json"] + (["--models", models] if models else [])
         return str(json.loads(self.cli(*args))["key"])
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        """Output goes to a file (a pipe nobody reads could fill up and stall the server)."""
-        with self.log.open("ab") as out:
-            return subprocess.Popen([sys.executable, "-m", "sluice", "serve", "--config", str(self.config)],
-                                    env=self.env, stdout=out, stderr=subprocess.STDOUT)
-
     async def __aenter__(self) -> SluiceProcess:
-        self.proc = self._spawn()
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"sluice serve exited early:\n{self.log.read_text()}")
-                try:
-                    async with http.get(f"http://127.0.0.1:{self.port}/health") as r:
-                        if r.status == 200:
-                            return self
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise RuntimeError("sluice serve did not become healthy")
+        """Started by the one launcher (tests/harness.py): the port is retried on a clash."""
+        self.proc, self.port = await asyncio.to_thread(start_sluice, self.config, self.log, env=self.env)
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
         for close in self.closers:

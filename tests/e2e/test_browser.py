@@ -19,20 +19,28 @@ from tests.e2e.browser_env import (
     start_gateway,
     stop_gateway,
 )
-from tests.sim.browser_sim import SPLIT_REPLY, OpenAISim, split_stream_pieces
+from tests.sim.browser_sim import SPLIT_REPLY, browser_faults, split_stream_pieces
+from tests.sim.openai_sim import ThreadedSim
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def browser_sim() -> Iterator[OpenAISim]:
-    s = OpenAISim().start()
-    yield s
-    s.stop()
+def browser_sim() -> Iterator[ThreadedSim]:
+    with ThreadedSim() as s:
+        for prefix, fault in browser_faults().items():
+            s.for_model(prefix, fault)
+        yield s
+
+
+def slow_stream_closed(sim: ThreadedSim) -> bool:
+    """Whether the gateway closed a `slow-*` stream before its end."""
+    return any(r.client_closed for r in sim.requests
+               if isinstance(r.body, dict) and str(r.body.get("model", "")).startswith("slow-"))
 
 
 @pytest.fixture(scope="module")
-def gateway(browser_sim: OpenAISim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gateway(browser_sim: ThreadedSim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     require_browser()
     gw = start_gateway(tmp_path_factory.mktemp("gw"), browser_sim.base_url)
     yield gw
@@ -118,18 +126,18 @@ def test_playground_streams_token_by_token_and_renders_markdown(page: Any, gatew
         page.screenshot(path=str(shots / "playground.png"))
 
 
-def test_stop_cancels_the_upstream(page: Any, gateway: Gateway, browser_sim: OpenAISim) -> None:
-    browser_sim.closed.clear()
+def test_stop_cancels_the_upstream(page: Any, gateway: Gateway, browser_sim: ThreadedSim) -> None:
     open_playground(page, gateway.user_key, "slow-model")
     page.fill("#message", "Talk for a long time")
     page.click("#send")
     page.wait_for_function(
         "() => (document.querySelector('#transcript .msg.assistant .body')?.textContent || '').includes('word3')",
         timeout=15000)
-    assert not browser_sim.closed.is_set()
+    assert not slow_stream_closed(browser_sim)
     page.click("#stop")
     page.wait_for_selector("#transcript .msg.assistant[data-outcome=stopped]", timeout=5000)
-    assert browser_sim.closed.wait(10), "the upstream connection should close when the user presses Stop"
+    assert browser_sim.wait_for(lambda: slow_stream_closed(browser_sim), 10), \
+        "the upstream connection should close when the user presses Stop"
     assert page.locator("#send").is_enabled()
 
 

@@ -12,7 +12,8 @@ import openai
 import pytest
 
 from tests.e2e import browser_env as env
-from tests.sim.browser_sim import OpenAISim
+from tests.sim.browser_sim import browser_faults
+from tests.sim.openai_sim import ThreadedSim
 
 pytestmark = pytest.mark.browser
 
@@ -49,8 +50,9 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[env.Gate
 
     env.require_browser()
     with contextlib.ExitStack() as stack:
-        sim = OpenAISim().start()
-        stack.callback(sim.stop)
+        sim = stack.enter_context(ThreadedSim())
+        for prefix, fault in browser_faults().items():
+            sim.for_model(prefix, fault)
         gw = env.start_gateway(tmp_path_factory.mktemp("widths"), sim.base_url)
         stack.callback(env.stop_gateway, gw)
         _traffic(gw)

@@ -1,19 +1,17 @@
-"""An OpenAI-compatible streaming upstream for browser tests, run on loopback in a background thread.
+"""What the browser tests' upstream streams, played by the one OpenAI simulator (`browser_faults`).
 
-Model `slow-*`: one chunk every `gap` seconds for a long time; records when the gateway closes the
-connection (what the playground's Stop must cause). Model `split-*`: a reply with Chinese text and
-emoji, its SSE bytes cut inside multi-byte characters and across events, each piece a separate write.
+Model `slow-*`: one chunk every `gap` seconds for a long time (the simulator records when the gateway
+closes the connection: what the playground's Stop must cause). Model `split-*`: a reply with Chinese
+text and emoji, its SSE bytes cut inside multi-byte characters and across events, each piece a write.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from typing import Any
 
-from aiohttp import web
+from tests.sim.openai_sim import Fault
 
 SPLIT_REPLY = "你好，世界！🌍 流式响应 ✨ — 中文与 emoji 🎉👩‍💻 完整无缺。"
 
@@ -51,78 +49,14 @@ def split_stream_pieces() -> list[bytes]:
     return pieces
 
 
-class OpenAISim:
-    def __init__(self, gap: float = 0.15) -> None:
-        self.gap = gap
-        self.port = 0
-        self.closed = threading.Event()      # a slow stream's client went away
-        self.slow_started = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._ready = threading.Event()
-        self._runner: web.AppRunner | None = None
+def slow_events(words: int = 400) -> list[bytes]:
+    """A long reply, one numbered word an event: the playground's Stop must end it early."""
+    return [chunk("", role=True), *(chunk(f"word{i} ") for i in range(words)), chunk(None, finish="stop"),
+            b"data: [DONE]\n\n"]
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> OpenAISim:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("simulator did not start")
-        return self
-
-    def stop(self) -> None:
-        async def down() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-        asyncio.run_coroutine_threadsafe(down(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve())
-        self._ready.set()
-        self._loop.run_forever()
-
-    async def _serve(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        doc = await request.json()
-        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await resp.prepare(request)
-        if str(doc.get("model", "")).startswith("slow"):
-            await self._slow(request, resp)
-        else:
-            for piece in split_stream_pieces():
-                await resp.write(piece)
-                await asyncio.sleep(0.004)
-            await resp.write_eof()
-        return resp
-
-    async def _slow(self, request: web.Request, resp: web.StreamResponse) -> None:
-        self.slow_started.set()
-        try:
-            await resp.write(chunk("", role=True))
-            for i in range(400):
-                await resp.write(chunk(f"word{i} "))
-                await asyncio.sleep(self.gap)
-                transport = request.transport
-                if transport is None or transport.is_closing():
-                    self.closed.set()
-                    return
-            await resp.write(chunk(None, finish="stop") + b"data: [DONE]\n\n")
-        except (ConnectionError, asyncio.CancelledError):
-            self.closed.set()
-            raise
+def browser_faults(gap: float = 0.15) -> dict[str, Fault]:
+    """Model prefix -> what the one simulator (tests/sim/openai_sim.py) streams for it: `slow-*` a word every
+    `gap` seconds, `split-*` the split stream, each piece its own write."""
+    return {"slow-": Fault(script=lambda body: slow_events(), gap=gap),
+            "split-": Fault(script=lambda body: split_stream_pieces(), gap=0.004)}

@@ -177,6 +177,7 @@ class OpenAISim:
         self._queue: deque[Fault] = deque()
         self._always: Fault | None = None
         self._by_key: dict[str, Fault] = {}
+        self._by_model: dict[str, Fault] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -194,10 +195,19 @@ class OpenAISim:
         """Apply `fault` to every request that carries `Bearer api_key` until `reset()` (a key pool's key)."""
         self._by_key[api_key] = fault
 
+    def for_model(self, prefix: str, fault: Fault) -> None:
+        """Apply `fault` to every request for a model named `prefix...` until `reset()` (a scripted model)."""
+        self._by_model[prefix] = fault
+
+    def _model_fault(self, body: Any) -> Fault | None:
+        model = str(body.get("model", "")) if isinstance(body, dict) else ""
+        return next((f for prefix, f in self._by_model.items() if model.startswith(prefix)), None)
+
     def reset(self) -> None:
         self._queue.clear()
         self._always = None
         self._by_key.clear()
+        self._by_model.clear()
         self.requests.clear()
 
     @property
@@ -262,7 +272,7 @@ class OpenAISim:
         except ValueError:
             body = None
         bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
-        fault = self._by_key.get(bearer) or self._next_fault()
+        fault = self._by_key.get(bearer) or self._model_fault(body) or self._next_fault()
         rec = SimRequest(request.path, dict(request.headers), raw, body, time.monotonic(), fault)
         self.requests.append(rec)
         f = fault or Fault()

@@ -11,8 +11,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2] / "sluice"
 
 # layer -> the sluice modules it must never import
@@ -72,19 +70,38 @@ def _layer(rel: str) -> str:
     return rel.split("/", 1)[0].removesuffix(".py")
 
 
-@pytest.mark.parametrize(("rel", "tree"), _modules(), ids=lambda v: v if isinstance(v, str) else "")
-def test_layering(rel: str, tree: ast.Module) -> None:
-    bad = [m for m in _imports(tree) for f in FORBIDDEN.get(_layer(rel), ())
-           if m == f or m.startswith(f if f.endswith(".") else f + ".")]
-    assert not bad, f"sluice/{rel} imports {bad}, against the layering in STYLE.md"
+MODULES = _modules()
+Modules = list[tuple[str, ast.Module]]
 
 
-@pytest.mark.parametrize(("rel", "tree"), _modules(), ids=lambda v: v if isinstance(v, str) else "")
-def test_third_party_boundaries(rel: str, tree: ast.Module) -> None:
-    for mod in _imports(tree):
-        top = mod.split(".")[0]
-        if top in ONLY_IN:
-            assert rel.startswith(ONLY_IN[top]) if ONLY_IN[top] else False, f"sluice/{rel} imports {mod}"
+def layer_offenders(modules: Modules) -> list[str]:
+    return [f"sluice/{rel} imports {m}" for rel, tree in modules for m in sorted(_imports(tree))
+            for f in FORBIDDEN.get(_layer(rel), ()) if m == f or m.startswith(f if f.endswith(".") else f + ".")]
+
+
+def boundary_offenders(modules: Modules) -> list[str]:
+    return [f"sluice/{rel} imports {mod}" for rel, tree in modules for mod in sorted(_imports(tree))
+            if mod.split(".")[0] in ONLY_IN and not rel.startswith(ONLY_IN[mod.split(".")[0]] or ("\0",))]
+
+
+def environment_offenders(modules: Modules) -> list[str]:
+    return [f"sluice/{rel} lines {lines}" for rel, tree in modules if rel != "config.py"
+            if (lines := _reads_environment(tree))]
+
+
+def test_layering() -> None:
+    bad = layer_offenders(MODULES)
+    assert not bad, "against the layering in STYLE.md:\n" + "\n".join(bad)
+
+
+def test_third_party_boundaries() -> None:
+    bad = boundary_offenders(MODULES)
+    assert not bad, "third-party imports outside their module:\n" + "\n".join(bad)
+
+
+def test_only_config_reads_the_environment() -> None:
+    bad = environment_offenders(MODULES)
+    assert not bad, "reads the environment outside config.py:\n" + "\n".join(bad)
 
 
 def _reads_environment(tree: ast.Module) -> list[int]:
@@ -103,17 +120,22 @@ def _reads_environment(tree: ast.Module) -> list[int]:
     return lines
 
 
-@pytest.mark.parametrize(("rel", "tree"), _modules(), ids=lambda v: v if isinstance(v, str) else "")
-def test_only_config_reads_the_environment(rel: str, tree: ast.Module) -> None:
-    if rel == "config.py":
-        return
-    assert not _reads_environment(tree), f"sluice/{rel} reads the environment (lines {_reads_environment(tree)})"
-
-
 def test_the_checks_can_fail() -> None:
     bad = ast.parse("import os\nimport aiohttp\nx = os.environ.get('X')\nfrom sluice.storage import base\n")
     assert _reads_environment(bad) == [3]
     assert "aiohttp" in _imports(bad) and "sluice.storage" in _imports(bad)
+
+
+def test_every_offender_is_listed() -> None:
+    bad = ast.parse("import os\nimport aiohttp\nimport uvicorn\nx = os.environ.get('X')\n"
+                    "from sluice.storage import base\nfrom sluice.http import app\n")
+    mods = [("providers/x.py", bad), ("cli/y.py", bad), ("config.py", bad)]
+    assert layer_offenders(mods) == ["sluice/providers/x.py imports sluice.http",
+                                     "sluice/providers/x.py imports sluice.storage"]
+    assert boundary_offenders(mods) == [
+        "sluice/providers/x.py imports aiohttp", "sluice/providers/x.py imports uvicorn",
+        "sluice/cli/y.py imports aiohttp", "sluice/config.py imports aiohttp", "sluice/config.py imports uvicorn"]
+    assert environment_offenders(mods) == ["sluice/providers/x.py lines [4]", "sluice/cli/y.py lines [4]"]
 
 
 # SSE framing is written by the codec and the one streaming response; everything else asks the codec
@@ -127,7 +149,7 @@ def _framing_literals(tree: ast.Module) -> list[int]:
 
 
 def test_only_the_codec_and_the_streaming_response_write_sse_framing() -> None:
-    offenders = [f"sluice/{rel}:{line}" for rel, tree in _modules() if rel not in FRAMERS
+    offenders = [f"sluice/{rel}:{line}" for rel, tree in MODULES if rel not in FRAMERS
                  for line in _framing_literals(tree)]
     assert not offenders, f"SSE framing bytes written outside {FRAMERS}: {offenders}"
 

@@ -28,7 +28,7 @@ from sluice.providers.anthropic.translate import (
 )
 from sluice.providers.base import Call, Chunk, Completion, NativeBody
 from sluice.providers.sse_reader import EventReader
-from sluice.upstream import UpstreamClient, UpstreamResponse
+from sluice.upstream import Response, Transport
 
 
 class AnthropicProvider:
@@ -37,7 +37,7 @@ class AnthropicProvider:
 
     dialect = "anthropic"
 
-    def __init__(self, cfg: ProviderConfig, client: UpstreamClient) -> None:
+    def __init__(self, cfg: ProviderConfig, client: Transport) -> None:
         self.name = cfg.name
         self._cfg = cfg
         self._client = client
@@ -92,19 +92,19 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         """The client pool belongs to the lifespan, not to this provider: nothing to release."""
 
-    async def _send_native(self, call: Call, url: str, accept: str) -> UpstreamResponse:
+    async def _send_native(self, call: Call, url: str, accept: str) -> Response:
         native = call.native
         assert isinstance(native, NativeBody)
         headers = native_headers({"accept": accept, **self._headers}, native, self._cfg.strip_betas)
         headers.update(self._cfg.headers)  # what the operator pinned (a version, betas) wins over the client
         return await self._post(call, url, headers, native_body(native, call.upstream_model))
 
-    async def _send(self, call: Call, *, stream: bool, accept: str = "application/json") -> UpstreamResponse:
+    async def _send(self, call: Call, *, stream: bool, accept: str = "application/json") -> Response:
         body = to_messages_request(call.request.body, upstream_model=call.upstream_model,
                                    max_tokens_default=self._cfg.max_tokens_default, stream=stream)
         return await self._post(call, self._url, {"accept": accept, **self._headers}, orjson.dumps(body))
 
-    async def _post(self, call: Call, url: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
+    async def _post(self, call: Call, url: str, headers: dict[str, str], body: bytes) -> Response:
         if call.api_key is not None:   # a key from the provider's pool replaces the configured one
             headers = {**headers, "x-api-key": call.api_key}
         resp = await self._client.request("POST", url, headers=headers, body=body, timeouts=call.timeouts)
@@ -120,7 +120,7 @@ class AnthropicProvider:
 class AnthropicChunkStream(EventStream):
     """A translated reply: Anthropic events in, OpenAI chunks out through the stream state machine."""
 
-    def __init__(self, resp: UpstreamResponse, translator: StreamTranslator) -> None:
+    def __init__(self, resp: Response, translator: StreamTranslator) -> None:
         super().__init__(resp)
         self._translator = translator
 

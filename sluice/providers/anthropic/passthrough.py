@@ -19,7 +19,7 @@ from sluice.providers.anthropic.translate import error_from_event, usage_from
 from sluice.providers.base import Chunk, NativeBody
 from sluice.providers.sse_reader import EventReader
 from sluice.sse import encode_event
-from sluice.upstream import UpstreamResponse
+from sluice.upstream import Response
 
 # a JSON string (unrolled loop: fast in `re`), or a bracket that changes the depth
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]]')
@@ -86,7 +86,7 @@ class EventStream:
     """A ChunkStream over one Anthropic SSE reply (subclasses give `_iterate`); the upstream response is
     closed in `finally`, also when the client goes away first."""
 
-    def __init__(self, resp: UpstreamResponse) -> None:
+    def __init__(self, resp: Response) -> None:
         self._resp = resp
         self._gen: AsyncGenerator[Chunk, None] | None = None
 

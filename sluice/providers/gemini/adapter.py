@@ -26,7 +26,7 @@ from sluice.providers.gemini.response import (
 from sluice.providers.gemini.stream import GeminiStreamState
 from sluice.providers.gemini.translate import to_gemini_request
 from sluice.providers.sse_reader import EventReader
-from sluice.upstream import UpstreamClient, UpstreamResponse
+from sluice.upstream import Response, Transport
 
 
 class GeminiProvider:
@@ -34,7 +34,7 @@ class GeminiProvider:
 
     endpoints = frozenset({"embeddings"})  # besides chat: OpenAI embeddings over batchEmbedContents
 
-    def __init__(self, cfg: ProviderConfig, client: UpstreamClient) -> None:
+    def __init__(self, cfg: ProviderConfig, client: Transport) -> None:
         if not cfg.base_url:
             raise ValueError(f"provider {cfg.name!r}: base_url is required for Gemini")
         self.name = cfg.name
@@ -50,7 +50,7 @@ class GeminiProvider:
         model = model.removeprefix("models/")
         return f"{self._base}/models/{quote(model, safe='-._~')}{method}"
 
-    async def _send(self, call: Call, method: str, accept: str, body: bytes | None = None) -> UpstreamResponse:
+    async def _send(self, call: Call, method: str, accept: str, body: bytes | None = None) -> Response:
         body = body if body is not None else orjson.dumps(to_gemini_request(call.request.body))
         headers = {**self._headers, "accept": accept}
         if call.api_key is not None:
@@ -102,7 +102,7 @@ class GeminiProvider:
 class GeminiChunkStream:
     """The OpenAI chunks of one upstream stream. Close it with `aclose()` in a `finally`."""
 
-    def __init__(self, resp: UpstreamResponse, state: GeminiStreamState) -> None:
+    def __init__(self, resp: Response, state: GeminiStreamState) -> None:
         self._resp = resp
         self._state = state
         self._gen: AsyncGenerator[Chunk, None] | None = None

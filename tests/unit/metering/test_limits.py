@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from sluice.clock import ManualClock
 from sluice.errors import RateLimited, SluiceError
 from sluice.metering.limits import Limiter, LimitSpec, MemoryLimiter, go_duration
 from sluice.metering.redis_limits import RedisLimiter
@@ -159,6 +160,8 @@ async def test_concurrency_slot_freed_on_release(make: MakeLimiters) -> None:
     await _refusal(lim, "key:a", spec, "r4")
 
 
+# Redis only: it runs on the Redis server's clock; the memory limiter's is injected (see the clock tests below)
+@pytest.mark.parametrize("make", [pytest.param("redis", marks=pytest.mark.redis)], indirect=True)
 async def test_stale_slots_expire(make: MakeLimiters) -> None:
     [lim] = make(stale_after=0.2)
     spec = LimitSpec(max_concurrency=2)
@@ -253,3 +256,46 @@ async def test_redis_down_fails_closed_or_open(caplog: pytest.LogCaptureFixture)
     finally:
         await closed.aclose()
         await opened.aclose()
+
+
+# --- the memory limiter on the injected clock: windows move when the test says so ----------------------
+
+
+async def test_rpm_refills_one_request_per_interval_of_the_clock() -> None:
+    clock = ManualClock()
+    lim = MemoryLimiter(clock=clock)
+    spec = LimitSpec(rpm=3)
+    for i in range(3):
+        await lim.admit("key:a", spec, f"r{i}", 0)
+    err = await _refusal(lim, "key:a", spec, "r3")
+    assert err.retry_after == 20.0  # exactly: the clock did not move
+    clock.advance(19.9)
+    await _refusal(lim, "key:a", spec, "r3")
+    clock.advance(0.1)
+    await lim.admit("key:a", spec, "r3", 0)  # one refilled, not two
+    await _refusal(lim, "key:a", spec, "r4")
+    clock.advance(60.0)
+    for i in range(3):
+        await lim.admit("key:a", spec, f"s{i}", 0)  # full again, never fuller
+
+
+async def test_tpm_debt_drains_with_the_clock() -> None:
+    clock = ManualClock()
+    lim = MemoryLimiter(clock=clock)
+    spec = LimitSpec(tpm=600)
+    await lim.admit("key:a", spec, "r1", 600)
+    err = await _refusal(lim, "key:a", spec, "r2", 100)
+    assert err.type == "tokens" and err.retry_after == 10.0  # 100 tokens at 10 per second
+    clock.advance(10.0)
+    await lim.admit("key:a", spec, "r2", 100)
+
+
+async def test_stale_slots_expire_on_the_clock() -> None:
+    clock = ManualClock()
+    lim = MemoryLimiter(stale_after=900.0, clock=clock)
+    spec = LimitSpec(max_concurrency=1)
+    await lim.admit("key:a", spec, "r1", 0)  # its release never comes: the process was killed
+    clock.advance(899.0)
+    await _refusal(lim, "key:a", spec, "r2")
+    clock.advance(1.0)
+    await lim.admit("key:a", spec, "r2", 0)

@@ -3,9 +3,11 @@ the request id on warnings, and the first-start admin token file (created once, 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import queue
 import urllib.request
 from pathlib import Path
 from threading import Barrier, Thread
@@ -16,7 +18,7 @@ from sluice.auth.admin_token import AdminToken, create_first_admin_token, token_
 from sluice.config import ConfigError, load
 from sluice.observability.access_log import FIELDS
 from sluice.observability.exporter import start_exporter
-from sluice.observability.logs import JsonFormatter, TextFormatter
+from sluice.observability.logs import REQUEST_ID, JsonFormatter, TextFormatter, _Enqueue
 from tests.e2e.conftest import free_port
 
 ACCESS = {"request_id": "req_1", "route": "chat_completions", "key_id": "abc", "key_name": "my key",
@@ -104,3 +106,22 @@ def test_metrics_listen_serves_metrics_without_a_token() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_a_warning_logged_while_serving_a_request_carries_its_id() -> None:
+    """The app sets the request id per request task; the queue handler reads it on the emitting task."""
+    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handler = _Enqueue(q)
+
+    async def serve(rid: str) -> None:
+        REQUEST_ID.set(rid)
+        await asyncio.sleep(0)
+        handler.handle(_record("upstream said no", logging.WARNING))
+
+    await asyncio.gather(serve("req_a"), serve("req_b"))
+    handler.handle(_record("between requests", logging.WARNING))
+    got = [q.get_nowait() for _ in range(3)]
+    assert [getattr(r, "request_id", None) for r in got] == ["req_a", "req_b", None]
+    assert TextFormatter().format(got[0]).endswith("upstream said no [request_id=req_a]")
+    assert json.loads(JsonFormatter().format(got[1]))["request_id"] == "req_b"
+    assert "request_id" not in TextFormatter().format(got[2])

@@ -117,8 +117,8 @@ async def test_reconcile_releases_reservations_of_silent_instances(store: Store)
     assert await store.reserve("k1", "r1", 100, 10, "stopped")
     assert await store.reserve("k1", "r2", 200, 20, "never-seen")
     assert await store.reserve("k1", "r3", 300, 30, "alive")
-    await asyncio.sleep(0.3)
-    assert await store.reconcile("alive", 0.2, 3600) == 2
+    later = time.time() + 61  # the reconciler's clock, past the instance timeout: no waiting on the wall clock
+    assert await store.reconcile("alive", 60, 3600, now=later) == 2
     got = await store.get_key("k1")
     assert got is not None and (got.reserved, got.tokens_reserved) == (300, 30)
     assert await store.count_reservations() == 1
@@ -132,9 +132,11 @@ async def test_reconcile_releases_reservations_older_than_the_ttl(store: Store) 
     await store.create_key(key("k1", budget=1_000))
     assert await store.reserve("k1", "r1", 100, 0, "alive")
     assert await store.reconcile("alive", 60, 3600) == 0
-    await asyncio.sleep(0.2)
+    # as of the reconciler's clock, r1 is older than the TTL (no waiting on the wall clock) ...
+    assert await store.reconcile("alive", 3600, 30, now=time.time() + 31) == 1
     assert await store.reserve("k1", "r2", 50, 0, "alive")
-    assert await store.reconcile("alive", 60, 0.1) == 1
+    # ... and r2, reserved after it, is not yet
+    assert await store.reconcile("alive", 3600, 30, now=time.time() + 29) == 0
     got = await store.get_key("k1")
     assert got is not None and got.reserved == 50
 
@@ -268,8 +270,7 @@ async def test_reconcile_releases_batched_reservations_of_a_dead_process(backend
     assert sum(got) == 10
     await dead.close()                                          # the process dies holding the whole budget
     assert not await alive.reserve("k1", "late", 1, 1, "alive")
-    await asyncio.sleep(0.3)
-    assert await alive.reconcile("alive", 0.2, 3600) == 10
+    assert await alive.reconcile("alive", 60, 3600, now=time.time() + 61) == 10
     k1 = await alive.get_key("k1")
     assert k1 is not None and (k1.reserved, k1.tokens_reserved) == (0, 0)
     assert await alive.reserve("k1", "late", 100, 100, "alive")

@@ -82,8 +82,9 @@ def _door_run(t: Target, path: str, body: bytes, extra: dict[str, str], n: int, 
 
 
 def front_doors(b: Bench) -> None:
-    """Per door: CPU per request (streams of 20 chunks sent at once, so the gateway's work is all there
-    is) and TTFC (5 chunks, first after 20 ms), every target alternately, two rounds."""
+    """Per door: CPU per request and requests/s with 20 in flight (streams of 20 chunks sent at once,
+    so the gateway's work is all there is) and TTFC (5 chunks, first after 20 ms), every target
+    alternately, two rounds."""
     rounds = 1 if b.quick else 2
     n_cpu, n_ttfc = (200, 40) if b.quick else (600, 200)
     cpu_shape = {"x-bench-chunks": "20", "x-bench-ttft-ms": "0", "x-bench-gap-ms": "0"}
@@ -95,7 +96,9 @@ def front_doors(b: Bench) -> None:
         for _ in range(rounds):
             for t in b.targets:
                 r = row[t.name]
+                t0 = time.monotonic()
                 recs, cpu = _door_run(t, path, body, extra, n_cpu, 20, cpu_shape, 20)
+                r.setdefault("rps", []).append(n_cpu / (time.monotonic() - t0))
                 r["intact"] += sum(1 for x in recs if x.get("intact"))
                 r["n"] += n_cpu
                 if cpu is not None:
@@ -109,6 +112,7 @@ def front_doors(b: Bench) -> None:
                 say(f"  [{door}] {t.name:8s} CPU/request {_us(cpu)}  TTFC p50 {_us(r['ttfc_p50_us'][-1])} "
                     f"p99 {_us(r['ttfc_p99_us'][-1])}  intact {r['intact']}/{r['n']}")
         for r in row.values():
+            r["rps_med"] = statistics.median(r["rps"])
             for k in ("cpu_us", "ttfc_p50_us", "ttfc_p99_us"):
                 vals = [v for v in r[k] if v is not None]
                 r[k.replace("_us", "_med_us")] = statistics.median(vals) if vals else None

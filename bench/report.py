@@ -193,6 +193,10 @@ def _door_rows(res: dict[str, Any], names: list[str]) -> list[Row]:
         intact = all(r["intact"] == r["n"] for r in row.values())
         rows.append((f"{door}: gateway CPU per request", cpu, "", "(informational)",
                      "" if intact else "not all intact"))
+        rps = {n: f"{row[n]['rps_med']:,.0f}/s" for n in names if row.get(n, {}).get("rps_med")}
+        s, ng = row.get("sluice", {}).get("rps_med"), row.get("nginx", {}).get("rps_med")
+        rows.append((f"{door}: requests/s, 20 in flight, Python client", rps,
+                     f"{s / ng:.2f}x nginx" if s and ng else "", "(informational)", ""))
         ttfc = {n: f"p50 {added(n, 'ttfc_p50_med_us')}, p99 {added(n, 'ttfc_p99_med_us')}"
                 for n in names if n in row and n != "direct"}
         rows.append((f"{door}: added time to first content{' (whole reply)' if 'plain' in door else ''}",

@@ -17,6 +17,8 @@ class HelloProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -32,11 +34,18 @@ class HelloProtocol(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
 
+    # the request's url and headers are kept as a relay route would need them (uvicorn builds them too)
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        self.body = []
+        self.url, self.headers, self.body = b"", [], []
         if self.transport is not None:
             self.transport.write(HEAD + REPLY)
             if not self.parser.should_keep_alive():

@@ -35,8 +35,8 @@ def _drive(kind: str, port: int, req: bytes) -> str:
 
 def _group(frame: str) -> str:
     """`func (path/to/module.py:12)` -> the package it belongs to."""
-    path = frame.rpartition("(")[2].split(":")[0]
-    for mark in ("/sluice/", "/uvicorn/", "/asyncio/", "/httptools/", "/uvloop/", "/orjson"):
+    path = "/" + frame.rpartition("(")[2].split(":")[0]
+    for mark in ("/sluice/", "/uvicorn/", "/logging/", "/asyncio/", "/threading", "/httptools/", "/uvloop/"):
         if mark in path:
             return mark.strip("/") + ("/" + path.split(mark)[1].split("/")[0] if mark == "/sluice/" else "")
     return "other"
@@ -51,7 +51,9 @@ def report(raw: Path, top: int) -> None:
         stack, _, n = line.rpartition(" ")
         if not stack or not n.isdigit():
             continue
-        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        # one entry per function: "func (path:line)" -> "func (path)"
+        frames = [f.rpartition(":")[0] + ")" if ":" in f else f for f in stack.split(";")
+                  if not f.startswith(("process ", "thread "))]
         if not frames:
             continue
         total += int(n)
@@ -72,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("kind", choices=["streams", "held"])
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "profile")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--raw", type=Path, help="only report an earlier py-spy raw file")
+    ap.add_argument("--no-access-log", action="store_true", help="Sluice with [log] access = false")
     a = ap.parse_args(argv)
+    if a.raw:
+        report(a.raw, a.top)
+        return 0
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not os.path.exists(spy):
         print("py-spy is required (pip install py-spy)")
@@ -80,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile()
     a.out.mkdir(parents=True, exist_ok=True)
     up = start_upstream(a.out)
-    gw = start_sluice(REPO, a.out, up.port, tag="profile")
+    gw = start_sluice(REPO, a.out, up.port, tag="profile",
+                      extra_toml="\n[log]\naccess = false\n" if a.no_access_log else "")
     try:
         if a.kind == "streams":
             shape = {"x-bench-chunks": "20", "x-bench-ttft-ms": "0", "x-bench-gap-ms": "0"}

@@ -11,12 +11,18 @@ import time
 from pathlib import Path
 
 from bench import wrk
+from bench.fronts import FRONT_SCENARIOS
 from bench.proc import raise_nofile, status_kb
 from bench.report import markdown, plot
-from bench.scenarios import SCENARIOS, Bench, say
+from bench.scenarios import SCENARIOS as _BASE
+from bench.scenarios import Bench, say
 from bench.targets import Target, start_litellm, start_nginx, start_sluice, start_upstream
 
 REPO = Path(__file__).resolve().parent.parent
+# the front doors and concurrency 1 run right after the stream latency scenario
+_ORDER = ["plain-saturation", "plain-latency", "latency-c1", "stream-latency", "front-doors"]
+_ALL = {**_BASE, **FRONT_SCENARIOS}
+SCENARIOS = {**{k: _ALL[k] for k in _ORDER}, **{k: v for k, v in _ALL.items() if k not in _ORDER}}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

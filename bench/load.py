@@ -109,12 +109,14 @@ def analyse_stream(resp: Response, sent_us: int, expect_chunks: int) -> dict[str
         except orjson.JSONDecodeError:
             continue
         kind = obj.get("type")
-        if kind == "response.completed":  # a Responses stream ends with this event, not [DONE]
+        if kind in ("response.completed", "message_stop"):  # Responses and Anthropic end so, not [DONE]
             done = True
             continue
         choices = obj.get("choices") or []
         if kind == "response.output_text.delta":
             piece = obj.get("delta")
+        elif kind == "content_block_delta":
+            piece = (obj.get("delta") or {}).get("text")
         else:
             piece = (choices[0].get("delta") or {}).get("content") if choices else None
         if piece:

@@ -3,6 +3,7 @@ ratio and the target) and a PNG plot of latency against offered load."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +157,56 @@ def _responses_rows(res: dict[str, Any]) -> list[Row]:
              "" if intact else "streams not intact")]
 
 
+def _c1_rows(res: dict[str, Any], names: list[str]) -> list[Row]:
+    c1 = res.get("latency-c1")
+    if not c1 or "direct" not in c1:
+        return []
+    rows: list[Row] = []
+    for p, label in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")):
+        def med(n: str, p: str = p) -> float:
+            return statistics.median(r[f"{p}_us"] for r in c1[n])
+        added = {n: med(n) - med("direct") for n in names if n in c1}
+        others = "; ".join(f"{n} {added[n] / 1000:+.3f} ms" for n in names
+                           if n in added and n not in ("sluice", "direct"))
+        rows.append((f"concurrency 1, {c1['n']:,} sequential plain requests, {label} (median of "
+                     f"{c1['rounds']} rounds)", {n: _ms(med(n)) for n in names if n in c1},
+                     (f"+{added['sluice'] / 1000:.3f} ms" if "sluice" in added else "—")
+                     + (f" ({others})" if others else ""), "(informational)", ""))
+    return rows
+
+
+def _door_rows(res: dict[str, Any], names: list[str]) -> list[Row]:
+    fd = res.get("front-doors")
+    if not fd:
+        return []
+    rows: list[Row] = []
+    for door, row in fd.items():
+        if door == "shape":
+            continue
+        d = row.get("direct", {})
+
+        def added(n: str, key: str, d: dict[str, Any] = d, row: dict[str, Any] = row) -> str:
+            v, base = row.get(n, {}).get(key), d.get(key)
+            return "—" if v is None or base is None else f"{(v - base) / 1000:+.3f} ms"
+
+        cpu = {n: f"{row[n]['cpu_med_us']:.0f} µs" for n in names if row.get(n, {}).get("cpu_med_us")}
+        intact = all(r["intact"] == r["n"] for r in row.values())
+        rows.append((f"{door}: gateway CPU per request", cpu, "", "(informational)",
+                     "" if intact else "not all intact"))
+        rps = {n: f"{row[n]['rps_med']:,.0f}/s" for n in names if row.get(n, {}).get("rps_med")}
+        s, ng = row.get("sluice", {}).get("rps_med"), row.get("nginx", {}).get("rps_med")
+        rows.append((f"{door}: requests/s, 20 in flight, Python client", rps,
+                     f"{s / ng:.2f}x nginx" if s and ng else "", "(informational)", ""))
+        ttfc = {n: f"p50 {added(n, 'ttfc_p50_med_us')}, p99 {added(n, 'ttfc_p99_med_us')}"
+                for n in names if n in row and n != "direct"}
+        rows.append((f"{door}: added time to first content{' (whole reply)' if 'plain' in door else ''}",
+                     ttfc, ttfc.get("sluice", ""), "(informational)", ""))
+    return rows
+
+
 def markdown(res: dict[str, Any], names: list[str]) -> str:
-    rows = (_sat_rows(res, names) + _lat_rows(res, names) + _stream_rows(res, names)
-            + _held_rows(res, names) + _pair_rows(res) + _responses_rows(res))
+    rows = (_sat_rows(res, names) + _lat_rows(res, names) + _c1_rows(res, names) + _stream_rows(res, names)
+            + _door_rows(res, names) + _held_rows(res, names) + _pair_rows(res) + _responses_rows(res))
     meta = res.get("meta", {})
     lines = ["# Sluice benchmark", "",
              f"Run {meta.get('started', '')}, {meta.get('cpus', '?')} CPUs, mode "

@@ -68,7 +68,8 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _req(t: Target, body: bytes, shape: dict[str, str] | None = None, path: str = CHAT_PATH) -> bytes:
+def _req(t: Target, body: bytes, shape: dict[str, str] | None = None, path: str = CHAT_PATH,
+         extra: dict[str, str] | None = None) -> bytes:
     """The request for a target; the stream shape goes both in x-bench-* headers and in the prompt."""
     if shape:
         obj = orjson.loads(body)
@@ -78,7 +79,7 @@ def _req(t: Target, body: bytes, shape: dict[str, str] | None = None, path: str 
         else:
             obj["messages"][-1]["content"] = prompt
         body = orjson.dumps(obj)
-    return build_request(HOST, t.port, path, body, {**t.headers, **(shape or {})})
+    return build_request(HOST, t.port, path, body, {**t.headers, **(extra or {}), **(shape or {})})
 
 
 def saturate(b: Bench, t: Target, duration: float) -> dict[str, Any]:

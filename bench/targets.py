@@ -78,6 +78,31 @@ kind = "openai"
 base_url = "http://{HOST}:{upstream_port}/v1"
 api_key = "bench"
 
+[[providers]]
+name = "fake-anthropic"
+kind = "anthropic"
+base_url = "http://{HOST}:{upstream_port}/v1"
+api_key = "bench"
+
+[[providers]]
+name = "fake-responses"
+kind = "openai"
+base_url = "http://{HOST}:{upstream_port}/v1"
+api_key = "bench"
+apis = ["chat", "responses"]
+
+# the front doors' pass-through models (bench/fronts.py); bench-model stays last, since a budgets
+# fragment appended below prices it with a [pricing] table
+[[models]]
+name = "bench-claude"
+free = true
+targets = [{{ provider = "fake-anthropic", model = "bench-claude" }}]
+
+[[models]]
+name = "bench-native"
+free = true
+targets = [{{ provider = "fake-responses", model = "bench-native" }}]
+
 [[models]]
 name = "bench-model"
 {free}targets = [{{ provider = "fake", model = "bench-model" }}]

@@ -9,18 +9,18 @@ import asyncio
 import os
 import socket
 import sys
-import time
 from collections import deque
+from typing import Any
 
 import httptools
 import orjson
 
-CREATED = int(time.time())
+from bench.doors import CREATED, dialect_for, embeddings
+
 _SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
     b"transfer-encoding: chunked\r\n\r\n"
 )
-_DONE = b"data: [DONE]\n\n"
 
 
 class Defaults:
@@ -44,15 +44,11 @@ def _frame(event: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(event), event)
 
 
-def _event(obj: dict) -> bytes:
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
-
-
 def _shape(headers: dict[bytes, bytes], payload: dict) -> dict[bytes, bytes]:
     """x-bench-* headers, or the same knobs in the last message ("bench x-bench-chunks=20 ..."), since
     a gateway need not forward unknown headers but always forwards the prompt."""
     try:
-        text = payload["messages"][-1]["content"]
+        text = payload["input"] if "input" in payload else payload["messages"][-1]["content"]
     except (KeyError, IndexError, TypeError):
         return headers
     if not isinstance(text, str) or not text.startswith("bench "):
@@ -134,8 +130,10 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def _handle(self, req: _Request) -> None:
         path = req.url.split(b"?", 1)[0]
-        if req.method == b"POST" and path.endswith(b"/chat/completions"):
-            self._chat(req)
+        if req.method == b"POST" and path.endswith(b"/embeddings"):
+            self._embeddings(req)
+        elif req.method == b"POST" and dialect_for(path) is not None:
+            self._chat(req, path)
         elif path in (b"/health", b"/v1/health"):
             self._send(200, b"text/plain", b"ok", req.close)
         elif path.endswith(b"/models"):
@@ -147,7 +145,16 @@ class UpstreamProtocol(asyncio.Protocol):
                              "code": None}}
             self._send(404, b"application/json", orjson.dumps(err), req.close)
 
-    def _chat(self, req: _Request) -> None:
+    def _embeddings(self, req: _Request) -> None:
+        try:
+            payload = orjson.loads(req.body)
+        except orjson.JSONDecodeError:
+            payload = {}
+        body = orjson.dumps(embeddings(payload.get("model", "bench-model"), payload.get("input", ""),
+                                       max(1, len(req.body) // 4)))
+        self._send(200, b"application/json", body, req.close)
+
+    def _chat(self, req: _Request, path: bytes) -> None:
         try:
             payload = orjson.loads(req.body)
         except orjson.JSONDecodeError:
@@ -164,16 +171,12 @@ class UpstreamProtocol(asyncio.Protocol):
         model = payload.get("model", "bench-model")
         usage = {"prompt_tokens": max(1, len(req.body) // 4), "completion_tokens": chunks,
                  "total_tokens": max(1, len(req.body) // 4) + chunks}
+        opts = payload.get("stream_options") or {}
+        dialect = dialect_for(path)(cid, model, usage, bool(opts.get("include_usage")))  # type: ignore[misc]
         if payload.get("stream"):
-            opts = payload.get("stream_options") or {}
-            _Stream(self, req, cid, model, chunks, "x" * size, ttft, gap,
-                    usage if opts.get("include_usage") else None).start()
+            _Stream(self, req, dialect, chunks, "x" * size, ttft, gap).start()
             return
-        body = orjson.dumps({
-            "id": cid, "object": "chat.completion", "created": CREATED, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "x" * (size * chunks)},
-                         "logprobs": None, "finish_reason": "stop"}],
-            "usage": usage})
+        body = orjson.dumps(dialect.reply("x" * (size * chunks)))
         if ttft + gap > 0:  # plain answer delayed like a whole generation
             self.busy = True
             delay = ttft + gap * max(0, chunks - 1)
@@ -188,29 +191,23 @@ class UpstreamProtocol(asyncio.Protocol):
 
 
 class _Stream:
-    """Sends one SSE response on a schedule: role chunk with the headers, then content chunk i at
-    ttft + i*gap, each stamped with its send time (bench_ts, microseconds since the epoch)."""
+    """Sends one SSE response on a schedule: the dialect's opening events with the headers, then
+    content event i at ttft + i*gap, each stamped with its send time (bench_ts, µs since the epoch)."""
 
-    __slots__ = ("cid", "close", "gap", "i", "loop", "model", "n", "piece", "proto", "t0", "ttft", "usage")
+    __slots__ = ("close", "dialect", "gap", "i", "loop", "n", "piece", "proto", "t0", "ttft")
 
-    def __init__(self, proto: UpstreamProtocol, req: _Request, cid: str, model: str, n: int, piece: str,
-                 ttft: float, gap: float, usage: dict | None):
-        self.proto, self.cid, self.model, self.n, self.piece = proto, cid, model, n, piece
-        self.ttft, self.gap, self.usage, self.close = ttft, gap, usage, req.close
+    def __init__(self, proto: UpstreamProtocol, req: _Request, dialect: Any, n: int, piece: str,
+                 ttft: float, gap: float):
+        self.proto, self.dialect, self.n, self.piece = proto, dialect, n, piece
+        self.ttft, self.gap, self.close = ttft, gap, req.close
         self.loop = asyncio.get_running_loop()
         self.t0 = self.loop.time()
         self.i = 0
 
-    def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
-        return _frame(_event({
-            "id": self.cid, "object": "chat.completion.chunk", "created": CREATED, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-            "bench_ts": time.time_ns() // 1000}))
-
     def start(self) -> None:
         self.proto.busy = True
         assert self.proto.transport is not None
-        self.proto.transport.write(_SSE_HEAD + self._chunk({"role": "assistant", "content": ""}))
+        self.proto.transport.write(_SSE_HEAD + _frame(self.dialect.first()))
         if self.ttft <= 0 and self.gap <= 0:
             while self.i < self.n and self._step(batch=True):
                 pass
@@ -221,19 +218,14 @@ class _Stream:
         t = self.proto.transport
         if t is None:
             return False
-        out = self._chunk({"content": self.piece})
+        out = self.dialect.content(self.piece, self.i)
         self.i += 1
         if self.i < self.n:
-            t.write(out)
+            t.write(_frame(out))
             if not batch:
                 self.proto.timer = self.loop.call_at(self.t0 + self.ttft + self.i * self.gap, self._step)
             return True
-        out += self._chunk({}, "stop")
-        if self.usage is not None:
-            out += _frame(_event({"id": self.cid, "object": "chat.completion.chunk", "created": CREATED,
-                                  "model": self.model, "choices": [], "usage": self.usage,
-                                  "bench_ts": time.time_ns() // 1000}))
-        t.write(out + _frame(_DONE) + b"0\r\n\r\n")
+        t.write(_frame(out + self.dialect.tail()) + b"0\r\n\r\n")
         self.proto.timer = None
         if self.close:
             t.close()

@@ -1,8 +1,8 @@
 """The use case: authenticate -> admit -> route -> call provider -> meter -> settle. No web framework here.
 
 `Relay.complete()` serves a plain request; `Relay.stream()` returns a `RelayStream` only once an
-upstream has answered, whose `frames()` yields the exact bytes for the client and whose `close()`
-releases the upstream and writes the ledger record exactly once, however the stream ended.
+upstream has answered: it yields the upstream's chunks metered (the front door's dialect writes them
+for its client), and its `close()` releases the upstream and settles, however the stream ended.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sluice.observability import metrics
 from sluice.observability.access_log import access_line
 from sluice.providers.base import (
     Call,
+    Chunk,
     ChunkStream,
     Completion,
     NativeBody,
@@ -39,7 +40,6 @@ from sluice.routing.affinity import SessionAffinity, session_of
 from sluice.routing.fallback import Cooldowns, with_failover
 from sluice.routing.table import ModelTable, Route, Target
 from sluice.schema.chat import ChatRequest
-from sluice.sse import DONE_FRAME
 from sluice.storage.base import KeyRecord, LedgerRecord, Store
 
 Headers = list[tuple[bytes, bytes]]
@@ -82,11 +82,11 @@ class Relay:
         rec = meter.take_record()
         if rec is None:
             return None
-        self.admission.price_record(meter, rec)
+        self.admission.price_record(meter.ticket, rec)
         metrics.settled(self.labels, meter, rec)
         access_line(meter, rec)
-        if meter.limits:
-            await self.admission.release_limits(meter, (rec.prompt_tokens or 0) + (rec.completion_tokens or 0))
+        if meter.ticket.limits:
+            await self.admission.release_limits(meter.ticket, (rec.prompt_tokens or 0) + (rec.completion_tokens or 0))
         if self.durable if durable is None else durable:
             await self.ledger.commit(rec)
         else:
@@ -118,7 +118,9 @@ class Relay:
         if req.endpoint != ChatRequest.endpoint:
             meter.extra["endpoint"] = req.endpoint
         route = self.route_for(key, req.model)
-        return route, await self.admission.admit(key, req, meter)
+        ticket = await self.admission.admit(key, req, meter.ticket)
+        meter.prompt_estimate = ticket.prompt_estimate
+        return route, ticket.headers
 
     def targets(self, route: Route, meter: Meter) -> list[Target]:
         """The order to try: the session's last target first while it serves, else the weighted pick;
@@ -229,7 +231,9 @@ class Relay:
 
 
 class RelayStream:
-    """Turns provider chunks into client frames; strips the usage chunk unless the client asked."""
+    """An open upstream stream, metered in one loop (`metered()`) whatever the front door makes of it; the
+    front door calls `finish()` before its last byte (the record is safe before the client sees the end)
+    and a failure settles through `fail(exc)`. `close()` releases the upstream and settles if not yet."""
 
     def __init__(self, relay: Relay, upstream: ChunkStream, meter: Meter, include_usage: bool,
                  headers: Headers) -> None:
@@ -237,93 +241,51 @@ class RelayStream:
         self._upstream = upstream
         self.meter = meter
         self.headers = headers
-        self._include_usage = include_usage
-        self._last: dict[str, Any] | None = None
+        self.include_usage = include_usage
         self.native = False  # the upstream speaks the front door's format: `passthrough()`, not `chunks()`
 
-    async def frames(self) -> AsyncIterator[bytes]:
-        """OpenAI SSE frames, each ending in a blank line; the last is `[DONE]` or an error event."""
+    async def metered(self) -> AsyncIterator[Chunk]:
+        """Every upstream chunk as it comes, metered (first token, text counted, usage kept). A failure is
+        settled, then raised (SluiceError) for the front door to end its stream with its error event."""
         meter = self.meter
         counter = meter.counter
         assert counter is not None
-        include_usage = self._include_usage
         try:
             async for chunk in self._upstream:
                 if meter.ttft is None:
                     meter.first_token()
                 if chunk.text:
                     counter.feed(chunk.text)
-                payload = chunk.payload
                 if chunk.usage is not None:
                     meter.usage = chunk.usage
-                    if not include_usage:
-                        if chunk.usage_only:
-                            continue
-                        payload = _without_usage(chunk.parsed, payload)
-                elif chunk.parsed is not None:
-                    self._last = chunk.parsed
-                yield b"data: " + payload + b"\n\n"
+                yield chunk
         except SluiceError as exc:  # after the 200, failures travel as an error event, never a fake stop
             await self.fail(exc)
-            yield b"data: " + exc.to_body() + b"\n\n"
-            return
-        if include_usage and meter.usage is None:
-            yield self._estimated_usage_frame()
-        await self._relay.settle(meter)  # the record is safe before the client sees the end
-        yield DONE_FRAME
+            raise
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         """Parsed chunks, usage chunk included, for translating writers (e.g. Anthropic's format).
         Ends normally on a clean finish (already settled); raises SluiceError on a failure (settled)."""
-        meter = self.meter
-        counter = meter.counter
-        assert counter is not None
-        try:
-            async for chunk in self._upstream:
-                if meter.ttft is None:
-                    meter.first_token()
-                if chunk.text:
-                    counter.feed(chunk.text)
-                if chunk.usage is not None:
-                    meter.usage = chunk.usage
-                yield chunk.parsed if chunk.parsed is not None else orjson.loads(chunk.payload)
-        except SluiceError as exc:
-            await self.fail(exc)
-            raise
-        await self._relay.settle(meter)
+        async for chunk in self.metered():
+            yield chunk.parsed if chunk.parsed is not None else orjson.loads(chunk.payload)
+        await self.finish()
 
     async def passthrough(self) -> AsyncIterator[bytes]:
         """A native stream's frames as the upstream sent them, metered as they pass; settled before the
         last frame. Raises SluiceError on a failure (settled)."""
-        meter = self.meter
-        try:
-            async for chunk in self._upstream:
-                if meter.ttft is None:
-                    meter.first_token()
-                if chunk.usage is not None:
-                    meter.usage = chunk.usage
-                if chunk.finish:
-                    await self._relay.settle(meter)
-                yield chunk.payload
-        except SluiceError as exc:
-            await self.fail(exc)
-            raise
-        await self._relay.settle(meter)
+        async for chunk in self.metered():
+            if chunk.finish:
+                await self.finish()
+            yield chunk.payload
+        await self.finish()
+
+    async def finish(self) -> LedgerRecord | None:
+        """Settle a stream that ended well (a no-op when already settled)."""
+        return await self._relay.settle(self.meter)
 
     async def fail(self, exc: SluiceError) -> None:
         self.meter.error_code = exc.code or "upstream_error"
         await self._relay.settle(self.meter)
-
-    def _estimated_usage_frame(self) -> bytes:
-        prompt, completion, _ = self.meter.final_usage()
-        head = self._last or {}
-        chunk = {"id": head.get("id", "chatcmpl-" + self.meter.request_id),
-                 "object": head.get("object", "chat.completion.chunk"),
-                 "created": head.get("created", int(self.meter.wall_start)),
-                 "model": head.get("model", self.meter.upstream_model), "choices": [],
-                 "usage": {"prompt_tokens": prompt or 0, "completion_tokens": completion or 0,
-                           "total_tokens": (prompt or 0) + (completion or 0)}}
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     async def close(self, *, disconnected: bool = False) -> None:
         """Release the upstream, then settle (a no-op when the stream already did)."""
@@ -342,9 +304,3 @@ def _with_estimated_usage(body: bytes, meter: Meter) -> bytes:
     prompt, _, _ = meter.final_usage()
     doc["usage"] = {"prompt_tokens": prompt or 0, "total_tokens": prompt or 0}
     return orjson.dumps(doc)
-
-
-def _without_usage(parsed: dict[str, Any] | None, payload: bytes) -> bytes:
-    obj = dict(parsed) if parsed is not None else orjson.loads(payload)
-    obj.pop("usage", None)
-    return orjson.dumps(obj)

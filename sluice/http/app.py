@@ -15,6 +15,7 @@ from sluice.channels.catalog import Catalog
 from sluice.channels.hub import ChannelHub
 from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.config import Settings
+from sluice.dialects.anthropic_messages.reply import error_body as anthropic_error_body
 from sluice.errors import InvalidRequest, NotFound, SluiceError
 from sluice.http.admin_routes import AdminRoutes, DashboardRoutes
 from sluice.http.asgi import (
@@ -31,6 +32,7 @@ from sluice.http.asgi import (
 )
 from sluice.http.cors import CorsPolicy
 from sluice.http.drain import Drain
+from sluice.http.lifecycle import Answered, Lifecycle
 from sluice.http.messages_route import MessagesRoute
 from sluice.http.openai_routes import OpenAIRoutes
 from sluice.http.ops_routes import OpsRoutes
@@ -43,7 +45,6 @@ from sluice.metering.tokenizer import make_counter_factory
 from sluice.observability import metrics
 from sluice.observability.logs import REQUEST_ID
 from sluice.observability.sampler import Sampler
-from sluice.providers.anthropic.inbound import error_body as anthropic_error_body
 from sluice.providers.base import Provider
 from sluice.providers.registry import build_providers
 from sluice.relay import Relay, new_request_id
@@ -149,20 +150,18 @@ class App:
             catalog.wake()
             channels.wake()
         await store.watch_channels(changed)
-        inflight = self.drain.inflight
-        routes = OpenAIRoutes(relay, max_body=s.server.max_body_bytes, heartbeat=s.server.heartbeat_seconds,
-                              inflight=inflight)
+        life = Lifecycle(relay, max_body=s.server.max_body_bytes, inflight=self.drain.inflight)
+        beat = s.server.heartbeat_seconds
+        routes = OpenAIRoutes(life, heartbeat=beat)
         admin = AdminRoutes(s, relay, catalog)
         probes: dict[str, Probe] = {"database": store.count_reservations}
         if s.redis.url:
             probes["redis"] = limiter.ping  # type: ignore[attr-defined]  # the RedisLimiter
         sampler = Sampler(lambda: ledger.depth, store.count_reservations)
         sampler.start()
-        body, beat = s.server.max_body_bytes, s.server.heartbeat_seconds
         self._res = Resources(store, client, providers, ledger, relay, routes, admin, DashboardRoutes(relay),
-                              MessagesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight),
-                              OpsRoutes(s, admin.token, probes), sampler,
-                              ResponsesRoute(relay, max_body=body, heartbeat=beat, inflight=inflight))
+                              MessagesRoute(life, heartbeat=beat), OpsRoutes(s, admin.token, probes), sampler,
+                              ResponsesRoute(life, heartbeat=beat))
         for hook in self.on_started:
             hook()
 
@@ -192,6 +191,8 @@ class App:
             REQUEST_ID.set(rid)  # this request's task: its log lines carry the id
             try:
                 await self._http(scope, receive, send, rid)
+            except Answered:  # the request's scope already ended it
+                pass
             except Exception:  # the outermost boundary: nothing escapes to the server's plain-text 500
                 await self._internal_error(scope, send, rid)
         elif kind == "lifespan":
@@ -268,14 +269,14 @@ class App:
             await res.responses.create(scope, receive, send, rid, headers)
             return
         elif path.startswith(("/v1/responses/", "/responses/")) and method in ("GET", "DELETE", "POST"):
-            await res.responses.stored(scope, receive, send, headers, path.split("/responses/", 1)[1])
+            await res.responses.stored(scope, receive, send, rid, headers, path.split("/responses/", 1)[1])
             return
         elif path in ("/v1/models", "/models") and method == "GET":
-            await res.routes.list_models(scope, send, headers)
+            await res.routes.list_models(scope, receive, send, rid, headers)
             return
         elif path.startswith(("/v1/models/", "/models/")) and method == "GET":
             model_id = path.split("/models/", 1)[1]
-            await res.routes.get_model(scope, send, headers, model_id)
+            await res.routes.get_model(scope, receive, send, rid, headers, model_id)
             return
         elif path.startswith("/admin/"):
             await res.admin.handle(scope, receive, send, headers)

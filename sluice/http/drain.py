@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from sluice.http.streaming import DisconnectWatch
+from sluice.http.disconnect import DisconnectWatch
 
 log = logging.getLogger("sluice")
 

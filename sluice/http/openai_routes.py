@@ -5,10 +5,13 @@ as Claude Code's model discovery does)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from sluice.dialects.anthropic_messages.models import model_info, models_page
+from sluice.dialects.chat_completions import ChatStreamWriter
+from sluice.dialects.chat_completions import error_event as chat_error_event
 from sluice.errors import ModelNotFound, SluiceError
 from sluice.http.account_routes import caller_prices
 from sluice.http.asgi import (
@@ -20,29 +23,27 @@ from sluice.http.asgi import (
     credentials,
     header,
     send_bytes,
-    send_error,
     send_json,
 )
-from sluice.http.exchange import Exchange, run_exchange
-from sluice.http.streaming import DisconnectWatch, error_frame, send_stream
+from sluice.http.doors import ANTHROPIC, OPENAI
+from sluice.http.lifecycle import Lifecycle, RequestScope
+from sluice.http.streaming import send_frames
 from sluice.metering.meter import Meter
 from sluice.metering.pricing import fmt_money
-from sluice.providers.anthropic.inbound import error_body
-from sluice.providers.anthropic.models import model_info, models_page
-from sluice.relay import Relay
+from sluice.relay import Relay, RelayStream
 from sluice.routing.table import Route
 from sluice.schema.chat import ChatRequest
 from sluice.schema.endpoints import CompletionsRequest, EmbeddingsRequest
-from sluice.storage.base import KeyRecord, LedgerRecord
+from sluice.sse import KEEPALIVE_FRAME
+from sluice.storage.base import LedgerRecord
 
 STARTED = int(time.time())
 
 
 class OpenAIRoutes:
-    def __init__(self, relay: Relay, *, max_body: int, heartbeat: float, inflight: set[DisconnectWatch]) -> None:
-        self.relay = relay
-        self.inflight = inflight
-        self.max_body = max_body
+    def __init__(self, life: Lifecycle, *, heartbeat: float) -> None:
+        self.life = life
+        self.relay: Relay = life.relay
         self.heartbeat = heartbeat
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send, rid: str,
@@ -58,75 +59,72 @@ class OpenAIRoutes:
     async def _relay(self, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers,
                      parse: Callable[[bytes], ChatRequest]) -> None:
         """One OpenAI endpoint served by passing its body through: the upstream's reply bytes unchanged."""
-        async def serve(ex: Exchange) -> None:
-            relay, meter = self.relay, ex.meter
-            req = parse(ex.raw)
-            meter.model = req.model
-            if req.stream:
-                ex.stream = await relay.stream(ex.key, req, meter)
-                await send_stream(send, ex.stream, [*headers, *ex.stream.headers, *_served_by(meter)],
-                                  self.heartbeat)
+        async with self.life.scope(scope, receive, send, rid, headers, OPENAI,
+                                   auth=header(scope, b"authorization")) as req:
+            creq = parse(req.raw)
+            if creq.stream:
+                rs = await req.stream(creq)
+                await send_frames(send, _chat_events(rs), [*headers, *rs.headers, *_served_by(req.meter)],
+                                  self.heartbeat, KEEPALIVE_FRAME)
                 return
-            result, limit_headers = await relay.complete(ex.key, req, meter)
-            rec = await relay.settle(meter)
-            ex.watch.done = True
+            result, limit_headers = await req.complete(creq)
+            rec = await req.settle()
             await send_bytes(send, 200, result.body,
-                             [JSON_CT, *headers, *limit_headers, *_served_by(meter), *_charged(rec)])
+                             [JSON_CT, *headers, *limit_headers, *_served_by(req.meter), *_charged(rec)])
 
-        await run_exchange(self.relay, scope, receive, send, rid, headers, max_body=self.max_body,
-                           auth=header(scope, b"authorization"), inflight=self.inflight, serve=serve,
-                           send_error=send_error, stream_error=error_frame)
-
-    async def list_models(self, scope: Scope, send: Send, headers: Headers) -> None:
-        key = await self._auth(scope, send, headers)
-        if key is None:
-            return
-        routes = self.relay.models_for(key)
-        if not _anthropic(scope):
-            prices = {p["model"]: p for p in await caller_prices(self.relay, key)}
-            data = [_model(r, prices.get(r.name)) for r in routes]
-            await send_json(send, 200, {"object": "list", "data": data}, headers)
-            return
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        try:
+    async def list_models(self, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers) -> None:
+        async with self._side(scope, receive, send, rid, headers) as req:
+            routes = self.relay.models_for(req.key)
+            if not _anthropic(scope):
+                prices = {p["model"]: p for p in await caller_prices(self.relay, req.key)}
+                data = [_model(r, prices.get(r.name)) for r in routes]
+                await send_json(send, 200, {"object": "list", "data": data}, headers)
+                return
+            query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
             page = models_page([r.name for r in routes], query, STARTED)
-        except SluiceError as exc:
-            await _send_error(scope, send, exc, headers)
-            return
-        await send_json(send, 200, page, headers)
+            await send_json(send, 200, page, headers)
 
-    async def get_model(self, scope: Scope, send: Send, headers: Headers, model_id: str) -> None:
-        key = await self._auth(scope, send, headers)
-        if key is None:
-            return
-        try:
-            route = self.relay.route_for(key, model_id)
-        except SluiceError:  # never reveal models the key can't use
-            await _send_error(scope, send, ModelNotFound(model_id), headers)
-            return
-        if _anthropic(scope):
-            await send_json(send, 200, model_info(route.name, STARTED), headers)
-            return
-        prices = {p["model"]: p for p in await caller_prices(self.relay, key)}
-        await send_json(send, 200, _model(route, prices.get(route.name)), headers)
+    async def get_model(self, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers,
+                        model_id: str) -> None:
+        async with self._side(scope, receive, send, rid, headers) as req:
+            try:
+                route = self.relay.route_for(req.key, model_id)
+            except SluiceError:  # never reveal models the key can't use
+                raise ModelNotFound(model_id) from None
+            if _anthropic(scope):
+                await send_json(send, 200, model_info(route.name, STARTED), headers)
+                return
+            prices = {p["model"]: p for p in await caller_prices(self.relay, req.key)}
+            await send_json(send, 200, _model(route, prices.get(route.name)), headers)
 
-    async def _auth(self, scope: Scope, send: Send, headers: Headers) -> KeyRecord | None:
-        try:
-            return await self.relay.auth.authenticate(credentials(scope))
-        except SluiceError as exc:
-            await _send_error(scope, send, exc, headers)
-            return None
+    def _side(self, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers) -> RequestScope:
+        """Authenticated, never metered; errors in Anthropic's envelope when the client speaks it."""
+        door = ANTHROPIC if _anthropic(scope) else OPENAI
+        return self.life.scope(scope, receive, send, rid, headers, door, auth=credentials(scope), metered=False)
 
 
 def _anthropic(scope: Scope) -> bool:
     return header(scope, b"anthropic-version") is not None
 
 
-async def _send_error(scope: Scope, send: Send, exc: SluiceError, headers: Headers) -> None:
-    if _anthropic(scope):
-        await send_bytes(send, exc.status, error_body(exc), [JSON_CT, *exc.headers(), *headers])
-    else:
-        await send_error(send, exc, headers)
+async def _chat_events(rs: RelayStream) -> AsyncIterator[bytes]:
+    """The client's events: each chunk's bytes as they came unless its usage must go; settled before `[DONE]`."""
+    writer = ChatStreamWriter(rs.include_usage)
+    try:
+        async for chunk in rs.metered():
+            out = writer.feed(chunk.payload, chunk.parsed, has_usage=chunk.usage is not None,
+                              usage_only=chunk.usage_only)
+            if out is not None:
+                yield out
+    except SluiceError as exc:  # already settled by the relay stream
+        yield chat_error_event(exc)
+        return
+    meter = rs.meter
+    if writer.wants_estimate(meter.usage is not None):
+        prompt, completion, _ = meter.final_usage()
+        yield writer.estimated_usage(meter.request_id, meter.wall_start, meter.upstream_model, prompt, completion)
+    await rs.finish()
+    yield writer.done()
 
 
 def _served_by(meter: Meter) -> Headers:

@@ -17,74 +17,59 @@ from sluice.dialects.responses.stream import ResponsesStreamWriter
 from sluice.errors import NotFound, SluiceError
 from sluice.http.asgi import (
     JSON_CT,
-    ClientGone,
     Headers,
     Receive,
     Scope,
     Send,
     credentials,
-    read_body,
     send_bytes,
-    send_error,
 )
-from sluice.http.exchange import Exchange, run_exchange
-from sluice.http.streaming import DisconnectWatch, send_frames
+from sluice.http.doors import RESPONSES
+from sluice.http.lifecycle import Lifecycle
+from sluice.http.streaming import send_frames
 from sluice.providers.base import NativeBody
-from sluice.relay import Relay, RelayStream
+from sluice.relay import RelayStream
 from sluice.routing.affinity import session_of
 from sluice.schema.chat import ChatRequest, parse_json_object
 from sluice.sse import KEEPALIVE_FRAME
 
 
 class ResponsesRoute:
-    def __init__(self, relay: Relay, *, max_body: int, heartbeat: float, inflight: set[DisconnectWatch]) -> None:
-        self.relay = relay
-        self.inflight = inflight
-        self.max_body = max_body
+    def __init__(self, life: Lifecycle, *, heartbeat: float) -> None:
+        self.life = life
         self.heartbeat = heartbeat
 
     async def create(self, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers) -> None:
-        async def serve(ex: Exchange) -> None:
-            relay, meter = self.relay, ex.meter
-            body = parse_json_object(ex.raw)
+        async with self.life.scope(scope, receive, send, rid, headers, RESPONSES, auth=credentials(scope)) as req:
+            body = parse_json_object(req.raw)
             tr = translate_request(body)
-            req = ChatRequest(tr.body)
-            native = NativeBody("responses", ex.raw, req.model)
-            meter.model = req.model
-            if meter.session_id is None:  # the translation drops prompt_cache_key; it still names the session
-                meter.session_id = session_of(body)
-            shell = Shell(rid, req.model, body)
-            if req.stream:
-                ex.stream = rs = await relay.stream(ex.key, req, meter, native)
+            creq = ChatRequest(tr.body)
+            native = NativeBody("responses", req.raw, creq.model)
+            if req.meter.session_id is None:  # the translation drops prompt_cache_key; it still names the session
+                req.meter.session_id = session_of(body)
+            shell = Shell(rid, creq.model, body)
+            if creq.stream:
+                rs = await req.stream(creq, native)
                 frames = _native(rs) if rs.native else _translated(rs, ResponsesStreamWriter(shell, tr.tools))
                 await send_frames(send, frames, [*headers, *rs.headers], self.heartbeat, KEEPALIVE_FRAME)
                 return
-            result, limit_headers = await relay.complete(ex.key, req, meter, native)
-            await relay.settle(meter)
-            ex.watch.done = True
+            result, limit_headers = await req.complete(creq, native)
+            await req.settle()
             out = result.body if result.native else orjson.dumps(
                 completion_to_response(shell, orjson.loads(result.body), tr.tools))
             await send_bytes(send, 200, out, [JSON_CT, *headers, *limit_headers])
 
-        await run_exchange(self.relay, scope, receive, send, rid, headers, max_body=self.max_body,
-                           auth=credentials(scope), inflight=self.inflight, serve=serve, send_error=send_error,
-                           stream_error=error_event)
-
-    async def stored(self, scope: Scope, receive: Receive, send: Send, headers: Headers, rest: str) -> None:
+    async def stored(self, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers,
+                     rest: str) -> None:
         """`/v1/responses/{id}[/...]` (retrieve, delete, cancel, input_items) and the other sub-endpoints
         (`compact`, `input_tokens`): authenticated, then a 404 that says what Sluice does not offer."""
-        try:
-            await read_body(scope, receive, self.max_body)
-            await self.relay.auth.authenticate(credentials(scope))
+        async with self.life.scope(scope, receive, send, rid, headers, RESPONSES, auth=credentials(scope),
+                                   metered=False):
             first = rest.split("/", 1)[0]
             if first in ("compact", "input_tokens"):
                 raise NotFound(f"Sluice does not offer POST /v1/responses/{first}.", code="unknown_url")
             raise NotFound(f"No response with id '{first}': Sluice does not store responses "
                            "(every response is served as with store: false).", param="response_id")
-        except ClientGone:
-            return
-        except SluiceError as exc:
-            await send_error(send, exc, headers)
 
 
 async def _translated(rs: RelayStream, writer: ResponsesStreamWriter) -> AsyncIterator[bytes]:

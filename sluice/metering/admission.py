@@ -22,9 +22,9 @@ from sluice.config import ModelConfig, Settings
 from sluice.errors import PermissionDenied, QuotaExceeded
 from sluice.metering.fit import MIN_ADAPTED_OUTPUT, affordable_output
 from sluice.metering.limits import Limiter, LimitSpec
-from sluice.metering.meter import Meter
 from sluice.metering.pricing import Price, fmt_money
 from sluice.metering.reservations import ReservationBatcher
+from sluice.metering.ticket import Ticket
 from sluice.metering.tokens import estimate_prompt
 from sluice.routing.patterns import candidates, is_pattern, match
 from sluice.schema.chat import ChatRequest
@@ -120,28 +120,29 @@ class Admission:
             except Exception:
                 log.exception("reconciliation failed; will retry")
 
-    async def admit(self, key: KeyRecord, req: ChatRequest, meter: Meter) -> Headers:
-        """The price, the reservation, then the rate limits; raises before any upstream call.
+    async def admit(self, key: KeyRecord, req: ChatRequest, ticket: Ticket) -> Ticket:
+        """The price, the reservation, then the rate limits, each written to `ticket` as granted; raises
+        before any upstream call.
 
         Money comes first so that a refusal for money uses none of the rate limits' allowance; a request
         then refused by a rate limit gives its reservation back when it settles (uncharged)."""
-        meter.price = self.priced(req.model)
+        ticket.price = self.priced(req.model)
         account: AccountRecord | None = None
         if key.account_id is not None:   # the account pays, at its group's prices
             account, group = await self.accounts.payer(key.account_id)
-            meter.account_id = account.id
+            ticket.account_id = account.id
             mult = multiplier(group, req.model)
-            meter.list_price, meter.price = meter.price, meter.price.scaled(mult)
-            meter.extra["multiplier"] = str(mult)
+            ticket.list_price, ticket.price = ticket.price, ticket.price.scaled(mult)
+            ticket.notes["multiplier"] = str(mult)
         # embeddings generate nothing: a max_tokens of 0 reserves no output
         out_cap = req.max_tokens if req.max_tokens is not None else (
             self._out_caps.get(req.model) or self._budgets.max_output_reserve)
         prompt = estimate_prompt(req.messages)
-        meter.prompt_estimate = prompt
+        ticket.prompt_estimate = prompt
         headers: Headers = []
         if key.metered:
-            out_cap = await self._reserve(key, account, req, meter, prompt * 5 // 4 + 16, out_cap)
-            if "capped_max_tokens" in meter.extra:  # tell the caller why the reply may stop early
+            out_cap = await self._reserve(key, account, req, ticket, prompt * 5 // 4 + 16, out_cap)
+            if "capped_max_tokens" in ticket.notes:  # tell the caller why the reply may stop early
                 headers.append((b"x-sluice-max-tokens", str(out_cap).encode()))
         tokens = (prompt * 5 // 4 + 16 + out_cap * req.n)
         key_spec = LimitSpec(rpm=key.rpm, tpm=key.tpm, max_concurrency=key.max_concurrency)
@@ -149,9 +150,10 @@ class Admission:
         for scope, spec in (("global", self._global), ("key:" + key.id, key_spec)):
             if spec.empty:
                 continue
-            limit_headers = await self._limiter.admit(scope, spec, meter.request_id, tokens)  # the key's win
-            meter.limits.append((scope, spec, tokens))
-        return [*headers, *limit_headers]
+            limit_headers = await self._limiter.admit(scope, spec, ticket.request_id, tokens)  # the key's win
+            ticket.limits.append((scope, spec, tokens))
+        ticket.headers = [*headers, *limit_headers]
+        return ticket
 
     def priced(self, model: str) -> Price:
         """The model's price; a model without one is refused unless the operator marked it free."""
@@ -162,7 +164,7 @@ class Admission:
                 "it a pricing (or mark it `free = true`).", param="model", code="model_not_priced")
         return price
 
-    async def _reserve(self, key: KeyRecord, account: AccountRecord | None, req: ChatRequest, meter: Meter,
+    async def _reserve(self, key: KeyRecord, account: AccountRecord | None, req: ChatRequest, ticket: Ticket,
                        base: int, out_cap: int) -> int:
         """Hold the most the request can cost; returns the output cap held for. Without `max_tokens` the
         cap shrinks to what the balance still allows (re-read once if the cached key proves stale) and
@@ -171,13 +173,13 @@ class Admission:
         for attempt in range(2 if adapt else 1):
             cap = out_cap
             if adapt:
-                cap = affordable_output(meter.price or self._default_price, base, req.n, out_cap,
+                cap = affordable_output(ticket.price or self._default_price, base, req.n, out_cap,
                                         _money_left(key, account), _tokens_left(key))
-            if cap >= min(out_cap, MIN_ADAPTED_OUTPUT) and await self._hold(key, meter, base, cap, req.n):
+            if cap >= min(out_cap, MIN_ADAPTED_OUTPUT) and await self._hold(key, ticket, base, cap, req.n):
                 if cap < out_cap:
                     req.max_tokens = cap
                     req.body["max_tokens"] = cap
-                    meter.extra["capped_max_tokens"] = cap
+                    ticket.notes["capped_max_tokens"] = cap
                 return cap
             if attempt == 0 and adapt:
                 key = await self._store.get_key(key.id) or key
@@ -187,46 +189,46 @@ class Admission:
             "You exceeded your current quota: the remaining balance does not cover the most this request can "
             "cost. Top up (or redeem a code) or lower max_tokens.")
 
-    async def _hold(self, key: KeyRecord, meter: Meter, base: int, cap: int, n: int) -> bool:
-        price = meter.price or self._default_price
+    async def _hold(self, key: KeyRecord, ticket: Ticket, base: int, cap: int, n: int) -> bool:
+        price = ticket.price or self._default_price
         tokens = base + cap * n
         nanos = price.cost_nanos(base, cap * n)
-        if not await self._reservations.reserve(Reservation(key.id, meter.request_id, nanos, tokens,
-                                                            self.instance_id, meter.account_id)):
+        if not await self._reservations.reserve(Reservation(key.id, ticket.request_id, nanos, tokens,
+                                                            self.instance_id, ticket.account_id)):
             return False
-        meter.reserved = (nanos, tokens)
-        meter.budgeted = (key.budget is not None or meter.account_id is not None, key.token_quota is not None)
+        ticket.reserved = (nanos, tokens)
+        ticket.budgeted = (key.budget is not None or ticket.account_id is not None, key.token_quota is not None)
         return True
 
-    async def release_limits(self, meter: Meter, used: int) -> None:
-        limits, meter.limits = meter.limits, []
+    async def release_limits(self, ticket: Ticket, used: int) -> None:
+        limits, ticket.limits = ticket.limits, []
         for scope, spec, tokens in limits:
             try:
-                await self._limiter.release(scope, spec, meter.request_id, tokens, used)
+                await self._limiter.release(scope, spec, ticket.request_id, tokens, used)
             except Exception:
-                log.exception("releasing rate-limit state failed for %s", meter.request_id)
+                log.exception("releasing rate-limit state failed for %s", ticket.request_id)
 
-    def price_record(self, meter: Meter, rec: LedgerRecord) -> None:
+    def price_record(self, ticket: Ticket, rec: LedgerRecord) -> None:
         """Fill in the cost (capped at the reservation for budgeted keys) before the record is written."""
-        if meter.price is None:
+        if ticket.price is None:
             return
         if rec.prompt_tokens is None:  # nothing came from an upstream: nothing to charge
             rec.cost = 0
             return
         prompt, completion = rec.prompt_tokens, rec.completion_tokens or 0
-        cost = meter.price.cost_nanos(prompt, completion, rec.cached_tokens or 0, rec.cache_write_5m_tokens or 0,
+        cost = ticket.price.cost_nanos(prompt, completion, rec.cached_tokens or 0, rec.cache_write_5m_tokens or 0,
                                       rec.cache_write_1h_tokens or 0)
-        if meter.reserved is not None:
-            nanos, tokens = meter.reserved
-            money_capped, quota_capped = meter.budgeted
+        if ticket.reserved is not None:
+            nanos, tokens = ticket.reserved
+            money_capped, quota_capped = ticket.budgeted
             if money_capped and cost > nanos:
                 self._underbilled(rec, cost, nanos)
                 cost = nanos
             if quota_capped and prompt + completion > tokens:
                 rec.quota_tokens = tokens
         rec.cost = cost
-        if meter.list_price is not None:   # an account's price: say what the list price was
-            rec.extra["list_cost"] = fmt_money(meter.list_price.cost_nanos(
+        if ticket.list_price is not None:   # an account's price: say what the list price was
+            rec.extra["list_cost"] = fmt_money(ticket.list_price.cost_nanos(
                 prompt, completion, rec.cached_tokens or 0, rec.cache_write_5m_tokens or 0,
                 rec.cache_write_1h_tokens or 0))
 

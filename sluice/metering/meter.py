@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from sluice.metering.ticket import Ticket
 from sluice.metering.tokens import estimate_prompt
 from sluice.schema.chat import ChatRequest
 from sluice.schema.usage import Usage
@@ -14,26 +15,20 @@ from sluice.storage.base import LedgerRecord
 log = logging.getLogger("sluice.meter")
 
 if TYPE_CHECKING:
-    from sluice.metering.pricing import Price
     from sluice.metering.tokenizer import Counter
 
 
 class Meter:
-    __slots__ = ("_done", "account", "account_id", "attempts", "budgeted", "counter", "disconnected",
-                 "error_code", "extra", "failovers", "key_id", "key_name", "limits", "list_price", "model", "price",
-                 "prompt_estimate", "provider", "record", "request", "request_id", "reserved", "route",
-                 "session_id", "started", "status", "stream", "ttft", "upstream_model", "usage", "wall_start")
+    __slots__ = ("_done", "account", "attempts", "counter", "disconnected", "error_code", "extra", "failovers",
+                 "key_id", "key_name", "model", "prompt_estimate", "provider", "record", "request", "request_id",
+                 "route", "session_id", "started", "status", "stream", "ticket", "ttft", "upstream_model", "usage",
+                 "wall_start")
 
     def __init__(self, request_id: str, route: str = "") -> None:
         self.request_id = request_id
         self.route = route          # the front door, e.g. chat_completions (a metrics label and log field)
         self._done = False
-        self.price: Price | None = None
-        self.list_price: Price | None = None               # before the account group's multiplier
-        self.account_id: str | None = None                  # the account that pays, if any
-        self.limits: list[tuple[str, Any, int]] = []       # (scope, LimitSpec, tokens reserved) admitted
-        self.reserved: tuple[int, int] | None = None        # (nanos, tokens) held on the key
-        self.budgeted: tuple[bool, bool] = (False, False)   # (money budget, token quota) caps apply
+        self.ticket = Ticket(request_id)    # what admission granted: price, limits, reservation
         self.record: LedgerRecord | None = None
         self.started = time.monotonic()
         self.wall_start = time.time()
@@ -94,10 +89,10 @@ class Meter:
             ttft_ms=round(self.ttft * 1000, 3) if self.ttft is not None else None,
             duration_ms=round((time.monotonic() - self.started) * 1000, 3),
             disconnected=self.disconnected, error_code=self.error_code, attempts=self.attempts,
-            created_at=self.wall_start, extra=self.extra,
+            created_at=self.wall_start, extra={**self.ticket.notes, **self.extra} if self.ticket.notes else self.extra,
             cached_tokens=u.cached_tokens if u is not None else None,
             cache_write_5m_tokens=u.cache_write_5m_tokens if u is not None else None,
             cache_write_1h_tokens=u.cache_write_1h_tokens if u is not None else None,
-            session_id=self.session_id, account_id=self.account_id)
+            session_id=self.session_id, account_id=self.ticket.account_id)
         self.record = rec
         return rec

@@ -24,7 +24,7 @@ def access_line(meter: Meter, rec: LedgerRecord) -> None:
         return
     fields: dict[str, Any] = {
         "request_id": rec.request_id, "route": meter.route, "key_id": rec.key_id, "key_name": meter.key_name,
-        "account": meter.account_id or meter.account, "model": rec.model, "provider": rec.provider,
+        "account": meter.ticket.account_id or meter.account, "model": rec.model, "provider": rec.provider,
         "upstream_model": rec.upstream_model, "status": rec.status, "error_code": rec.error_code,
         "input_tokens": rec.prompt_tokens, "output_tokens": rec.completion_tokens,
         "cached_tokens": rec.cached_tokens,

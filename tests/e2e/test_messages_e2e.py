@@ -18,7 +18,7 @@ import httpx2
 import orjson
 import pytest
 
-from sluice.providers.anthropic.inbound import PING_FRAME
+from sluice.dialects.anthropic_messages.reply import PING_FRAME
 from tests.e2e.sluice_proc import SluiceProcess
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer, error_body, frames, stream_events
 from tests.sim.gemini_sim import GeminiSim, Script, text_events

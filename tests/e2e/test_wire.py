@@ -7,7 +7,7 @@ import itertools
 import json
 
 from tests.e2e.conftest import SluiceServer
-from tests.e2e.rawhttp import chat_body, data_payloads, frames, post_chat
+from tests.e2e.rawhttp import RawConn, chat_body, data_payloads, frames, post_chat
 from tests.sim.openai_sim import Fault, ThreadedSim, fixture_payloads
 
 
@@ -243,3 +243,28 @@ async def test_concurrent_raw_streams_do_not_mix(sluice: SluiceServer, api_key: 
     results = await asyncio.gather(*(one("tools" if i % 2 else "gpt-4o") for i in range(10)))
     for i, got in enumerate(results):
         assert got == fixture_payloads("tool_calls.sse" if i % 2 else "text.sse")
+
+
+async def test_messages_stream_heartbeats_are_anthropic_pings(sluice: SluiceServer, api_key: str,
+                                                              sim: ThreadedSim) -> None:
+    # Claude Code ignores SSE comments: a silent /v1/messages stream must beat with `event: ping`
+    sim.push(Fault.slow_first_chunk(1.2, pause_after={3: 1.2}))
+    body = json.dumps({"model": "gpt-4o", "max_tokens": 64, "stream": True,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    conn = await RawConn.open(sluice.port)
+    try:
+        await conn.send("POST", "/v1/messages", body=body,
+                        headers={"x-api-key": api_key, "Content-Type": "application/json"})
+        head = await conn.head()
+        assert head.status == 200
+        fs = frames(await conn.body(head))
+        ping = b'event: ping\ndata: {"type": "ping"}\n\n'
+        names = [f.split(b"\n", 1)[0] for f in fs]
+        first_event = next(i for i, f in enumerate(fs) if f != ping)
+        assert first_event >= 1 and names[first_event] == b"event: message_start"
+        assert not any(f.startswith(b":") for f in fs)  # no comments on this dialect
+        real = [i for i, f in enumerate(fs) if f != ping]
+        assert any(b - a > 1 for a, b in itertools.pairwise(real)), "no ping mid-stream"
+        assert names[-1] == b"event: message_stop"
+    finally:
+        conn.close()

@@ -15,8 +15,8 @@ import pytest
 
 from sluice.cli.serve import GracefulStop
 from sluice.http.asgi import Message
+from sluice.http.disconnect import SHUTDOWN, DisconnectWatch
 from sluice.http.drain import Drain
-from sluice.http.streaming import DisconnectWatch
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -48,13 +48,14 @@ async def _never() -> Message:
 
 
 async def _request(drain: Drain) -> str:
-    """A request in flight as run_exchange holds one: registered with the drain until it ends."""
+    """A request in flight as its scope holds one: registered with the drain until it ends; the cancel
+    carries its cause."""
     watch = DisconnectWatch(_never, drain.inflight)
     try:
         await asyncio.sleep(60)
         return "finished"
-    except asyncio.CancelledError:
-        if watch.absorb_stop():
+    except asyncio.CancelledError as exc:
+        if watch.cause(exc) == SHUTDOWN:
             return "stopped"
         raise
     finally:

@@ -136,3 +136,23 @@ def test_every_offender_is_listed() -> None:
         "sluice/providers/x.py imports aiohttp", "sluice/providers/x.py imports uvicorn",
         "sluice/cli/y.py imports aiohttp", "sluice/config.py imports aiohttp", "sluice/config.py imports uvicorn"]
     assert environment_offenders(mods) == ["sluice/providers/x.py lines [4]", "sluice/cli/y.py lines [4]"]
+
+
+# SSE framing is written by the codec and the one streaming response; everything else asks the codec
+FRAMERS = ("sse.py", "http/streaming.py")
+_FRAMING = (b"data:", b"event:", b": ", b"id:", b"retry:")
+
+
+def _framing_literals(tree: ast.Module) -> list[int]:
+    return sorted(node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, bytes) and node.value.startswith(_FRAMING))
+
+
+def test_only_the_codec_and_the_streaming_response_write_sse_framing() -> None:
+    offenders = [f"sluice/{rel}:{line}" for rel, tree in MODULES if rel not in FRAMERS
+                 for line in _framing_literals(tree)]
+    assert not offenders, f"SSE framing bytes written outside {FRAMERS}: {offenders}"
+
+
+def test_the_framing_check_can_fail() -> None:
+    assert _framing_literals(ast.parse('x = b"data: " + p + b"\\n\\n"\ny = b": keep-alive\\n\\n"\n')) == [1, 2]

@@ -1,4 +1,5 @@
-"""The Anthropic Messages provider: adapter, wire constants, pure translation, stream state machine."""
+"""The Anthropic Messages provider: adapter, pure translation, stream state machine, pass-through (the wire
+constants it shares with the `/v1/messages` front door live in `sluice/dialects/anthropic_messages/wire.py`)."""
 
 from sluice.providers.anthropic.adapter import AnthropicProvider
 

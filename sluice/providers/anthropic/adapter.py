@@ -9,8 +9,8 @@ from collections.abc import AsyncGenerator
 import orjson
 
 from sluice.config import ProviderConfig
+from sluice.dialects.anthropic_messages import wire
 from sluice.errors import UpstreamError
-from sluice.providers.anthropic import wire
 from sluice.providers.anthropic.passthrough import (
     EventStream,
     PassthroughStream,

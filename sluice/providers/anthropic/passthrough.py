@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
+from sluice.dialects.anthropic_messages import wire
 from sluice.errors import UpstreamError
-from sluice.providers.anthropic import wire
 from sluice.providers.anthropic.translate import error_from_event, usage_from
 from sluice.providers.base import Chunk, NativeBody
 from sluice.providers.sse_reader import EventReader

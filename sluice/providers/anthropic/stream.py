@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
+from sluice.dialects.anthropic_messages import wire
 from sluice.errors import UpstreamError
-from sluice.providers.anthropic import wire
 from sluice.providers.anthropic.translate import error_from_event, finish_for, usage_from
 from sluice.providers.base import Chunk
 from sluice.schema.usage import Usage

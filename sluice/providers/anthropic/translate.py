@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
+from sluice.dialects.anthropic_messages import wire
 from sluice.errors import InvalidRequest, UpstreamError, error_for_upstream_status
-from sluice.providers.anthropic import wire
 from sluice.schema.usage import Usage, count
 from sluice.upstream import retry_after_seconds
 

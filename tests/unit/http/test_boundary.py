@@ -31,6 +31,10 @@ class LockedStore(SQLiteStore):
     ("GET", "/v1/models", None),
     ("GET", "/v1/models/sluice-sim", None),
     ("GET", "/v1/dashboard/key", None),
+    ("POST", "/v1/responses", {"model": "sluice-sim", "input": "hi"}),
+    ("GET", "/v1/responses/resp_1", None),
+    ("POST", "/v1/embeddings", {"model": "sluice-sim", "input": "hi"}),
+    ("POST", "/v1/completions", {"model": "sluice-sim", "prompt": "hi"}),
 ])
 async def test_store_failure_in_auth_gets_the_openai_envelope(tmp_path: Path, method: str, path: str,
                                                               body: object) -> None:
@@ -46,12 +50,13 @@ async def test_store_failure_in_auth_gets_the_openai_envelope(tmp_path: Path, me
     assert "locked" not in doc["error"]["message"]  # internals stay in the server log
 
 
-async def test_store_failure_on_messages_gets_the_anthropic_envelope(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+async def test_store_failure_on_messages_gets_the_anthropic_envelope(tmp_path: Path, path: str) -> None:
     settings = load(data_dir=str(tmp_path))
     app = create_app(settings, store=LockedStore(f"sqlite:///{tmp_path / 'locked.db'}"))
     body = {"model": "sluice-sim", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
     async with serving(app) as base, aiohttp.ClientSession() as http:
-        async with http.post(base + "/v1/messages", json=body, headers={"x-api-key": KEY}) as r:
+        async with http.post(base + path, json=body, headers={"x-api-key": KEY}) as r:
             assert r.status == 500
             assert r.headers["x-request-id"].startswith("req_")
             doc = await r.json()

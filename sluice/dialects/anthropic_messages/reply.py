@@ -1,7 +1,7 @@
 """The inbound `POST /v1/messages` endpoint's reply side: Anthropic in, served from any upstream.
 
 OpenAI chat.completion -> Anthropic Message; OpenAI chunks -> Anthropic SSE bytes (`MessagesStreamWriter`);
-sluice errors -> Anthropic error bodies and `error` events. The request side is `inbound_request.py`.
+sluice errors -> Anthropic error bodies and `error` events. The request side is `request.py`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
+from sluice.dialects.anthropic_messages import wire
 from sluice.errors import SluiceError
-from sluice.providers.anthropic import wire
 from sluice.sse import encode_event
 
 

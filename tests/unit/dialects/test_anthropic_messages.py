@@ -8,14 +8,14 @@ import anthropic
 import orjson
 import pytest
 
-from sluice.errors import InvalidRequest, UpstreamRateLimited, UpstreamUnavailable
-from sluice.providers.anthropic.inbound import (
+from sluice.dialects.anthropic_messages.reply import (
     MessagesStreamWriter,
     completion_to_message,
     error_body,
     error_event,
 )
-from sluice.providers.anthropic.inbound_request import request_to_openai
+from sluice.dialects.anthropic_messages.request import request_to_openai
+from sluice.errors import InvalidRequest, UpstreamRateLimited, UpstreamUnavailable
 from sluice.sse import SSEDecoder
 from tests.sim.anthropic_sim import AnthropicSim, Reply, frames
 

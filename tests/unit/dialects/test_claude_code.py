@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from sluice.dialects.anthropic_messages.checks import check_messages_request
+from sluice.dialects.anthropic_messages.models import models_page
+from sluice.dialects.anthropic_messages.request import reasoning_effort, request_to_openai, translate_request
 from sluice.errors import InvalidRequest
-from sluice.providers.anthropic.checks import check_messages_request
-from sluice.providers.anthropic.inbound_request import reasoning_effort, request_to_openai, translate_request
-from sluice.providers.anthropic.models import models_page
 
 
 def _body(**extra: Any) -> dict[str, Any]:

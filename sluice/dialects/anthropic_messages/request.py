@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
+from sluice.dialects.anthropic_messages.checks import check_messages_request
 from sluice.errors import InvalidRequest
-from sluice.providers.anthropic.checks import check_messages_request
 
 # output_config.effort -> OpenAI reasoning_effort (OpenAI's scale stops at high)
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}

@@ -83,6 +83,7 @@ class UpstreamKeyConfig(_Strict):
 
     key: str
     weight: Int64 = 1
+    rpm: Int64 | None = None     # at most this many requests a minute on this key, per instance
 
 
 class ProviderConfig(_Strict):
@@ -347,6 +348,8 @@ def _check(s: Settings) -> None:
         for j, k in enumerate(p.api_keys):
             if isinstance(k, UpstreamKeyConfig) and not 0 <= k.weight <= 1000:
                 raise ConfigError(f"providers[{i}].api_keys[{j}].weight: must be between 0 and 1000")
+            if isinstance(k, UpstreamKeyConfig) and k.rpm is not None and not 1 <= k.rpm <= 1_000_000:
+                raise ConfigError(f"providers[{i}].api_keys[{j}].rpm: must be between 1 and 1000000")
         if not 1.0 <= p.probe_interval <= 86400.0:
             raise ConfigError(f"providers[{i}].probe_interval: must be between 1 and 86400 seconds")
         if "responses" in p.apis and p.kind != "openai":

@@ -61,12 +61,12 @@ class ChannelHub:
             if not p.api_keys:
                 continue  # a single `api_key` keeps the plain failover (cool-downs, no auto-disable)
             keys = [UpstreamKey(p.api_key)] if p.api_key else []
-            keys += [UpstreamKey(k.key, k.weight) if isinstance(k, UpstreamKeyConfig) else UpstreamKey(k)
+            keys += [UpstreamKey(k.key, k.weight, rpm=k.rpm) if isinstance(k, UpstreamKeyConfig) else UpstreamKey(k)
                      for k in p.api_keys]
             for i, k in enumerate(keys):
                 kept = old.get((p.name, k.id))
                 if kept is not None:
-                    kept.weight = k.weight
+                    kept.weight, kept.rpm = k.weight, k.rpm
                     keys[i] = kept
             pools[p.name] = KeyPool(p.name, keys)
             self._probe_interval[p.name] = p.probe_interval
@@ -82,6 +82,8 @@ class ChannelHub:
             return await fn(None)
         last: UpstreamError | None = None
         for key in pool.order():
+            if not key.take(time.monotonic()):
+                continue  # its per-key rate limit filled up since the order was drawn
             try:
                 result = await fn(key.secret)
             except UpstreamError as exc:
@@ -99,7 +101,8 @@ class ChannelHub:
             return result
         if last is not None:
             raise last
-        raise UpstreamUnavailable(f"Every upstream key of provider {provider!r} is disabled or cooling down.",
+        raise UpstreamUnavailable(f"Every upstream key of provider {provider!r} is disabled, cooling down or at "
+                                  "its rate limit.",
                                   code="no_upstream_key")
 
     def _disable(self, pool: KeyPool, key: UpstreamKey, reason: str) -> None:

@@ -45,6 +45,8 @@ class UpstreamKey:
     last_success_at: float | None = None
     current: int = 0             # smooth weighted round-robin credit
     id: str = ""                 # the fingerprint, derived from the secret
+    rpm: int | None = None       # this instance's requests per minute on this key (None: no limit)
+    tat: float = 0.0             # GCRA theoretical arrival time (monotonic) for `rpm`
 
     def __post_init__(self) -> None:
         self.id = fingerprint(self.secret)
@@ -54,8 +56,20 @@ class UpstreamKey:
             self.state, self.reason = ACTIVE, None
         return self.state == ACTIVE and self.weight > 0
 
+    def has_room(self, now: float) -> bool:
+        """Whether `rpm` allows one more request now (GCRA: up to `rpm` in any minute, as a burst too)."""
+        return self.rpm is None or self.tat - now <= 60.0 - 60.0 / self.rpm
+
+    def take(self, now: float) -> bool:
+        """Count one request against `rpm`; False (and nothing counted) when the key has no room."""
+        if not self.has_room(now):
+            return False
+        if self.rpm is not None:
+            self.tat = max(self.tat, now) + 60.0 / self.rpm
+        return True
+
     def public(self) -> dict[str, Any]:
-        return {"id": self.id, "key": mask(self.secret), "weight": self.weight, "state": self.state,
+        return {"id": self.id, "key": mask(self.secret), "weight": self.weight, "rpm": self.rpm, "state": self.state,
                 "reason": self.reason, "changed_at": self.changed_at or None, "requests": self.requests,
                 "errors": self.errors, "last_error": self.last_error, "last_error_at": self.last_error_at,
                 "last_success_at": self.last_success_at}
@@ -75,7 +89,7 @@ class KeyPool:
 
     def order(self) -> list[UpstreamKey]:
         now = time.monotonic()
-        usable = [k for k in self.keys if k.usable(now)]
+        usable = [k for k in self.keys if k.usable(now) and k.has_room(now)]
         if len(usable) <= 1:
             return usable
         total = 0

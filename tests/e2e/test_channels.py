@@ -133,3 +133,27 @@ async def test_a_key_disabled_by_hand_is_never_used_nor_probed(tmp_path: Path) -
         assert status == 404 and '"error"' in text
         status, text = await _admin(s, "POST", "channels/pool/test", {"bogus": 1})
         assert status == 400
+
+
+async def test_a_key_with_its_own_rpm_serves_no_more_and_the_pool_goes_on(tmp_path: Path) -> None:
+    """`rpm` on one key of the pool: the favoured key takes its two requests a minute, the rest go to the
+    other key; a pool whose every key is at its limit answers 503 no_upstream_key."""
+    limited, spare = "sk-test-limited-000004", "sk-test-spare-00000005"
+    body = _config("{base}").replace(f'api_keys = ["{K1}", "{K2}", "{K3}"]',
+                                      f'api_keys = [{{ key = "{limited}", weight = 100, rpm = 2 }}, '
+                                      f'{{ key = "{spare}", rpm = 3 }}]')
+    async with OpenAISim() as sim, SluiceProcess(tmp_path, body.replace("{base}", sim.base_url)) as s:
+        client = openai.AsyncOpenAI(base_url=s.base_url, api_key=s.create_key(), max_retries=0)
+        s.closers.append(client.close)
+        for _ in range(5):
+            await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        used = [r.headers.get("Authorization") for r in sim.requests]
+        assert used.count(f"Bearer {limited}") == 2 and used.count(f"Bearer {spare}") == 3, used
+        try:
+            await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+            raise AssertionError("a sixth request found a key with room")
+        except openai.APIStatusError as exc:
+            assert exc.status_code == 503 and exc.body["code"] == "no_upstream_key", exc.body  # type: ignore[index]
+        assert len(sim.requests) == 5
+        keys = await _keys(s)
+        assert keys[fingerprint(limited)]["rpm"] == 2 and keys[fingerprint(limited)]["state"] == "active"

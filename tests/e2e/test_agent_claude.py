@@ -13,24 +13,16 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.sluice_proc import ROOT, SluiceProcess
+from tests.e2e.agents import agent_binary
+from tests.e2e.sluice_proc import SluiceProcess
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer
 from tests.sim.openai_sim import Fault, OpenAISim, chat_events
 
 pytestmark = pytest.mark.agents
 
-CLAUDE = ROOT / ".agents" / "node_modules" / ".bin" / "claude"
 MARKER = "sluice-marker-7f3a"
 MODEL = "claude-sluice"
 
-
-def _claude_binary() -> Path:
-    if not os.access(CLAUDE, os.X_OK):
-        reason = f"Claude Code is not installed at {CLAUDE} (run scripts/agents)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return CLAUDE
 
 
 def _tool_results(body: dict[str, Any]) -> list[str]:
@@ -72,7 +64,7 @@ def _env(home: Path, port: int, key: str) -> dict[str, str]:
 
 
 async def test_claude_code_reads_a_file_through_sluice(tmp_path: Path) -> None:
-    claude = _claude_binary()
+    claude = agent_binary("claude", "Claude Code")
     work = tmp_path / "work"
     work.mkdir()
     target = work / "note.txt"
@@ -126,7 +118,7 @@ def openai_script(path: Path) -> Any:
 
 
 async def test_claude_code_through_a_translated_openai_upstream(tmp_path: Path) -> None:
-    claude = _claude_binary()
+    claude = agent_binary("claude", "Claude Code")
     work = tmp_path / "work"
     work.mkdir()
     target = work / "note.txt"

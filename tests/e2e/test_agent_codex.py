@@ -14,24 +14,16 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.sluice_proc import ROOT, SluiceProcess
+from tests.e2e.agents import agent_binary
+from tests.e2e.sluice_proc import SluiceProcess
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer
 from tests.sim.openai_sim import Fault, OpenAISim, chat_events
 
 pytestmark = pytest.mark.agents
 
-CODEX = ROOT / ".agents" / "node_modules" / ".bin" / "codex"
 MARKER = "sluice-marker-c0d3x"
 MODEL = "gpt-sluice"
 
-
-def _codex_binary() -> Path:
-    if not os.access(CODEX, os.X_OK):
-        reason = f"Codex CLI is not installed at {CODEX} (run scripts/agents)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return CODEX
 
 
 def _shell_call(tools: list[dict[str, Any]], path: Path) -> tuple[str, str] | None:
@@ -126,7 +118,7 @@ def _note(tmp_path: Path) -> Path:
 
 async def _codex_turn(s: SluiceProcess, tmp_path: Path, target: Path) -> None:
     """One `codex exec` turn against `s`; it must end with the answer built from the file's contents."""
-    codex = _codex_binary()
+    codex = agent_binary("codex", "Codex CLI")
     home, out = tmp_path / "home", tmp_path / "last.txt"
     _codex_config(home, s.port)
     args = [str(codex), "exec", "--skip-git-repo-check", "-s", "read-only", "-o", str(out),
@@ -138,7 +130,7 @@ async def _codex_turn(s: SluiceProcess, tmp_path: Path, target: Path) -> None:
 
 
 async def test_codex_runs_a_shell_tool_through_sluice(tmp_path: Path) -> None:
-    _codex_binary()
+    agent_binary("codex", "Codex CLI")
     target = _note(tmp_path)
     async with OpenAISim() as sim, SluiceProcess(tmp_path, _sluice_toml("openai", sim.base_url, "gpt-sim")) as s:
         sim.always(Fault(script=codex_script(target)))
@@ -156,7 +148,7 @@ async def test_codex_runs_a_shell_tool_through_sluice(tmp_path: Path) -> None:
 
 
 async def test_codex_through_an_anthropic_upstream(tmp_path: Path) -> None:
-    _codex_binary()
+    agent_binary("codex", "Codex CLI")
     target = _note(tmp_path)
     async with AnthropicSim() as sim, SluiceProcess(
             tmp_path, _sluice_toml("anthropic", sim.base_url, "claude-sonnet-4-5")) as s:

@@ -61,11 +61,16 @@ class AccountStore:
                                       (*(v for _, v in sets), account_id))
         return await self.get_account(account_id)
 
-    async def credit(self, account_id: str, nanos: int, kind: str, note: str | None = None) -> AccountRecord | None:
-        """Add `nanos` (negative for an adjustment down) and record the balance event, in one transaction."""
+    async def credit(self, account_id: str, nanos: int, kind: str, note: str | None = None,
+                     cap: int | None = None) -> AccountRecord | None:
+        """Add `nanos` (negative for an adjustment down) and record the balance event, in one transaction.
+        With `cap`, only while the credit stays within [-cap, cap], checked by the UPDATE itself so that
+        concurrent top-ups cannot pass it together. None: no such account, or the cap refused it."""
         now = time.time()
+        bound = "" if cap is None else " AND credit + ? BETWEEN ? AND ?"
+        args: tuple[Any, ...] = (nanos, account_id) if cap is None else (nanos, account_id, nanos, -cap, cap)
         got = await self._db.guarded(
-            ("UPDATE accounts SET credit = credit + ? WHERE id = ? RETURNING id", (nanos, account_id)),
+            (f"UPDATE accounts SET credit = credit + ? WHERE id = ?{bound} RETURNING id", args),
             lambda _: [(_INSERT_EVENT, (account_id, kind, nanos, note, None, now))])
         return await self.get_account(account_id) if got is not None else None
 

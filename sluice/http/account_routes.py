@@ -117,10 +117,13 @@ class AccountAdmin:
         if abs(held.credit + nanos) > MAX_NANOS:
             raise Conflict("This would take the account's credit past 10^9 currency units.",
                            param="amount", code="money_cap_exceeded")
-        rec = await self.accounts.credit(aid, nanos, kind, f.note)
+        rec = await self.accounts.credit(aid, nanos, kind, f.note, cap=MAX_NANOS)
         self.view.forget(aid)
-        if rec is None:
-            raise NotFound(f"No account {aid}.", code="account_not_found")
+        if rec is None:  # gone since, or concurrent credits took it to the cap first
+            if await self.accounts.get_account(aid) is None:
+                raise NotFound(f"No account {aid}.", code="account_not_found")
+            raise Conflict("This would take the account's credit past 10^9 currency units.",
+                           param="amount", code="money_cap_exceeded")
         return rec.public()
 
     async def _history(self, aid: str, q: dict[str, str]) -> dict[str, Any]:

@@ -130,3 +130,17 @@ async def test_a_code_redeemed_by_a_key_without_account_tops_up_the_key(store: S
     assert await accounts.redeem("h1", "k1", None) == (70, None)
     k1 = await store.get_key("k1")
     assert k1 is not None and k1.budget == 170
+
+
+async def test_concurrent_capped_credits_across_instances_stop_at_the_cap(backend: Backend) -> None:
+    """Ten credits of 30 from several store instances at once with a cap of 100 on 0: exactly three land;
+    a check-then-write would let more through."""
+    stores = [await backend.store() for _ in range(backend.processes)]
+    await _account(stores[0], 0)
+    views = [AccountStore(s) for s in stores]
+    got = await asyncio.gather(*(views[i % len(views)].credit("a1", 30, "topup", cap=100) for i in range(10)))
+    assert sum(r is not None for r in got) == 3
+    a = await views[0].get_account("a1")
+    assert a is not None and a.credit == 90
+    assert await views[0].credit("a1", -200, "adjust", cap=100) is None   # the floor holds too
+    assert await views[0].credit("nope", 1, "topup", cap=100) is None

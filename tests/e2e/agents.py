@@ -19,3 +19,30 @@ def agent_binary(name: str, what: str) -> Path:
             pytest.fail(reason)
         pytest.skip(reason)
     return path
+
+
+def note_file(tmp_path: Path, marker: str) -> Path:
+    """`work/note.txt` holding `marker`: the file an agent is asked to read (its folder is the agent's cwd)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    target = work / "note.txt"
+    target.write_text(marker + "\n")
+    return target
+
+
+def one_upstream(kind: str, url: str, model: str, upstream_model: str, *, api_key: str,
+                 pricing: str | None = None) -> str:
+    """Sluice's TOML for one upstream `up` serving `model`; free unless `pricing` (a TOML inline table)."""
+    price = f"pricing = {pricing}" if pricing else "free = true"
+    return f"""
+[[providers]]
+name = "up"
+kind = "{kind}"
+base_url = "{url}"
+api_key = "{api_key}"
+
+[[models]]
+name = "{model}"
+{price}
+targets = [{{ provider = "up", model = "{upstream_model}" }}]
+"""

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.agents import agent_binary
+from tests.e2e.agents import agent_binary, note_file, one_upstream
 from tests.e2e.sluice_proc import SluiceProcess
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer
 from tests.sim.openai_sim import Fault, OpenAISim, chat_events
@@ -65,22 +65,10 @@ def _env(home: Path, port: int, key: str) -> dict[str, str]:
 
 async def test_claude_code_reads_a_file_through_sluice(tmp_path: Path) -> None:
     claude = agent_binary("claude", "Claude Code")
-    work = tmp_path / "work"
-    work.mkdir()
-    target = work / "note.txt"
-    target.write_text(MARKER + "\n")
-    async with AnthropicSim() as sim, SluiceProcess(tmp_path, f"""
-[[providers]]
-name = "anth"
-kind = "anthropic"
-base_url = "{sim.base_url}"
-api_key = "sk-ant-upstream"
-
-[[models]]
-name = "{MODEL}"
-free = true
-targets = [{{ provider = "anth", model = "{MODEL}" }}]
-""") as s:
+    target = note_file(tmp_path, MARKER)
+    work = target.parent
+    async with AnthropicSim() as sim, SluiceProcess(
+            tmp_path, one_upstream("anthropic", sim.base_url, MODEL, MODEL, api_key="sk-ant-upstream")) as s:
         sim.script = agent_script(target)
         key = s.create_key("claude-code")
         proc = await _run(claude, work, _env(tmp_path / "home", s.port, key), str(target))
@@ -119,22 +107,10 @@ def openai_script(path: Path) -> Any:
 
 async def test_claude_code_through_a_translated_openai_upstream(tmp_path: Path) -> None:
     claude = agent_binary("claude", "Claude Code")
-    work = tmp_path / "work"
-    work.mkdir()
-    target = work / "note.txt"
-    target.write_text(MARKER + "\n")
-    async with OpenAISim() as sim, SluiceProcess(tmp_path, f"""
-[[providers]]
-name = "oai"
-kind = "openai"
-base_url = "{sim.base_url}"
-api_key = "sk-oai-upstream"
-
-[[models]]
-name = "{MODEL}"
-free = true
-targets = [{{ provider = "oai", model = "gpt-sim" }}]
-""") as s:
+    target = note_file(tmp_path, MARKER)
+    work = target.parent
+    async with OpenAISim() as sim, SluiceProcess(
+            tmp_path, one_upstream("openai", sim.base_url, MODEL, "gpt-sim", api_key="sk-oai-upstream")) as s:
         sim.always(Fault(script=openai_script(target)))
         proc = await _run(claude, work, _env(tmp_path / "home", s.port, s.create_key("claude-code")), str(target))
         assert proc.returncode == 0, (proc.stdout, proc.stderr, s.log.read_text())

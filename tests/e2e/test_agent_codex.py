@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.agents import agent_binary
+from tests.e2e.agents import agent_binary, note_file, one_upstream
 from tests.e2e.sluice_proc import SluiceProcess
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer
 from tests.sim.openai_sim import Fault, OpenAISim, chat_events
@@ -93,27 +93,7 @@ wire_api = "responses"
 """)
 
 
-def _sluice_toml(kind: str, url: str, upstream_model: str) -> str:
-    return f"""
-[[providers]]
-name = "up"
-kind = "{kind}"
-base_url = "{url}"
-api_key = "sk-upstream-secret"
 
-[[models]]
-name = "{MODEL}"
-pricing = {{ input = "1.00", output = "2.00" }}
-targets = [{{ provider = "up", model = "{upstream_model}" }}]
-"""
-
-
-def _note(tmp_path: Path) -> Path:
-    work = tmp_path / "work"
-    work.mkdir()
-    target = work / "note.txt"
-    target.write_text(MARKER + "\n")
-    return target
 
 
 async def _codex_turn(s: SluiceProcess, tmp_path: Path, target: Path) -> None:
@@ -129,10 +109,15 @@ async def _codex_turn(s: SluiceProcess, tmp_path: Path, target: Path) -> None:
     assert out.read_text().strip() == f"The file says: {MARKER}"
 
 
+
+def _toml(kind: str, url: str, upstream_model: str) -> str:
+    return one_upstream(kind, url, MODEL, upstream_model, api_key="sk-upstream-secret",
+                        pricing='{ input = "1.00", output = "2.00" }')
+
 async def test_codex_runs_a_shell_tool_through_sluice(tmp_path: Path) -> None:
     agent_binary("codex", "Codex CLI")
-    target = _note(tmp_path)
-    async with OpenAISim() as sim, SluiceProcess(tmp_path, _sluice_toml("openai", sim.base_url, "gpt-sim")) as s:
+    target = note_file(tmp_path, MARKER)
+    async with OpenAISim() as sim, SluiceProcess(tmp_path, _toml("openai", sim.base_url, "gpt-sim")) as s:
         sim.always(Fault(script=codex_script(target)))
         await _codex_turn(s, tmp_path, target)
         turns = [r.body for r in sim.requests if r.body.get("tools")]
@@ -149,9 +134,9 @@ async def test_codex_runs_a_shell_tool_through_sluice(tmp_path: Path) -> None:
 
 async def test_codex_through_an_anthropic_upstream(tmp_path: Path) -> None:
     agent_binary("codex", "Codex CLI")
-    target = _note(tmp_path)
+    target = note_file(tmp_path, MARKER)
     async with AnthropicSim() as sim, SluiceProcess(
-            tmp_path, _sluice_toml("anthropic", sim.base_url, "claude-sonnet-4-5")) as s:
+            tmp_path, _toml("anthropic", sim.base_url, "claude-sonnet-4-5")) as s:
         sim.script = anthropic_script(target)
         await _codex_turn(s, tmp_path, target)
         turns = [r.body for r in sim.received if r.body.get("tools")]

@@ -1,6 +1,7 @@
 """OpenAI routes: `POST /v1/chat/completions` and legacy `/v1/completions` (JSON and SSE), `POST /v1/embeddings`,
-and `GET /v1/models[/{id}]` (in Anthropic's shape and envelope when the request carries `anthropic-version`,
-as Claude Code's model discovery does)."""
+each its dialect's translation (`dialects/chat_completions.py`, `completions.py`, `embeddings.py`) over one
+relay path, and `GET /v1/models[/{id}]` (in Anthropic's shape and envelope when the request carries
+`anthropic-version`, as Claude Code's model discovery does)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from urllib.parse import parse_qsl
 from sluice.dialects.anthropic_messages.models import model_info, models_page
 from sluice.dialects.chat_completions import ChatStreamWriter
 from sluice.dialects.chat_completions import error_event as chat_error_event
-from sluice.dialects.embeddings import with_estimated_usage
+from sluice.dialects.completions import CompletionsRequest
+from sluice.dialects.embeddings import EmbeddingsRequest, with_estimated_usage
 from sluice.errors import ModelNotFound, SluiceError
 from sluice.http.account_routes import caller_prices
 from sluice.http.asgi import (
@@ -34,7 +36,6 @@ from sluice.relay import Relay, RelayStream
 from sluice.routing.fallback import Served
 from sluice.routing.table import Route
 from sluice.schema.chat import ChatRequest
-from sluice.schema.endpoints import CompletionsRequest, EmbeddingsRequest
 from sluice.sse import KEEPALIVE_FRAME
 from sluice.storage.base import LedgerRecord
 

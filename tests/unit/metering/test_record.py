@@ -3,13 +3,13 @@ the ticket, what served, the stream's stats and the outcome; nothing else goes i
 
 from __future__ import annotations
 
+from sluice.dialects.embeddings import EmbeddingsRequest
 from sluice.metering.record import Asked, Outcome, Stats, Tokens, assemble, tokens_of
 from sluice.metering.ticket import Ticket
 from sluice.metering.tokens import TokenCounter, estimate_prompt
 from sluice.routing.fallback import NOT_SERVED, Served
 from sluice.routing.table import Target
 from sluice.schema.chat import ChatRequest
-from sluice.schema.endpoints import EmbeddingsRequest
 from sluice.schema.usage import Usage
 from sluice.storage.base import KeyRecord
 from sluice.upstream import Timeouts

@@ -232,7 +232,8 @@ class RequestScope:
             if self._stream is not None:
                 await asyncio.shield(self._stream.close())
         finally:
-            await asyncio.shield(self._settle(None, durable=False))
+            if self._record is None:  # (a shielded call costs a task: none for a request already settled)
+                await asyncio.shield(self._settle(None, durable=False))
 
     async def _internal_error(self, exc: BaseException | None) -> None:
         """A 500 in the front door's envelope; what went wrong stays in the server log."""

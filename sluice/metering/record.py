@@ -5,7 +5,6 @@ and how the request ended (`Outcome`, the scope)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from sluice.metering.ticket import Ticket
@@ -19,8 +18,7 @@ if TYPE_CHECKING:
     from sluice.metering.tokenizer import Counter
 
 
-@dataclass(frozen=True, slots=True)
-class Asked:
+class Asked(NamedTuple):
     """Who asked for what through which front door, and when (on the app's clock). `request` is None when
     the request never got as far as the relay (its body was refused)."""
 
@@ -48,8 +46,7 @@ class Stats:
         self.usage = usage
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """How the request ended, as its scope saw it."""
 
     status: int                 # 0: it ended before any answer could be given

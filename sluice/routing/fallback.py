@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.errors import SluiceError, UpstreamTimeout
@@ -23,8 +22,7 @@ T = TypeVar("T")
 MAX_RETRY_WAIT = 2.0  # seconds we will wait on an upstream's retry-after before trying again
 
 
-@dataclass(frozen=True, slots=True)
-class Served:
+class Served(NamedTuple):
     """Which target answered a request (or was tried last, when none did) and after how many attempts."""
 
     provider: str | None = None

@@ -17,6 +17,7 @@ from sluice.providers.anthropic.passthrough import native_body
 from sluice.providers.base import Call, Chunk, Completion
 from sluice.providers.openai_responses import ResponsesStream, reply_usage
 from sluice.providers.sse_reader import EventReader
+from sluice.schema.thinking import without_thinking
 from sluice.schema.usage import Usage
 from sluice.sse import DONE, SSEEvent
 from sluice.upstream import Response, Transport, retry_after_seconds
@@ -44,6 +45,9 @@ class OpenAICompatProvider:
     def _body(self, call: Call, stream: bool) -> bytes:
         body = dict(call.request.body)
         body["model"] = call.upstream_model
+        messages = without_thinking(body.get("messages"))  # Anthropic's signed thinking: no use here
+        if messages is not None:
+            body["messages"] = messages
         if stream:
             if self._cfg.stream_options:
                 opts = body.get("stream_options")

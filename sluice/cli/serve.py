@@ -158,7 +158,7 @@ def serve(settings: Settings, *, config_path: str | None, data_dir: str | None) 
           f"storage {settings.storage.url.split('://')[0]})", flush=True)
     # uvicorn's own deadline is a backstop: GracefulStop ends open requests at the grace itself
     backstop = math.ceil(settings.server.shutdown_grace_seconds) + CUT_MARGIN_SECONDS
-    # log_config=None: uvicorn's loggers go through ours (level, format, the log thread)
+    # log_config=None: uvicorn's loggers go through ours (level, format, the batched writer)
     common = dict(host=host, port=port, loop="uvloop", http=SluiceHttpProtocol, lifespan="on", access_log=False,
                   log_config=None, log_level="warning", timeout_keep_alive=settings.server.keepalive_seconds,
                   backlog=4096, server_header=False, proxy_headers=False,

@@ -113,16 +113,21 @@ def _anthropic(scope: Scope) -> bool:
 
 
 async def _chat_events(req: RequestScope, rs: RelayStream) -> AsyncIterator[bytes]:
-    """The client's events: each chunk's bytes as they came unless its usage must go; settled before `[DONE]`."""
+    """The client's events: each chunk's bytes as they came unless its usage must go, the events of one
+    upstream read written together; settled before `[DONE]`."""
     writer = ChatStreamWriter(rs.include_usage)
+    held: list[bytes] = []  # the events of this read so far: written with the read's last chunk
     try:
         async for chunk in rs.metered():
             out = writer.feed(chunk.payload, chunk.parsed, has_usage=chunk.usage is not None,
                               usage_only=chunk.usage_only)
             if out is not None:
-                yield out
+                held.append(out)
+            if held and not chunk.more:
+                yield held[0] if len(held) == 1 else b"".join(held)
+                held.clear()
     except SluiceError as exc:  # already settled by the relay stream
-        yield chat_error_event(exc)
+        yield b"".join([*held, chat_error_event(exc)])
         return
     if writer.wants_estimate(rs.stats.usage is not None):
         tokens = req.tokens()

@@ -1,5 +1,5 @@
-"""The access log: one line per request, built from its settled ledger record and handed to the logging
-queue (`logs.py`), so formatting and writing happen on the log thread, not the event loop."""
+"""The access log: one line per request, built from its settled ledger record and handed to the log
+handler (`logs.py`: formatted where it is logged, written in batches by the writer thread)."""
 
 from __future__ import annotations
 
@@ -32,4 +32,7 @@ def access_line(rec: LedgerRecord, route: str, key_name: str | None, account: st
         "usage_source": rec.usage_source, "cost": rec.cost / 1e9 if rec.cost is not None else None,
         "ttft_ms": rec.ttft_ms, "duration_ms": rec.duration_ms, "attempts": rec.attempts, "stream": rec.stream,
         "disconnected": rec.disconnected}
-    log.info("%s %s %s", rec.request_id, rec.model, rec.status, extra={"access": fields, "request_id": rec.request_id})
+    # makeRecord + handle: what log.info does, less its walk up the stack for a caller no format shows
+    record = log.makeRecord(log.name, logging.INFO, "", 0, "%s %s %s", (rec.request_id, rec.model, rec.status),
+                            None, extra={"access": fields, "request_id": rec.request_id})
+    log.handle(record)

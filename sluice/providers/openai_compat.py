@@ -17,8 +17,9 @@ from sluice.providers.anthropic.passthrough import native_body
 from sluice.providers.base import Call, Chunk, Completion
 from sluice.providers.openai_responses import ResponsesStream, reply_usage
 from sluice.providers.sse_reader import EventReader
+from sluice.schema.thinking import without_thinking
 from sluice.schema.usage import Usage
-from sluice.sse import DONE
+from sluice.sse import DONE, SSEEvent
 from sluice.upstream import Response, Transport, retry_after_seconds
 
 
@@ -44,6 +45,9 @@ class OpenAICompatProvider:
     def _body(self, call: Call, stream: bool) -> bytes:
         body = dict(call.request.body)
         body["model"] = call.upstream_model
+        messages = without_thinking(body.get("messages"))  # Anthropic's signed thinking: no use here
+        if messages is not None:
+            body["messages"] = messages
         if stream:
             if self._cfg.stream_options:
                 opts = body.get("stream_options")
@@ -139,28 +143,48 @@ class OpenAIStream:
     async def _events(self) -> AsyncIterator[Chunk]:
         finished = False
         async for events in EventReader(self._resp).batches():
-            for ev in events:
-                payload = ev.data
-                if payload[:6] == DONE:
-                    return
-                if not payload:
-                    continue
-                try:
-                    obj = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    raise UpstreamError("the upstream sent an event that is not JSON") from None
-                if not isinstance(obj, dict):
-                    raise UpstreamError("the upstream sent an event that is not a JSON object")
-                if obj.get("error"):
-                    raise _error_from_body(obj, 502, None)
-                chunk = _chunk(payload, obj)
+            chunks, end = _read(events)
+            for chunk in chunks:
                 finished = finished or chunk.finish
                 yield chunk
+            if end is not None:
+                if isinstance(end, UpstreamError):
+                    raise end
+                return
         if not finished:
             raise UpstreamError("the upstream closed the stream before it finished (no finish_reason)")
 
     async def aclose(self) -> None:
         self._resp.close()
+
+
+def _read(events: list[SSEEvent]) -> tuple[list[Chunk], UpstreamError | bool | None]:
+    """The chunks of one upstream read, each but the last marked `more`, and how the stream ends in it:
+    True at `[DONE]`, the error an event reported (after the chunks before it), or None (it goes on)."""
+    chunks: list[Chunk] = []
+    end: UpstreamError | bool | None = None
+    for ev in events:
+        payload = ev.data
+        if payload[:6] == DONE:
+            end = True
+            break
+        if not payload:
+            continue
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            end = UpstreamError("the upstream sent an event that is not JSON")
+            break
+        if not isinstance(obj, dict):
+            end = UpstreamError("the upstream sent an event that is not a JSON object")
+            break
+        if obj.get("error"):
+            end = _error_from_body(obj, 502, None)
+            break
+        if chunks:
+            chunks[-1].more = True
+        chunks.append(_chunk(payload, obj))
+    return chunks, end
 
 
 def _chunk(payload: bytes, obj: dict[str, Any]) -> Chunk:

@@ -55,7 +55,8 @@ def codex_script(path: Path) -> Any:
     return script
 
 
-def anthropic_script(path: Path) -> Any:
+def anthropic_script(path: Path, thought: dict[str, Any] | None = None) -> Any:
+    """The Anthropic side of the turn; with `thought`, the tool call comes after that signed thinking block."""
     def script(body: dict[str, Any]) -> Reply:
         last = body["messages"][-1]["content"]
         results = [b for b in last if isinstance(b, dict) and b.get("type") == "tool_result"] \
@@ -66,8 +67,8 @@ def anthropic_script(path: Path) -> Any:
                                   else "no marker"}])
         call = _shell_call(body.get("tools") or [], path)
         if call is not None:
-            return answer(body, [{"type": "tool_use", "id": "toolu_codex_1", "name": call[0],
-                                  "input": json.loads(call[1])}], stop_reason="tool_use")
+            return answer(body, [*([thought] if thought else []), {"type": "tool_use", "id": "toolu_codex_1",
+                                  "name": call[0], "input": json.loads(call[1])}], stop_reason="tool_use")
         return answer(body, [{"type": "text", "text": "ok"}])
     return script
 
@@ -79,11 +80,12 @@ def _env(home: Path, key: str) -> dict[str, str]:
     return env
 
 
-def _codex_config(home: Path, port: int) -> None:
+def _codex_config(home: Path, port: int, effort: str | None) -> None:
     (home / ".codex").mkdir(parents=True)
     (home / ".codex" / "config.toml").write_text(f"""
 model = "{MODEL}"
 model_provider = "sluice"
+{f'model_reasoning_effort = "{effort}"' if effort else ""}
 
 [model_providers.sluice]
 name = "Sluice"
@@ -96,11 +98,11 @@ wire_api = "responses"
 
 
 
-async def _codex_turn(s: SluiceProcess, tmp_path: Path, target: Path) -> None:
+async def _codex_turn(s: SluiceProcess, tmp_path: Path, target: Path, effort: str | None = None) -> None:
     """One `codex exec` turn against `s`; it must end with the answer built from the file's contents."""
     codex = agent_binary("codex", "Codex CLI")
     home, out = tmp_path / "home", tmp_path / "last.txt"
-    _codex_config(home, s.port)
+    _codex_config(home, s.port, effort)
     args = [str(codex), "exec", "--skip-git-repo-check", "-s", "read-only", "-o", str(out),
             f"Run cat {target} and tell me what the file says."]
     proc = await asyncio.to_thread(subprocess.run, args, cwd=target.parent, env=_env(home, s.create_key("codex")),
@@ -145,6 +147,23 @@ async def test_codex_through_an_anthropic_upstream(tmp_path: Path) -> None:
         rows = _ledger(s)
         assert rows and all(r["status"] == 200 and r["provider"] == "up" for r in rows), rows
         assert all((r["prompt_tokens"], r["completion_tokens"]) == (10, 7) for r in rows), rows
+
+
+async def test_codex_with_thinking_through_an_anthropic_upstream(tmp_path: Path) -> None:
+    """Codex asks for reasoning: Claude thinks (signed) before the tool call, and Codex's next turn must carry
+    that block back through `encrypted_content`, or the simulator refuses it as the real API does."""
+    agent_binary("codex", "Codex CLI")
+    target = note_file(tmp_path, MARKER)
+    thought = {"type": "thinking", "thinking": "I should read the file.", "signature": "EqQBCgIYAhIMc0d3x+/=="}
+    async with AnthropicSim() as sim, SluiceProcess(
+            tmp_path, _toml("anthropic", sim.base_url, "claude-sonnet-4-5")) as s:
+        sim.script = anthropic_script(target, thought)
+        await _codex_turn(s, tmp_path, target, effort="medium")
+        turns = [r for r in sim.received if r.body.get("tools")]
+        assert all(t.body["thinking"]["type"] == "enabled" for t in turns)
+        answered = [t for t in turns if MARKER in json.dumps(t.body["messages"][-1])]
+        assert answered and answered[0].body["messages"][-2]["content"][0] == thought
+        assert b'"signature":"EqQBCgIYAhIMc0d3x+/=="' in answered[0].raw
 
 
 def _ledger(s: SluiceProcess) -> list[dict[str, Any]]:

@@ -149,6 +149,9 @@ async def test_sigterm_says_503_at_once_serves_through_the_drain_then_lets_strea
         assert ended_at > refused_at
         assert await _wait_exit(server, 30) in (0, -signal.SIGTERM)
     rid = r.headers["x-request-id"]
+    # the access lines, written in batches, are all out by the exit: the stream ended just before it
+    log = server.log.read_text(errors="replace")
+    assert f"request_id={rid} route=chat_completions" in log and f"request_id={late_rid} " in log, log[-2000:]
     rows = await aquery(storage, "SELECT completion_tokens, error_code FROM ledger WHERE request_id = ?", rid)
     assert rows == [(WORDS, None)]
     assert await aquery(storage, "SELECT status FROM ledger WHERE request_id = ?", late_rid) == [(200,)]

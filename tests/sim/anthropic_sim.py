@@ -6,6 +6,10 @@ answer (an agent's turn: call a tool, then answer from its result), with faults 
 status with headers, a slow first byte, a stream held silent until released, a mid-stream drop. It
 records every request it received (bytes and headers) and whether a client closed its connection
 before the reply was fully written.
+
+With `thinking: {"type": "enabled"}` it keeps the real API's rules for signed thinking, with its messages:
+every thinking or redacted_thinking block sent back must be one it issued, unchanged, and an assistant turn
+whose tool_use is answered by the last message must start with its thinking.
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sluice.sse import encode_event
+from sluice.sse import SSEDecoder, encode_event
+
+THINKING_FIRST = (
+    "messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{found}`. When "
+    "`thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding the lastmost "
+    "set of `tool_use` and `tool_result` blocks). We recommend you include thinking blocks from previous turns. "
+    "To avoid this requirement, disable `thinking`. Please consult our documentation at "
+    "https://docs.claude.com/en/docs/build-with-claude/extended-thinking")
 
 
 @dataclass
@@ -72,6 +83,7 @@ class AnthropicSim:
         self.received: list[Received] = []
         self.closed_early = False
         self.finished = asyncio.Event()   # set when a streamed reply ended (fully or not)
+        self.issued: set[bytes] = set()   # every thinking and redacted_thinking block served, as canonical JSON
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -96,16 +108,41 @@ class AnthropicSim:
         body = orjson.loads(raw)
         self.received.append(Received(request.path, {k.lower(): v for k, v in request.headers.items()}, body,
                                       raw, request.query_string))
+        problem = self._thinking_problem(body)
+        if problem is not None:
+            return web.json_response(error_body("invalid_request_error", problem), status=400)
         if self.replies:
             reply = self.replies.pop(0)
         else:
             reply = self.script(body) if self.script is not None else Reply(body=message())
+        self.issued.update(_key(b) for b in _thinking_blocks(reply))
         if reply.first_byte_delay:
             await asyncio.sleep(reply.first_byte_delay)
         if reply.sse is None or reply.status != 200:
             return web.Response(status=reply.status, body=orjson.dumps(reply.body or {}), headers={
                 "content-type": "application/json", "request-id": "req_sim", **reply.headers})
         return await self._stream(request, reply, reply.sse)
+
+    def _thinking_problem(self, body: dict[str, Any]) -> str | None:
+        thinking = body.get("thinking")
+        if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+            return None  # adaptive thinking may skip a turn's thinking; disabled thinking drops old blocks
+        messages = body.get("messages") or []
+        for i, m in enumerate(messages):
+            blocks = m.get("content") if m.get("role") == "assistant" else None
+            for j, b in enumerate(blocks if isinstance(blocks, list) else []):
+                if b.get("type") in ("thinking", "redacted_thinking") and _key(b) not in self.issued:
+                    what = "signature` in `thinking" if b["type"] == "thinking" else "data` in `redacted_thinking"
+                    return f"messages.{i}.content.{j}: Invalid `{what}` block"
+        last = messages[-1] if messages else {}
+        results = last.get("content") if last.get("role") == "user" else None
+        if len(messages) < 2 or not isinstance(results, list) \
+                or not any(b.get("type") == "tool_result" for b in results):
+            return None
+        turn = messages[-2].get("content")
+        first = turn[0].get("type") if isinstance(turn, list) and turn else "text"
+        return None if first in ("thinking", "redacted_thinking") else THINKING_FIRST.format(
+            i=len(messages) - 2, found=first)
 
     async def _stream(self, request: web.Request, reply: Reply, sse: list[bytes]) -> web.StreamResponse:
         resp = web.StreamResponse(status=200, headers={"content-type": "text/event-stream", **reply.headers})
@@ -141,9 +178,36 @@ class AnthropicSim:
         return web.json_response({"input_tokens": 1000 + len(body.get("messages") or [])})
 
 
+def _key(block: dict[str, Any]) -> bytes:
+    keys = ("thinking", "signature") if block.get("type") == "thinking" else ("data",)
+    return orjson.dumps([block.get("type"), *(block.get(k) for k in keys)])
+
+
+def _thinking_blocks(reply: Reply) -> list[dict[str, Any]]:
+    """The thinking and redacted_thinking blocks a reply serves, whole (a stream's put back together)."""
+    if reply.sse is None:
+        content = (reply.body or {}).get("content")
+        return [b for b in content if b.get("type") in ("thinking", "redacted_thinking")] \
+            if isinstance(content, list) else []
+    open_blocks: dict[int, dict[str, Any]] = {}
+    done: list[dict[str, Any]] = []
+    for ev in SSEDecoder().feed(b"".join(reply.sse)):
+        data = orjson.loads(ev.data)
+        block, delta = data.get("content_block") or {}, data.get("delta") or {}
+        if data.get("type") == "content_block_start" and block.get("type") in ("thinking", "redacted_thinking"):
+            open_blocks[data["index"]] = dict(block)
+        elif data.get("type") == "content_block_delta" and data.get("index") in open_blocks:
+            b = open_blocks[data["index"]]
+            for field in ("thinking", "signature"):
+                b[field] = b.get(field, "") + delta.get(field, "")
+        elif data.get("type") == "content_block_stop" and data.get("index") in open_blocks:
+            done.append(open_blocks.pop(data["index"]))
+    return done
+
+
 def stream_events(content: list[dict[str, Any]], *, stop_reason: str = "end_turn", model: str = "claude-sim",
                   usage: dict[str, Any] | None = None, msg_id: str = "msg_sim") -> list[bytes]:
-    """A whole streamed Message whose content blocks are `content` (text, thinking, tool_use), as
+    """A whole streamed Message whose content blocks are `content` (text, (redacted) thinking, tool_use), as
     Anthropic streams it: start, then per block start/deltas/stop, then message_delta and stop."""
     start_usage = {"input_tokens": 10, "output_tokens": 1, **(usage or {})}
     out = events(("message_start", {"type": "message_start", "message": {
@@ -161,8 +225,11 @@ def _block_events(i: int, block: dict[str, Any]) -> list[tuple[str, dict[str, An
     kind = block["type"]
     empty = {"text": {"type": "text", "text": ""},
              "thinking": {"type": "thinking", "thinking": "", "signature": ""},
+             "redacted_thinking": block,
              "tool_use": {**block, "input": {}}}[kind]
-    if kind == "text":
+    if kind == "redacted_thinking":
+        deltas = []  # it comes whole in its start event
+    elif kind == "text":
         deltas = [{"type": "text_delta", "text": block["text"]}]
     elif kind == "thinking":
         deltas = [{"type": "thinking_delta", "thinking": block["thinking"]},

@@ -9,8 +9,10 @@ from typing import Any
 
 import orjson
 
+from sluice.dialects.responses import reasoning as envelope
 from sluice.dialects.responses.tools import CUSTOM_ARG, ToolNames
 from sluice.errors import SluiceError
+from sluice.schema import thinking
 from sluice.sse import encode_event
 
 # chat finish_reason -> the Responses `incomplete_details.reason` (anything else completed)
@@ -39,12 +41,13 @@ def usage(u: Any) -> dict[str, Any] | None:
 class Shell:
     """The fields of a `response` object that do not depend on the answer, echoed from the request."""
 
-    __slots__ = ("created_at", "fields", "id", "model")
+    __slots__ = ("created_at", "encrypted", "fields", "id", "model")
 
     def __init__(self, rid: str, model: str, req: Mapping[str, Any]) -> None:
         self.id = response_id(rid)
         self.model = model
         self.created_at = int(time.time())
+        self.encrypted = envelope.wanted(req)  # reasoning items carry `encrypted_content`
         reasoning = req.get("reasoning")
         if not isinstance(reasoning, Mapping):
             reasoning = {}
@@ -89,8 +92,15 @@ def message_item(item_id: str, text: str) -> dict[str, Any]:
             "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
 
 
-def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
-    return {"id": item_id, "type": "reasoning", "summary": [{"type": "summary_text", "text": text}]}
+def reasoning_item(shell: Shell, item_id: str, text: str, signed: list[Any]) -> dict[str, Any]:
+    """A finished reasoning item: its text as the summary; its signed thinking blocks, if the upstream gave any
+    and the client asked for them, as `encrypted_content`."""
+    item: dict[str, Any] = {"id": item_id, "type": "reasoning",
+                            "summary": [{"type": "summary_text", "text": text}] if text else []}
+    sealed = envelope.encode(signed) if signed and shell.encrypted else None
+    if sealed is not None:
+        item["encrypted_content"] = sealed
+    return item
 
 
 def completion_to_response(shell: Shell, body: Mapping[str, Any], tools: ToolNames) -> dict[str, Any]:
@@ -99,8 +109,12 @@ def completion_to_response(shell: Shell, body: Mapping[str, Any], tools: ToolNam
     msg = choice.get("message") or {}
     output: list[dict[str, Any]] = []
     suffix = shell.id.removeprefix("resp_")
-    if isinstance(msg.get("reasoning_content"), str) and msg["reasoning_content"]:
-        output.append(reasoning_item(f"rs_{suffix}", msg["reasoning_content"]))
+    text = msg.get("reasoning_content")
+    text = text if isinstance(text, str) else ""
+    signed = msg.get(thinking.FIELD)
+    signed = signed if isinstance(signed, list) else []
+    if text or signed:
+        output.append(reasoning_item(shell, f"rs_{suffix}", text, signed))
     text = msg.get("content") or msg.get("refusal")
     if isinstance(text, str) and text:
         output.append(message_item(f"msg_{suffix}", text))

@@ -3,6 +3,7 @@ first system message, flat function tools chat tools, freeform `custom` tools a 
 
 Fields no chat upstream understands (`store`, `include`, `reasoning.summary`, `prompt_cache_key`, ...) are
 dropped here instead of forwarded; state Sluice does not keep (`previous_response_id`) is a clear 400.
+A reasoning item Sluice made (`reasoning.py`) gives its signed thinking back to the assistant turn after it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import Any
 
 import orjson
 
+from sluice.dialects.responses.reasoning import Decoder
 from sluice.dialects.responses.tools import CUSTOM_ARG, ToolNames, chat_name, chat_tool_choice, chat_tools
 from sluice.errors import InvalidRequest
+from sluice.schema import thinking
 
 # Responses reasoning.effort -> the chat scale every translating provider accepts (low, medium, high)
 _EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
@@ -96,10 +99,15 @@ def _messages(v: Any) -> list[dict[str, Any]]:
         raise InvalidRequest("'input' must be a string or a non-empty array of items", param="input",
                              code="invalid_type")
     out: list[dict[str, Any]] = []
+    decoder = Decoder()
+    signed: list[dict[str, str]] = []  # thinking from reasoning items, for the assistant turn that follows
     for i, item in enumerate(v):
         if not isinstance(item, dict):
             raise InvalidRequest(f"input[{i}] must be an object", param=f"input[{i}]", code="invalid_type")
         kind = item.get("type", "message")
+        if kind == "reasoning":
+            signed += decoder.decode(item.get("encrypted_content"), f"input[{i}].encrypted_content")
+            continue  # its summary is not taken back: only the signed blocks mean anything upstream
         if kind == "message":
             out.append(_message(item, i))
         elif kind in ("function_call", "custom_tool_call"):
@@ -107,11 +115,12 @@ def _messages(v: Any) -> list[dict[str, Any]]:
         elif kind in ("function_call_output", "custom_tool_call_output"):
             out.append({"role": "tool", "tool_call_id": _str(item, "call_id", i),
                         "content": _output_text(item.get("output"), i)})
-        elif kind == "reasoning":
-            continue  # a summary of earlier thinking; chat upstreams have no way to take it back
         else:
             raise InvalidRequest(f"input[{i}]: items of type '{kind}' are not supported", param=f"input[{i}].type",
                                  code="invalid_value")
+        if signed and out[-1]["role"] == "assistant":
+            out[-1].setdefault(thinking.FIELD, []).extend(signed)
+        signed = []  # thinking followed by no assistant output belongs to no turn
     return out
 
 

@@ -1,8 +1,9 @@
 """Canonical chat chunks -> the Responses event stream: `response.created` ... `response.completed`, every
 event numbered by `sequence_number`, each output item opened, filled and closed as the chunks arrive.
 
-Text is a `message` item, `reasoning_content` a `reasoning` item with a summary, each tool call a
-`function_call` item (or `custom_tool_call` for a freeform tool, whose text is unwrapped at the end).
+Text is a `message` item, `reasoning_content` a `reasoning` item with a summary (and the signed
+`thinking_blocks` that close it as its `encrypted_content`), each tool call a `function_call` item (or
+`custom_tool_call` for a freeform tool, whose text is unwrapped at the end).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from sluice.dialects.responses.reply import (
 )
 from sluice.dialects.responses.tools import ToolNames
 from sluice.errors import SluiceError
+from sluice.schema import thinking
 
 
 class _Item:
-    __slots__ = ("call_id", "id", "kind", "name", "parts", "position")
+    __slots__ = ("call_id", "id", "kind", "name", "parts", "position", "signed")
 
     def __init__(self, kind: str, item_id: str, position: int, call_id: str = "", name: str = "") -> None:
         self.kind = kind            # "message", "reasoning", "call", "custom"
@@ -33,6 +35,7 @@ class _Item:
         self.call_id = call_id
         self.name = name
         self.parts: list[str] = []  # text, summary or arguments, as it arrived
+        self.signed: list[Any] = []  # a reasoning item's signed thinking blocks
 
 
 class ResponsesStreamWriter:
@@ -64,6 +67,8 @@ class ResponsesStreamWriter:
             delta = choice.get("delta") or {}
             if isinstance(delta.get("reasoning_content"), str) and delta["reasoning_content"]:
                 self._text("reasoning", delta["reasoning_content"])
+            if isinstance(delta.get(thinking.FIELD), list):
+                self._item("reasoning").signed.extend(delta[thinking.FIELD])
             if isinstance(delta.get("content"), str) and delta["content"]:
                 self._text("message", delta["content"])
             for call in delta.get("tool_calls") or ():
@@ -89,21 +94,28 @@ class ResponsesStreamWriter:
         return self._flush()
 
     # --- items ---
-    def _text(self, kind: str, text: str) -> None:
+    def _item(self, kind: str) -> _Item:
+        """The open text or reasoning item, opened now if another kind (or none) is open."""
         item = self._open
-        if item is None or item.kind != kind:
-            self._close_open()
-            item = self._open = self._add(kind, "rs" if kind == "reasoning" else "msg")
-            if kind == "message":
-                self._emit("response.output_item.added", {"output_index": item.position, "item": {
-                    "id": item.id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}})
-                self._emit("response.content_part.added", {**self._where(item), "content_index": 0,
-                           "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})
-            else:
-                self._emit("response.output_item.added", {"output_index": item.position, "item": {
-                    "id": item.id, "type": "reasoning", "summary": []}})
-                self._emit("response.reasoning_summary_part.added", {**self._where(item), "summary_index": 0,
-                           "part": {"type": "summary_text", "text": ""}})
+        if item is not None and item.kind == kind:
+            return item
+        self._close_open()
+        item = self._open = self._add(kind, "rs" if kind == "reasoning" else "msg")
+        if kind == "message":
+            self._emit("response.output_item.added", {"output_index": item.position, "item": {
+                "id": item.id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}})
+            self._emit("response.content_part.added", {**self._where(item), "content_index": 0,
+                       "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})
+        else:
+            self._emit("response.output_item.added", {"output_index": item.position, "item": {
+                "id": item.id, "type": "reasoning", "summary": []}})
+        return item
+
+    def _text(self, kind: str, text: str) -> None:
+        item = self._item(kind)
+        if kind == "reasoning" and not item.parts:  # a redacted block alone has no summary part
+            self._emit("response.reasoning_summary_part.added", {**self._where(item), "summary_index": 0,
+                       "part": {"type": "summary_text", "text": ""}})
         item.parts.append(text)
         if kind == "message":
             self._emit("response.output_text.delta", {**self._where(item), "content_index": 0, "delta": text,
@@ -153,10 +165,11 @@ class ResponsesStreamWriter:
             self._emit("response.output_text.done", {**where, "content_index": 0, "text": text, "logprobs": []})
             self._emit("response.content_part.done", {**where, "content_index": 0, "part": done["content"][0]})
         else:
-            done = reasoning_item(item.id, text)
-            self._emit("response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text})
-            self._emit("response.reasoning_summary_part.done", {**where, "summary_index": 0,
-                                                                "part": done["summary"][0]})
+            done = reasoning_item(self._shell, item.id, text, item.signed)
+            if text:
+                self._emit("response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text})
+                self._emit("response.reasoning_summary_part.done", {**where, "summary_index": 0,
+                                                                    "part": done["summary"][0]})
         self._done(item, done)
 
     def _close_all(self) -> None:

@@ -1,6 +1,8 @@
 """The Anthropic stream state machine: parsed Messages SSE events in, OpenAI chat.completion.chunk out.
 
 Pure: the adapter decodes SSE and feeds `(event name, data dict)`; this class knows the event grammar.
+Thinking streams as `reasoning_content`; each signed block also comes whole, as `thinking_blocks`, in one
+chunk when the upstream closes it (`sluice/schema/thinking.py`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import orjson
 
 from sluice.dialects.anthropic_messages import wire
 from sluice.errors import UpstreamError
-from sluice.providers.anthropic.translate import error_from_event, finish_for, usage_from
+from sluice.providers.anthropic.translate import error_from_event, finish_for, signed_block, usage_from
 from sluice.providers.base import Chunk
+from sluice.schema import thinking
 from sluice.schema.usage import Usage
 
 
@@ -28,6 +31,8 @@ class StreamTranslator:
         self.done = False
         self._tool_index: dict[int, int] = {}   # Anthropic block index -> OpenAI tool-call index
         self._tool_has_args: dict[int, bool] = {}
+        self._signed: dict[int, dict[str, Any]] = {}  # thinking blocks being written, by Anthropic block index
+        self._thought: dict[int, list[str]] = {}      # their text as it arrived
         self._stop_reason: str | None = None
         self._usage: dict[str, Any] = {}
 
@@ -80,6 +85,9 @@ class StreamTranslator:
             return [self._chunk({"tool_calls": [call]}, text=str(block.get("name") or ""))]
         if kind == "text" and block.get("text"):
             return [self._chunk({"content": block["text"]}, text=block["text"])]
+        if kind in ("thinking", "redacted_thinking"):
+            self._signed[index] = dict(block)
+            self._thought[index] = [block.get("thinking") or ""]
         if kind == "thinking" and block.get("thinking"):
             return [self._chunk({"reasoning_content": block["thinking"]}, text=block["thinking"])]
         return []
@@ -89,13 +97,23 @@ class StreamTranslator:
         if kind == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]}, text=delta["text"])]
         if kind == "thinking_delta" and delta.get("thinking"):
+            if index in self._thought:
+                self._thought[index].append(delta["thinking"])
             return [self._chunk({"reasoning_content": delta["thinking"]}, text=delta["thinking"])]
+        if kind == "signature_delta" and index in self._signed:
+            self._signed[index]["signature"] = str(self._signed[index].get("signature") or "") + \
+                str(delta.get("signature") or "")
+            return []
         if kind == "input_json_delta" and index in self._tool_index and delta.get("partial_json"):
             self._tool_has_args[index] = True
             return [self._args_chunk(index, delta["partial_json"])]
-        return []  # signature, citations and empty deltas carry nothing for an OpenAI client
+        return []  # citations and empty deltas carry nothing for an OpenAI client
 
     def _block_stop(self, index: Any) -> list[Chunk]:
+        block = self._signed.pop(index, None)
+        if block is not None:
+            block["thinking"] = "".join(self._thought.pop(index))
+            return [self._chunk({thinking.FIELD: [signed_block(block)]})]
         if index in self._tool_has_args and not self._tool_has_args[index]:
             self._tool_has_args[index] = True
             return [self._args_chunk(index, "{}")]

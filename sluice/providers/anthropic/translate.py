@@ -12,6 +12,7 @@ import orjson
 
 from sluice.dialects.anthropic_messages import wire
 from sluice.errors import InvalidRequest, UpstreamError, error_for_upstream_status
+from sluice.schema import thinking
 from sluice.schema.usage import Usage, count
 from sluice.upstream import retry_after_seconds
 
@@ -23,7 +24,9 @@ def to_messages_request(body: Mapping[str, Any], *, upstream_model: str, max_tok
                         stream: bool) -> dict[str, Any]:
     """OpenAI chat request body -> Anthropic Messages request body; InvalidRequest (400) if impossible."""
     _reject_unsupported(body)
-    system, messages = _convert_messages(body.get("messages") or [])
+    effort = body.get("reasoning_effort")
+    # signed thinking goes back only when thinking is on: with it off, Anthropic refuses it in a prefill
+    system, messages = _convert_messages(body.get("messages") or [], keep_thinking=effort not in (None, "none"))
     out: dict[str, Any] = {"model": upstream_model, "messages": messages}
     if system:
         out["system"] = system
@@ -45,7 +48,7 @@ def to_messages_request(body: Mapping[str, Any], *, upstream_model: str, max_tok
     user = body.get("user")
     if isinstance(user, str) and user:
         out["metadata"] = {"user_id": user}
-    _add_thinking(body.get("reasoning_effort"), out)
+    _add_thinking(effort, out)
     if stream:
         out["stream"] = True
     return out
@@ -137,7 +140,7 @@ def _add_thinking(effort: Any, out: dict[str, Any]) -> None:
         out["max_tokens"] = budget + out["max_tokens"]
 
 
-def _convert_messages(messages: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+def _convert_messages(messages: list[Any], *, keep_thinking: bool) -> tuple[str, list[dict[str, Any]]]:
     system: list[str] = []
     out: list[dict[str, Any]] = []
     merge_into_tool_turn = False  # the last user turn holds tool_results: later tool/user parts join it
@@ -161,7 +164,7 @@ def _convert_messages(messages: list[Any]) -> tuple[str, list[dict[str, Any]]]:
                 out.append({"role": "user", "content": blocks})
             merge_into_tool_turn = False
         elif role == "assistant":
-            blocks = _assistant_blocks(m, i)
+            blocks = _assistant_blocks(m, i, keep_thinking)
             if blocks:
                 out.append({"role": "assistant", "content": blocks})
             merge_into_tool_turn = False
@@ -238,8 +241,13 @@ def _document(file: Any, param: str) -> dict[str, Any]:
     return {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": payload}}
 
 
-def _assistant_blocks(m: Mapping[str, Any], i: int) -> list[dict[str, Any]]:
+def _assistant_blocks(m: Mapping[str, Any], i: int, keep_thinking: bool) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
+    signed = m.get(thinking.FIELD)
+    if signed is not None:  # checked even when dropped: a malformed field is the client's error either way
+        checked = thinking.checked_blocks(signed, f"messages[{i}].{thinking.FIELD}")
+        if keep_thinking:
+            blocks.extend(checked)  # first, in order: Anthropic wants a tool turn to start with its thinking
     text = _text_of(m.get("content"), f"messages[{i}].content")
     if text:
         blocks.append({"type": "text", "text": text})
@@ -292,14 +300,17 @@ def usage_from(u: Any) -> Usage | None:
 def from_message(msg: Mapping[str, Any], *, created: int, model: str) -> dict[str, Any]:
     """An Anthropic Message -> an OpenAI chat.completion object."""
     texts: list[str] = []
-    thinking: list[str] = []
+    thoughts: list[str] = []
+    signed: list[dict[str, str]] = []
     calls: list[dict[str, Any]] = []
     for block in msg.get("content") or []:
         kind = block.get("type")
         if kind == "text":
             texts.append(block.get("text") or "")
-        elif kind == "thinking":
-            thinking.append(block.get("thinking") or "")
+        elif kind in ("thinking", "redacted_thinking"):
+            signed.append(signed_block(block))
+            if kind == "thinking":
+                thoughts.append(block.get("thinking") or "")
         elif kind == "tool_use":
             args = block.get("input")
             calls.append({"id": block.get("id"), "type": "function", "function": {
@@ -308,8 +319,10 @@ def from_message(msg: Mapping[str, Any], *, created: int, model: str) -> dict[st
                                "refusal": None}
     if calls:
         message["tool_calls"] = calls
-    if thinking:
-        message["reasoning_content"] = "".join(thinking)
+    if thoughts:
+        message["reasoning_content"] = "".join(thoughts)
+    if signed:
+        message[thinking.FIELD] = signed
     out: dict[str, Any] = {
         "id": "chatcmpl-" + str(msg.get("id") or ""), "object": "chat.completion", "created": created,
         "model": msg.get("model") or model,
@@ -320,6 +333,14 @@ def from_message(msg: Mapping[str, Any], *, created: int, model: str) -> dict[st
     if usage is not None:
         out["usage"] = usage.to_openai()
     return out
+
+
+def signed_block(block: Mapping[str, Any]) -> dict[str, str]:
+    """An upstream thinking or redacted_thinking block as the canonical `thinking_blocks` entry."""
+    if block.get("type") == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": str(block.get("data") or "")}
+    return {"type": "thinking", "thinking": str(block.get("thinking") or ""),
+            "signature": str(block.get("signature") or "")}
 
 
 def finish_for(stop_reason: Any, called_tools: bool) -> str:

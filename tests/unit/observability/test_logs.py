@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import logging
-import queue
+import threading
 import urllib.request
 from pathlib import Path
 from threading import Barrier, Thread
@@ -18,7 +19,7 @@ from sluice.auth.admin_token import AdminToken, create_first_admin_token, token_
 from sluice.config import ConfigError, load
 from sluice.observability.access_log import FIELDS
 from sluice.observability.exporter import start_exporter
-from sluice.observability.logs import REQUEST_ID, JsonFormatter, TextFormatter, _Enqueue
+from sluice.observability.logs import REQUEST_ID, BatchHandler, JsonFormatter, TextFormatter
 from tests.e2e.conftest import free_port
 
 ACCESS = {"request_id": "req_1", "route": "chat_completions", "key_id": "abc", "key_name": "my key",
@@ -109,19 +110,67 @@ def test_metrics_listen_serves_metrics_without_a_token() -> None:
 
 
 async def test_a_warning_logged_while_serving_a_request_carries_its_id() -> None:
-    """The app sets the request id per request task; the queue handler reads it on the emitting task."""
-    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    handler = _Enqueue(q)
+    """The app sets the request id per request task; the handler reads it on the emitting task."""
+    out = io.StringIO()
+    handler = BatchHandler(out)
+    handler.setFormatter(TextFormatter())
+    json_handler = BatchHandler(out_json := io.StringIO())
+    json_handler.setFormatter(JsonFormatter())
 
     async def serve(rid: str) -> None:
         REQUEST_ID.set(rid)
         await asyncio.sleep(0)
-        handler.handle(_record("upstream said no", logging.WARNING))
+        for h in (handler, json_handler):
+            h.handle(_record("upstream said no", logging.WARNING))
 
     await asyncio.gather(serve("req_a"), serve("req_b"))
     handler.handle(_record("between requests", logging.WARNING))
-    got = [q.get_nowait() for _ in range(3)]
-    assert [getattr(r, "request_id", None) for r in got] == ["req_a", "req_b", None]
-    assert TextFormatter().format(got[0]).endswith("upstream said no [request_id=req_a]")
-    assert json.loads(JsonFormatter().format(got[1]))["request_id"] == "req_b"
-    assert "request_id" not in TextFormatter().format(got[2])
+    handler.close()
+    json_handler.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and "request_id" not in lines[2]
+    assert lines[0].endswith("upstream said no [request_id=req_a]")
+    assert lines[1].endswith("upstream said no [request_id=req_b]")
+    assert [json.loads(ln)["request_id"] for ln in out_json.getvalue().splitlines()] == ["req_a", "req_b"]
+
+
+class _StuckSink(io.StringIO):
+    """A log output that blocks every write until released (a full pipe nobody reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def write(self, s: str) -> int:
+        self.entered.set()
+        assert self.release.wait(10)
+        return super().write(s)
+
+
+def test_a_stuck_log_output_drops_and_counts_lines_but_never_blocks_the_logger() -> None:
+    sink = _StuckSink()
+    handler = BatchHandler(sink, flush_seconds=0.001, max_chars=2_000)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.handle(_record("first"))
+    assert sink.entered.wait(10)  # the writer is now stuck in its write
+    for i in range(500):  # ~4.4 KB of lines against a 2 KB bound: returns at once, the excess counted
+        handler.handle(_record(f"line {i:03d}"))
+    assert handler.dropped_total > 0
+    kept = 500 - handler.dropped_total
+    sink.release.set()
+    handler.close()
+    lines = sink.getvalue().splitlines()
+    assert lines[:2] == ["first", "line 000"] and len(lines) == 1 + kept + 1
+    assert lines[-1] == f"{handler.dropped_total} log lines dropped: the log output was slower than the server"
+
+
+def test_lines_are_batched_and_all_written_at_close() -> None:
+    out = io.StringIO()
+    handler = BatchHandler(out, flush_seconds=60, flush_lines=10_000)  # nothing but close() writes them
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for i in range(1000):
+        handler.handle(_record(f"r{i}"))
+    assert out.getvalue() == ""
+    handler.close()
+    assert out.getvalue().splitlines() == [f"r{i}" for i in range(1000)]

@@ -177,3 +177,23 @@ async def test_an_upstream_that_never_answers_hits_first_byte() -> None:
     c.timeouts = Timeouts(first_byte=0.01)
     with pytest.raises(UpstreamTimeout, match="did not answer"):
         await provider(t).stream(c)
+
+
+async def test_chunks_of_one_read_say_more_follows_and_the_last_of_each_read_does_not() -> None:
+    from sluice.sse import DONE, encode_data
+    one_read = b"".join(encode_data(p) for p in DELTAS[:3])
+    t = MockTransport(lambda req: MockReply(200, {"content-type": "text/event-stream"},
+                                            [one_read, encode_data(DELTAS[3]) + encode_data(DONE)]))
+    chunks = await collect(provider(t), call())
+    assert [c.payload for c in chunks] == DELTAS
+    assert [c.more for c in chunks] == [True, True, False, False]
+    # an error reported in the middle of a read: the chunks before it come first, the last one not held
+    bad = one_read + encode_data(b'{"error":{"message":"overloaded","type":"server_error"}}') + encode_data(DELTAS[3])
+    t = MockTransport(lambda req: MockReply(200, {"content-type": "text/event-stream"}, [bad]))
+    s = await provider(t).stream(call())
+    got: list[Chunk] = []
+    with pytest.raises(UpstreamError, match="overloaded"):
+        async for ch in s:
+            got.append(ch)
+    await s.aclose()
+    assert [c.payload for c in got] == DELTAS[:3] and [c.more for c in got] == [True, True, False]

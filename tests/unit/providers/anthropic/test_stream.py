@@ -101,19 +101,33 @@ def test_parallel_tool_calls_renumbered_and_empty_input_is_braces() -> None:
     ]
 
 
-def test_thinking_goes_to_reasoning_content_never_content() -> None:
+def test_thinking_goes_to_reasoning_content_never_content_and_its_signed_block_comes_whole() -> None:
     _, chunks = run("thinking_tool.sse")
     cid, m = "chatcmpl-msg_01Think", "claude-opus-4-1"
+    signed = {"type": "thinking", "thinking": "The user wants the weather.",
+              "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"}
     assert payloads(chunks) == [
         chunk(cid, m, {"role": "assistant", "content": ""}),
         chunk(cid, m, {"reasoning_content": "The user wants"}),
         chunk(cid, m, {"reasoning_content": " the weather."}),
+        chunk(cid, m, {"thinking_blocks": [signed]}),
         tool_start(cid, m, 0, "toolu_01T", "get_weather"),
         tool_args(cid, m, 0, '{"city":'),
         tool_args(cid, m, 0, '"Rome"}'),
         chunk(cid, m, {}, "tool_calls"),
         usage_chunk(cid, m, 50, 40),
     ]
+
+
+def test_redacted_thinking_comes_whole_and_adds_no_text() -> None:
+    sm = StreamTranslator(created=CREATED, model="m")
+    sm.feed("message_start", {"type": "message_start", "message": {"id": "msg_r", "model": "m", "usage": {}}})
+    opened = sm.feed("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
+        "type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4a"}})
+    closed = sm.feed("content_block_stop", {"type": "content_block_stop", "index": 0})
+    assert opened == [] and len(closed) == 1 and closed[0].text == ""
+    assert payloads(closed)[0]["choices"][0]["delta"] == {
+        "thinking_blocks": [{"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4a"}]}
 
 
 def test_cache_tokens_added_to_prompt_and_usage_is_cumulative() -> None:

@@ -197,9 +197,48 @@ def test_unknown_role_is_400() -> None:
     assert info.value.param == "messages[0].role"
 
 
+SIGNED = [{"type": "thinking", "thinking": "I should call w.\n", "signature": "EqQBCgIY+/="},
+          {"type": "redacted_thinking", "data": "EmwKAhgBEgy3"}]
+TOOL_TURN = [{"role": "user", "content": "weather?"},
+             {"role": "assistant", "content": "Checking.", "thinking_blocks": SIGNED,
+              "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+             {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"}]
+
+
+def test_signed_thinking_goes_back_first_in_order_when_thinking_is_on() -> None:
+    turn = req(messages=TOOL_TURN, reasoning_effort="low")["messages"][1]
+    assert turn == {"role": "assistant", "content": [
+        *SIGNED, {"type": "text", "text": "Checking."}, {"type": "tool_use", "id": "toolu_1", "name": "w",
+                                                         "input": {}}]}
+    assert orjson.dumps(turn["content"][0]) == orjson.dumps(SIGNED[0])  # the same bytes, keys in order
+    # with thinking off Anthropic refuses thinking in a final assistant turn: it is left out
+    assert [b["type"] for b in req(messages=TOOL_TURN)["messages"][1]["content"]] == ["text", "tool_use"]
+
+
+def test_unknown_keys_on_a_thinking_block_are_dropped() -> None:
+    turn = [{"role": "assistant", "content": "x", "thinking_blocks": [{**SIGNED[0], "cache_control": {}}]}]
+    assert req(messages=turn, reasoning_effort="low")["messages"][0]["content"][0] == SIGNED[0]
+
+
+@pytest.mark.parametrize(("blocks", "param"), [
+    ("sig", "messages[1].thinking_blocks"),
+    ([{"type": "thinking", "thinking": "x"}], "messages[1].thinking_blocks[0]"),
+    ([SIGNED[0], {"type": "redacted_thinking", "data": 5}], "messages[1].thinking_blocks[1]"),
+    ([{"type": "reasoning.text", "text": "x"}], "messages[1].thinking_blocks[0]"),
+    ([SIGNED[1]] * 257, "messages[1].thinking_blocks"),
+])
+def test_malformed_thinking_blocks_are_400(blocks: Any, param: str) -> None:
+    messages = [TOOL_TURN[0], {**TOOL_TURN[1], "thinking_blocks": blocks}, TOOL_TURN[2]]
+    for effort in ("low", None):
+        with pytest.raises(InvalidRequest) as info:
+            req(messages=messages, reasoning_effort=effort)
+        assert info.value.status == 400 and info.value.param == param
+
+
 MESSAGE: dict[str, Any] = {
     "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
     "content": [{"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                {"type": "redacted_thinking", "data": "EmwKAhgB"},
                 {"type": "text", "text": "Hello "}, {"type": "text", "text": "there"},
                 {"type": "tool_use", "id": "toolu_1", "name": "w", "input": {"city": "Rome"}},
                 {"type": "tool_use", "id": "toolu_2", "name": "t", "input": {}}],
@@ -214,6 +253,8 @@ def test_reply_to_chat_completion() -> None:
         "id": "chatcmpl-msg_1", "object": "chat.completion", "created": 1, "model": "claude-x",
         "choices": [{"index": 0, "logprobs": None, "finish_reason": "tool_calls", "message": {
             "role": "assistant", "content": "Hello there", "refusal": None, "reasoning_content": "hmm",
+            "thinking_blocks": [{"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                                {"type": "redacted_thinking", "data": "EmwKAhgB"}],
             "tool_calls": [
                 {"id": "toolu_1", "type": "function",
                  "function": {"name": "w", "arguments": '{"city":"Rome"}'}},

@@ -1,13 +1,16 @@
-"""The use case: authenticate -> admit -> route -> call provider -> meter -> settle. No web framework here.
+"""The use case: admit -> route -> call provider -> meter -> settle. No web framework here.
 
-`Relay.complete()` serves a plain request; `Relay.stream()` returns a `RelayStream` only once an
-upstream has answered: it yields the upstream's chunks metered (the front door's dialect writes them
-for its client), and its `close()` releases the upstream and settles, however the stream ended.
+`Relay.complete()` serves a plain request and returns what its answer amounted to (`Stats`);
+`Relay.stream()` returns a `RelayStream` only once an upstream has answered: it yields the upstream's
+chunks metered (the front door's dialect writes them for its client) into the `Stats` it owns. Failover
+reports what served through `Tries`. `Relay.record()` assembles, prices and counts the record and
+`Relay.settle()` writes it; the request's scope (`http/lifecycle.py`) calls both, once per request.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -20,7 +23,8 @@ from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.errors import InvalidRequest, ModelNotFound, PermissionDenied, SluiceError
 from sluice.metering.admission import Admission
 from sluice.metering.ledger import LedgerWriter
-from sluice.metering.meter import Meter
+from sluice.metering.record import Asked, Outcome, Stats, assemble
+from sluice.metering.ticket import Ticket
 from sluice.metering.tokenizer import Counter, count_request
 from sluice.metering.tokens import TokenCounter
 from sluice.observability import metrics
@@ -36,14 +40,20 @@ from sluice.providers.base import (
     Timeouts,
     serves,
 )
-from sluice.routing.affinity import SessionAffinity, session_of
-from sluice.routing.fallback import Cooldowns, with_failover
+from sluice.routing.affinity import SessionAffinity
+from sluice.routing.fallback import Cooldowns, Served, Tries, with_failover
 from sluice.routing.table import ModelTable, Route, Target
 from sluice.schema.chat import ChatRequest
 from sluice.storage.base import KeyRecord, LedgerRecord, Store
 
+log = logging.getLogger("sluice.meter")
+
 Headers = list[tuple[bytes, bytes]]
 T = TypeVar("T")
+
+Settle = Callable[[str | None], Awaitable[LedgerRecord]]
+"""The request scope's one settlement, for a stream to end it: with the error code it failed with, or
+None when it ended well; it returns the record (the same one, whoever called first)."""
 
 
 _RID_PREFIX = "req_" + os.urandom(8).hex()
@@ -68,30 +78,35 @@ class Relay:
         self.auth = auth
         self.admission = admission
         self.durable = durable
+        self.clock = clock  # the records' times: when a request started, its first token, when it ended
         self.cooldowns = Cooldowns(on_change=metrics.target_state, clock=clock)
         self.labels = metrics.Labels(table.names(), list(providers))
         self.channels = channels
         self.affinity = SessionAffinity()
 
-    def meter(self, request_id: str, route: str = "") -> Meter:
-        metrics.request_started()
-        return Meter(request_id, route)
+    def record(self, asked: Asked, ticket: Ticket, served: Served, stats: Stats, outcome: Outcome) -> LedgerRecord:
+        """The request's record: assembled from its values, priced from its ticket, counted and logged. Not
+        idempotent: the request's scope makes it once, then `settle`s it."""
+        rec = assemble(asked, ticket, served, stats, outcome, self.clock.monotonic())
+        usage = stats.usage
+        if usage is not None and usage.anomaly is not None:  # said once per request
+            log.warning("upstream %s reported impossible usage for %s (clamped): %s", served.provider,
+                        asked.request_id, usage.anomaly)
+        self.admission.price_record(ticket, rec)
+        reasoning = usage.reasoning_tokens if usage is not None else None
+        metrics.settled(self.labels, rec, asked.route, reasoning, served.failovers)
+        access_line(rec, asked.route, asked.key.name, ticket.account_id or asked.key.owner, reasoning)
+        return rec
 
-    async def settle(self, meter: Meter, *, durable: bool | None = None) -> LedgerRecord | None:
-        """Price the request, free its limits and reservation, write its record. Once; later calls no-op."""
-        rec = meter.take_record()
-        if rec is None:
-            return None
-        self.admission.price_record(meter.ticket, rec)
-        metrics.settled(self.labels, meter, rec)
-        access_line(meter, rec)
-        if meter.ticket.limits:
-            await self.admission.release_limits(meter.ticket, (rec.prompt_tokens or 0) + (rec.completion_tokens or 0))
+    async def settle(self, rec: LedgerRecord, ticket: Ticket, *, durable: bool | None = None) -> None:
+        """Free the ticket's limits (and with the record its reservation) and write the record: before the
+        client sees the end when `durable`, else queued."""
+        if ticket.limits:
+            await self.admission.release_limits(ticket, (rec.prompt_tokens or 0) + (rec.completion_tokens or 0))
         if self.durable if durable is None else durable:
             await self.ledger.commit(rec)
         else:
             self.ledger.submit(rec)
-        return rec
 
     def route_for(self, key: KeyRecord, model: str) -> Route:
         route = self.table.get(model)
@@ -108,45 +123,23 @@ class Relay:
             names += self.table.listed(self.channels.offered)
         return [r for n in names if key.may_use(n) and (r := self.table.get(n)) is not None]
 
-    async def _start(self, meter: Meter, key: KeyRecord, req: ChatRequest, stream: bool) -> tuple[Route, Headers]:
-        meter.key_id = key.id
-        meter.model = req.model
-        meter.request = req
-        meter.stream = stream
-        if meter.session_id is None:  # the header, when sent, was read by the route
-            meter.session_id = session_of(req.body)
+    async def _targets(self, asked: Asked, req: ChatRequest, ticket: Ticket) -> list[Target]:
+        """Admit the request (filling `ticket`), then the order to try: the session's last target first
+        while it serves, else the weighted pick; only targets whose provider serves the request's endpoint
+        (every one serves chat)."""
+        route = self.route_for(asked.key, req.model)
+        await self.admission.admit(asked.key, req, ticket)
+        order = self.affinity.prefer(route.name, asked.session_id, route.order())
         if req.endpoint != ChatRequest.endpoint:
-            meter.extra["endpoint"] = req.endpoint
-        route = self.route_for(key, req.model)
-        ticket = await self.admission.admit(key, req, meter.ticket)
-        meter.prompt_estimate = ticket.prompt_estimate
-        return route, ticket.headers
-
-    def targets(self, route: Route, meter: Meter) -> list[Target]:
-        """The order to try: the session's last target first while it serves, else the weighted pick;
-        only targets whose provider serves the request's endpoint (every one serves chat)."""
-        order = self.affinity.prefer(route.name, meter.session_id, route.order())
-        endpoint = meter.request.endpoint if meter.request is not None else ChatRequest.endpoint
-        if endpoint != ChatRequest.endpoint:
-            order = [t for t in order if serves(self.providers[t.provider], endpoint)]
+            order = [t for t in order if serves(self.providers[t.provider], req.endpoint)]
             if not order:
-                raise InvalidRequest(f"The model `{route.name}` does not support /v1/{endpoint}: none of its "
-                                     "upstreams can serve it.", param="model", code="unsupported_endpoint")
+                raise InvalidRequest(f"The model `{route.name}` does not support /v1/{req.endpoint}: none of "
+                                     "its upstreams can serve it.", param="model", code="unsupported_endpoint")
         return order
 
-    def served(self, meter: Meter) -> None:
+    def _served(self, asked: Asked, req: ChatRequest, tries: Tries) -> None:
         """Pin the session to the target that answered (a cooled-down pin moves to its replacement)."""
-        self.affinity.remember(meter.model, meter.session_id, meter.provider, meter.upstream_model)
-
-    def _attempt_meta(self, meter: Meter, target: Target, n: int, timeouts: Timeouts,
-                      native: NativeBody | None, api_key: str | None) -> Call:
-        meter.attempts = n
-        if n > 1 and (meter.provider, meter.upstream_model) != (target.provider, target.model):
-            meter.failovers += 1
-        meter.provider = target.provider
-        meter.upstream_model = target.model
-        return Call(meter.request, target.model, meter.request_id, timeouts,  # type: ignore[arg-type]
-                    native, api_key=api_key)
+        self.affinity.remember(req.model, asked.session_id, tries.served.provider, tries.served.upstream_model)
 
     async def _keyed(self, target: Target, fn: Callable[[str | None], Awaitable[T]]) -> T:
         """`fn` with a key from the target provider's pool (moving on past refused keys), if it has one."""
@@ -164,29 +157,24 @@ class Relay:
             raise native.unservable
         return None
 
-    async def complete(self, key: KeyRecord, req: ChatRequest, meter: Meter,
-                       native: NativeBody | None = None) -> tuple[Completion, Headers]:
-        route, headers = await self._start(meter, key, req, False)
-
+    async def complete(self, asked: Asked, req: ChatRequest, ticket: Ticket, tries: Tries,
+                       native: NativeBody | None = None) -> tuple[Completion, Stats]:
+        """The upstream's whole reply, and what it amounted to (its usage, else its text counted)."""
         async def attempt(target: Target, n: int, timeouts: Timeouts) -> Completion:
             async def one(api_key: str | None) -> Completion:
-                call = self._attempt_meta(meter, target, n, timeouts, native, api_key)
+                call = Call(req, target.model, asked.request_id, timeouts, native, api_key=api_key)
                 if (prov := self.native_provider(target, native)) is not None:
                     return await prov.complete_native(call)
                 return await self.providers[target.provider].complete(call)
             return await self._keyed(target, one)
 
-        result = await with_failover(self.targets(route, meter), attempt, self.cooldowns)
-        self.served(meter)
-        meter.first_token()
-        meter.usage = result.usage
+        result = await with_failover(await self._targets(asked, req, ticket), attempt, self.cooldowns, tries)
+        self._served(asked, req, tries)
+        stats = Stats(first_at=self.clock.monotonic(), usage=result.usage)
         if result.usage is None:
-            meter.counter = self.counter_factory()
-            meter.counter.feed(result.text)
-            if req.endpoint == "embeddings":
-                result.body = _with_estimated_usage(result.body, meter)
-        meter.status = 200
-        return result, headers
+            stats.counter = self.counter_factory()
+            stats.counter.feed(result.text)
+        return result, stats
 
     async def count_tokens(self, key: KeyRecord, req: ChatRequest, native: NativeBody,
                            request_id: str) -> tuple[bytes, bool]:
@@ -204,15 +192,15 @@ class Relay:
         tokens = count_request(req.body, self.counter_factory())
         return orjson.dumps({"input_tokens": tokens}), True
 
-    async def stream(self, key: KeyRecord, req: ChatRequest, meter: Meter,
+    async def stream(self, asked: Asked, req: ChatRequest, ticket: Ticket, tries: Tries, settle: Settle,
                      native: NativeBody | None = None) -> RelayStream:
-        route, headers = await self._start(meter, key, req, True)
+        """The open upstream stream, once a target answered; `settle` is the scope's, for its end."""
         served_native = False
 
         async def attempt(target: Target, n: int, timeouts: Timeouts) -> ChunkStream:
             async def one(api_key: str | None) -> ChunkStream:
                 nonlocal served_native
-                call = self._attempt_meta(meter, target, n, timeouts, native, api_key)
+                call = Call(req, target.model, asked.request_id, timeouts, native, api_key=api_key)
                 if (prov := self.native_provider(target, native)) is not None:
                     served_native = True
                     return await prov.stream_native(call)
@@ -220,44 +208,45 @@ class Relay:
                 return await self.providers[target.provider].stream(call)
             return await self._keyed(target, one)
 
-        upstream = await with_failover(self.targets(route, meter), attempt, self.cooldowns)
-        self.served(meter)
-        meter.status = 200
-        meter.counter = self.counter_factory()
+        upstream = await with_failover(await self._targets(asked, req, ticket), attempt, self.cooldowns, tries)
+        self._served(asked, req, tries)
         metrics.stream_opened()
-        rs = RelayStream(self, upstream, meter, req.include_usage, headers)
-        rs.native = served_native
-        return rs
+        return RelayStream(upstream, Stats(self.counter_factory()), self.clock, settle, req.include_usage,
+                           ticket.headers, served_native)
 
 
 class RelayStream:
-    """An open upstream stream, metered in one loop (`metered()`) whatever the front door makes of it; the
-    front door calls `finish()` before its last byte (the record is safe before the client sees the end)
-    and a failure settles through `fail(exc)`. `close()` releases the upstream and settles if not yet."""
+    """An open upstream stream, metered in one loop (`metered()`) into the `stats` it owns, whatever the front
+    door makes of it; the front door calls `finish()` before its last byte (the record is safe before the
+    client sees the end) and a failure settles through `fail(exc)`. `close()` releases the upstream."""
 
-    def __init__(self, relay: Relay, upstream: ChunkStream, meter: Meter, include_usage: bool,
-                 headers: Headers) -> None:
-        self._relay = relay
+    __slots__ = ("_clock", "_settle", "_upstream", "headers", "include_usage", "native", "stats")
+
+    def __init__(self, upstream: ChunkStream, stats: Stats, clock: Clock, settle: Settle, include_usage: bool,
+                 headers: Headers, native: bool) -> None:
         self._upstream = upstream
-        self.meter = meter
+        self.stats = stats
+        self._clock = clock
+        self._settle = settle
         self.headers = headers
         self.include_usage = include_usage
-        self.native = False  # the upstream speaks the front door's format: `passthrough()`, not `chunks()`
+        self.native = native  # the upstream speaks the front door's format: `passthrough()`, not `chunks()`
 
     async def metered(self) -> AsyncIterator[Chunk]:
         """Every upstream chunk as it comes, metered (first token, text counted, usage kept). A failure is
         settled, then raised (SluiceError) for the front door to end its stream with its error event."""
-        meter = self.meter
-        counter = meter.counter
+        stats = self.stats
+        counter = stats.counter
+        clock = self._clock
         assert counter is not None
         try:
             async for chunk in self._upstream:
-                if meter.ttft is None:
-                    meter.first_token()
+                if stats.first_at is None:
+                    stats.first_at = clock.monotonic()
                 if chunk.text:
                     counter.feed(chunk.text)
                 if chunk.usage is not None:
-                    meter.usage = chunk.usage
+                    stats.usage = chunk.usage
                 yield chunk
         except SluiceError as exc:  # after the 200, failures travel as an error event, never a fake stop
             await self.fail(exc)
@@ -279,28 +268,13 @@ class RelayStream:
             yield chunk.payload
         await self.finish()
 
-    async def finish(self) -> LedgerRecord | None:
-        """Settle a stream that ended well (a no-op when already settled)."""
-        return await self._relay.settle(self.meter)
+    async def finish(self) -> LedgerRecord:
+        """Settle a stream that ended well (the scope's record when it already settled)."""
+        return await self._settle(None)
 
-    async def fail(self, exc: SluiceError) -> None:
-        self.meter.error_code = exc.code or "upstream_error"
-        await self._relay.settle(self.meter)
+    async def fail(self, exc: SluiceError) -> LedgerRecord:
+        return await self._settle(exc.code or "upstream_error")
 
-    async def close(self, *, disconnected: bool = False) -> None:
-        """Release the upstream, then settle (a no-op when the stream already did)."""
-        try:
-            await self._upstream.aclose()
-        finally:
-            if disconnected:
-                self.meter.disconnected = True
-            await self._relay.settle(self.meter, durable=False)
-
-
-def _with_estimated_usage(body: bytes, meter: Meter) -> bytes:
-    """An embeddings reply from an upstream that reports no usage (Gemini) gets the estimate the ledger
-    records, as OpenAI's SDKs expect `usage` there."""
-    doc = orjson.loads(body)
-    prompt, _, _ = meter.final_usage()
-    doc["usage"] = {"prompt_tokens": prompt or 0, "total_tokens": prompt or 0}
-    return orjson.dumps(doc)
+    async def close(self) -> None:
+        """Release the upstream (the scope settles after, if nothing did)."""
+        await self._upstream.aclose()

@@ -21,7 +21,7 @@ from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.http.app import App, create_app
 from sluice.storage.base import KeyRecord, LedgerQuery, LedgerRecord
 from sluice.storage.sqlite import SQLiteStore
-from sluice.upstream.mock import MockReply, MockRequest, MockTransport
+from sluice.upstream.mock import Handler, MockReply, MockRequest, MockTransport
 from tests.harness import settings
 
 
@@ -57,6 +57,7 @@ class Gateway:
     transport: MockTransport
     db: Path
     key: KeyRecord
+    app: App
 
     async def ledger(self) -> list[LedgerRecord]:
         """What was settled (read after the app stopped, which flushes the ledger writer)."""
@@ -70,11 +71,12 @@ class Gateway:
 
 @asynccontextmanager
 async def gateway(tmp_path: Path, replies: dict[str, list[MockReply]], *, clock: Clock = SYSTEM_CLOCK,
-                  doc: dict[str, Any] | None = None, **key: Any) -> AsyncIterator[Gateway]:
+                  doc: dict[str, Any] | None = None, handler: Handler | None = None,
+                  **key: Any) -> AsyncIterator[Gateway]:
     """Sluice in process with two OpenAI-compatible providers (hosts a.test, b.test) behind a MockTransport
-    that answers each host with its `replies` in order (the last repeats); model `m` tries a then b, `solo`
-    only a. `doc` adds config tables, `key` sets fields of the client's key. The app stops (ledger
-    flushed) when the block ends."""
+    that answers each host with its `replies` in order (the last repeats), or as `handler` says; model `m`
+    tries a then b, `solo` only a. `doc` adds config tables, `key` sets fields of the client's key. The app
+    stops (ledger flushed) when the block ends."""
     def handle(req: MockRequest) -> MockReply:
         script = replies[req.url.split("/")[2]]
         return script.pop(0) if len(script) > 1 else script[0]
@@ -89,13 +91,14 @@ async def gateway(tmp_path: Path, replies: dict[str, list[MockReply]], *, clock:
     }
     db = tmp_path / "sluice.db"
     store = SQLiteStore(f"sqlite:///{db}")
-    transport = MockTransport(handle)
+    transport = MockTransport(handler or handle)
     kid, secret = new_key()
     rec = KeyRecord(kid, "t", hash_key(secret), **key)
-    async with serving(create_app(settings(tmp_path, config), store=store, transport=transport, clock=clock)) as base:
+    app = create_app(settings(tmp_path, config), store=store, transport=transport, clock=clock)
+    async with serving(app) as base:
         await store.create_key(rec)
         client = openai.AsyncOpenAI(base_url=base + "/v1", api_key=secret, max_retries=0)
         try:
-            yield Gateway(client, transport, db, rec)
+            yield Gateway(client, transport, db, rec, app)
         finally:
             await client.close()

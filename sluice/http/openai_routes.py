@@ -1,6 +1,7 @@
 """OpenAI routes: `POST /v1/chat/completions` and legacy `/v1/completions` (JSON and SSE), `POST /v1/embeddings`,
-and `GET /v1/models[/{id}]` (in Anthropic's shape and envelope when the request carries `anthropic-version`,
-as Claude Code's model discovery does)."""
+each its dialect's translation (`dialects/chat_completions.py`, `completions.py`, `embeddings.py`) over one
+relay path, and `GET /v1/models[/{id}]` (in Anthropic's shape and envelope when the request carries
+`anthropic-version`, as Claude Code's model discovery does)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from urllib.parse import parse_qsl
 from sluice.dialects.anthropic_messages.models import model_info, models_page
 from sluice.dialects.chat_completions import ChatStreamWriter
 from sluice.dialects.chat_completions import error_event as chat_error_event
+from sluice.dialects.completions import CompletionsRequest
+from sluice.dialects.embeddings import EmbeddingsRequest, with_estimated_usage
 from sluice.errors import ModelNotFound, SluiceError
 from sluice.http.account_routes import caller_prices
 from sluice.http.asgi import (
@@ -28,12 +31,11 @@ from sluice.http.asgi import (
 from sluice.http.doors import ANTHROPIC, OPENAI
 from sluice.http.lifecycle import Lifecycle, RequestScope
 from sluice.http.streaming import send_frames
-from sluice.metering.meter import Meter
 from sluice.metering.pricing import fmt_money
 from sluice.relay import Relay, RelayStream
+from sluice.routing.fallback import Served
 from sluice.routing.table import Route
 from sluice.schema.chat import ChatRequest
-from sluice.schema.endpoints import CompletionsRequest, EmbeddingsRequest
 from sluice.sse import KEEPALIVE_FRAME
 from sluice.storage.base import LedgerRecord
 
@@ -64,13 +66,16 @@ class OpenAIRoutes:
             creq = parse(req.raw)
             if creq.stream:
                 rs = await req.stream(creq)
-                await send_frames(send, _chat_events(rs), [*headers, *rs.headers, *_served_by(req.meter)],
+                await send_frames(send, _chat_events(req, rs), [*headers, *rs.headers, *_served_by(req.served)],
                                   self.heartbeat, KEEPALIVE_FRAME)
                 return
             result, limit_headers = await req.complete(creq)
+            body = result.body
+            if result.usage is None and creq.endpoint == EmbeddingsRequest.endpoint:
+                body = with_estimated_usage(body, req.tokens().prompt)
             rec = await req.settle()
-            await send_bytes(send, 200, result.body,
-                             [JSON_CT, *headers, *limit_headers, *_served_by(req.meter), *_charged(rec)])
+            await send_bytes(send, 200, body,
+                             [JSON_CT, *headers, *limit_headers, *_served_by(req.served), *_charged(rec)])
 
     async def list_models(self, scope: Scope, receive: Receive, send: Send, rid: str, headers: Headers) -> None:
         async with self._side(scope, receive, send, rid, headers) as req:
@@ -107,7 +112,7 @@ def _anthropic(scope: Scope) -> bool:
     return header(scope, b"anthropic-version") is not None
 
 
-async def _chat_events(rs: RelayStream) -> AsyncIterator[bytes]:
+async def _chat_events(req: RequestScope, rs: RelayStream) -> AsyncIterator[bytes]:
     """The client's events: each chunk's bytes as they came unless its usage must go, the events of one
     upstream read written together; settled before `[DONE]`."""
     writer = ChatStreamWriter(rs.include_usage)
@@ -124,24 +129,22 @@ async def _chat_events(rs: RelayStream) -> AsyncIterator[bytes]:
     except SluiceError as exc:  # already settled by the relay stream
         yield b"".join([*held, chat_error_event(exc)])
         return
-    meter = rs.meter
-    if writer.wants_estimate(meter.usage is not None):
-        prompt, completion, _ = meter.final_usage()
-        yield writer.estimated_usage(meter.request_id, meter.wall_start, meter.upstream_model, prompt, completion)
+    if writer.wants_estimate(rs.stats.usage is not None):
+        tokens = req.tokens()
+        yield writer.estimated_usage(req.rid, req.created_at, req.served.upstream_model, tokens.prompt,
+                                     tokens.completion)
     await rs.finish()
     yield writer.done()
 
 
-def _served_by(meter: Meter) -> Headers:
-    if meter.upstream_model is None:
+def _served_by(served: Served) -> Headers:
+    if served.upstream_model is None:
         return []
-    return [(b"x-sluice-upstream-model", meter.upstream_model.encode()),
-            (b"x-sluice-provider", (meter.provider or "").encode())]
+    return [(b"x-sluice-upstream-model", served.upstream_model.encode()),
+            (b"x-sluice-provider", (served.provider or "").encode())]
 
 
-def _charged(rec: LedgerRecord | None) -> Headers:
-    if rec is None:
-        return []
+def _charged(rec: LedgerRecord) -> Headers:
     out = [(b"x-sluice-usage-source", rec.usage_source.encode())]
     if rec.cost is not None:
         out.append((b"x-sluice-cost", (fmt_money(rec.cost) or "0").encode()))

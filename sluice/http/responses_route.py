@@ -25,7 +25,7 @@ from sluice.http.asgi import (
     send_bytes,
 )
 from sluice.http.doors import RESPONSES
-from sluice.http.lifecycle import Lifecycle
+from sluice.http.lifecycle import Lifecycle, RequestScope
 from sluice.http.streaming import send_frames
 from sluice.providers.base import NativeBody
 from sluice.relay import RelayStream
@@ -45,15 +45,14 @@ class ResponsesRoute:
             tr = translate_request(body)
             creq = ChatRequest(tr.body)
             native = NativeBody("responses", req.raw, creq.model)
-            if req.meter.session_id is None:  # the translation drops prompt_cache_key; it still names the session
-                req.meter.session_id = session_of(body)
+            session = session_of(body)  # the translation drops prompt_cache_key; it still names the session
             shell = Shell(rid, creq.model, body)
             if creq.stream:
-                rs = await req.stream(creq, native)
-                frames = _native(rs) if rs.native else _translated(rs, ResponsesStreamWriter(shell, tr.tools))
+                rs = await req.stream(creq, native, session=session)
+                frames = _native(rs) if rs.native else _translated(req, rs, ResponsesStreamWriter(shell, tr.tools))
                 await send_frames(send, frames, [*headers, *rs.headers], self.heartbeat, KEEPALIVE_FRAME)
                 return
-            result, limit_headers = await req.complete(creq, native)
+            result, limit_headers = await req.complete(creq, native, session=session)
             await req.settle()
             out = result.body if result.native else orjson.dumps(
                 completion_to_response(shell, orjson.loads(result.body), tr.tools))
@@ -72,7 +71,7 @@ class ResponsesRoute:
                            "(every response is served as with store: false).", param="response_id")
 
 
-async def _translated(rs: RelayStream, writer: ResponsesStreamWriter) -> AsyncIterator[bytes]:
+async def _translated(req: RequestScope, rs: RelayStream, writer: ResponsesStreamWriter) -> AsyncIterator[bytes]:
     yield writer.start()
     try:
         async for chunk in rs.chunks():
@@ -83,10 +82,10 @@ async def _translated(rs: RelayStream, writer: ResponsesStreamWriter) -> AsyncIt
         yield writer.fail(exc)
         return
     estimate = None
-    if rs.meter.usage is None:  # the upstream reported none: the client gets what the ledger recorded
-        prompt, completion, _ = rs.meter.final_usage()
-        if prompt is not None:
-            estimate = usage({"prompt_tokens": prompt, "completion_tokens": completion or 0})
+    if rs.stats.usage is None:  # the upstream reported none: the client gets what the ledger recorded
+        tokens = req.tokens()
+        if tokens.prompt is not None:
+            estimate = usage({"prompt_tokens": tokens.prompt, "completion_tokens": tokens.completion or 0})
     yield writer.finish(estimate)
 
 

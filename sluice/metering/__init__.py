@@ -1,1 +1,2 @@
-"""Metering: token estimation, the per-request meter (finalises exactly once), the batched ledger writer."""
+"""Metering: admission (a ticket), the ledger record assembled from a request's values, token estimation,
+the batched ledger writer."""

@@ -7,7 +7,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sluice.metering.meter import Meter
     from sluice.storage.base import LedgerRecord
 
 log = logging.getLogger("sluice.access")
@@ -18,17 +17,18 @@ FIELDS = ("request_id", "route", "key_id", "key_name", "account", "model", "prov
           "cost", "ttft_ms", "duration_ms", "attempts", "stream", "disconnected")
 
 
-def access_line(meter: Meter, rec: LedgerRecord) -> None:
+def access_line(rec: LedgerRecord, route: str, key_name: str | None, account: str | None,
+                reasoning: int | None) -> None:
     """Log the request (never a secret: the key's id and name, not the key)."""
     if not log.isEnabledFor(logging.INFO):
         return
     fields: dict[str, Any] = {
-        "request_id": rec.request_id, "route": meter.route, "key_id": rec.key_id, "key_name": meter.key_name,
-        "account": meter.ticket.account_id or meter.account, "model": rec.model, "provider": rec.provider,
+        "request_id": rec.request_id, "route": route, "key_id": rec.key_id, "key_name": key_name,
+        "account": account, "model": rec.model, "provider": rec.provider,
         "upstream_model": rec.upstream_model, "status": rec.status, "error_code": rec.error_code,
         "input_tokens": rec.prompt_tokens, "output_tokens": rec.completion_tokens,
         "cached_tokens": rec.cached_tokens,
-        "reasoning_tokens": meter.usage.reasoning_tokens if meter.usage is not None else None,
+        "reasoning_tokens": reasoning,
         "usage_source": rec.usage_source, "cost": rec.cost / 1e9 if rec.cost is not None else None,
         "ttft_ms": rec.ttft_ms, "duration_ms": rec.duration_ms, "attempts": rec.attempts, "stream": rec.stream,
         "disconnected": rec.disconnected}

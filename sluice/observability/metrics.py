@@ -13,7 +13,6 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from sluice.config import metrics_dir
 
 if TYPE_CHECKING:
-    from sluice.metering.meter import Meter
     from sluice.storage.base import LedgerRecord
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -119,11 +118,12 @@ _series: dict[tuple[str, str, str], _Series] = {}
 _requests: dict[tuple[str, str, str, int, str], Any] = {}
 
 
-def settled(labels: Labels, meter: Meter, rec: LedgerRecord) -> None:
-    """Everything a finished request adds, once, from its ledger record."""
+def settled(labels: Labels, rec: LedgerRecord, route: str, reasoning: int | None, failovers: int) -> None:
+    """Everything a finished request adds, once, from its ledger record (and what the record does not keep:
+    its front door, reasoning tokens and failovers)."""
     IN_FLIGHT.dec()
-    model, provider, route = labels.model(rec.model), labels.provider(rec.provider), meter.route
-    if rec.stream and rec.status == 200:  # a stream was opened (Relay.stream sets 200 only then)
+    model, provider = labels.model(rec.model), labels.provider(rec.provider)
+    if rec.stream and rec.status == 200:  # a stream was opened (its scope says 200 only then)
         STREAMS.dec()
     code = labels.error_code(rec.error_code)
     counter = _requests.get((route, model, provider, rec.status, code))
@@ -144,7 +144,6 @@ def settled(labels: Labels, meter: Meter, rec: LedgerRecord) -> None:
         out = rec.completion_tokens or 0
         if rec.stream and out > 1:
             series.per_token.observe((rec.duration_ms - rec.ttft_ms) / 1000 / (out - 1))
-    reasoning = meter.usage.reasoning_tokens if meter.usage is not None else 0
     for child, n in zip(series.tokens, (rec.prompt_tokens, rec.completion_tokens, rec.cached_tokens, reasoning),
                         strict=True):
         if n:
@@ -155,8 +154,8 @@ def settled(labels: Labels, meter: Meter, rec: LedgerRecord) -> None:
         series.attempts.inc(rec.attempts)
         if rec.attempts > 1:
             series.retries.inc(rec.attempts - 1)
-    if meter.failovers:
-        series.failovers.inc(meter.failovers)
+    if failovers:
+        series.failovers.inc(failovers)
 
 
 def rejected(route: str, code: str | None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.errors import SluiceError, UpstreamTimeout
@@ -20,6 +20,33 @@ from sluice.upstream import Timeouts
 T = TypeVar("T")
 
 MAX_RETRY_WAIT = 2.0  # seconds we will wait on an upstream's retry-after before trying again
+
+
+class Served(NamedTuple):
+    """Which target answered a request (or was tried last, when none did) and after how many attempts."""
+
+    provider: str | None = None
+    upstream_model: str | None = None
+    attempts: int = 0
+    failovers: int = 0  # attempts that moved to another target than the one before
+
+    def then(self, target: Target) -> Served:
+        """The next attempt, at `target`."""
+        moved = self.attempts > 0 and (self.provider, self.upstream_model) != (target.provider, target.model)
+        return Served(target.provider, target.model, self.attempts + 1, self.failovers + moved)
+
+
+NOT_SERVED = Served()
+
+
+class Tries:
+    """What failover reports to the request it serves: `served` is replaced (never changed) before each
+    attempt, so it names the target that answered, or the last one tried when every try failed."""
+
+    __slots__ = ("served",)
+
+    def __init__(self) -> None:
+        self.served = NOT_SERVED
 
 
 class Cooldowns:
@@ -80,8 +107,9 @@ class Budget:
 
 
 async def with_failover(targets: list[Target], attempt: Callable[[Target, int, Timeouts], Awaitable[T]],
-                        cooldowns: Cooldowns) -> T:
-    """Run `attempt(target, n, timeouts)` until one succeeds; raise the last error when every try failed."""
+                        cooldowns: Cooldowns, tries: Tries | None = None) -> T:
+    """Run `attempt(target, n, timeouts)` until one succeeds; raise the last error when every try failed.
+    `tries.served` says which target each attempt went to (the record's provider, attempts, failovers)."""
     order = [t for t in targets if cooldowns.available(t)] or list(targets)
     if len(order) == 1:
         order = order * 2  # one retry of a lone target, for transient failures
@@ -98,7 +126,10 @@ async def with_failover(targets: list[Target], attempt: Callable[[Target, int, T
                     break  # the upstream asked for longer than we hold a client: let the client retry
                 await asyncio.sleep(wait)
             try:
-                result = await attempt(target, n, budget.timeouts(target))
+                timeouts = budget.timeouts(target)
+                if tries is not None:
+                    tries.served = tries.served.then(target)
+                result = await attempt(target, n, timeouts)
             except SluiceError as exc:
                 if not exc.retryable:
                     raise

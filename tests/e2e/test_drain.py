@@ -23,13 +23,13 @@ from sluice.providers.simulated import DEFAULT_REPLY, tokenize
 from tests.e2e.cluster import (
     ADMIN_TOKEN,
     SluiceServer,
-    UpstreamSim,
     aquery,
     chat_body,
     serving,
     storage_for,
     two_speed_config,
 )
+from tests.sim.openai_sim import Fault, ThreadedSim
 
 pytestmark = pytest.mark.slow
 
@@ -162,7 +162,8 @@ async def _read_events(r: aiohttp.ClientResponse) -> list[bytes]:
 
 async def test_requests_open_past_the_grace_end_with_server_shutdown_and_are_settled_once(
         storage_url: str, tmp_path: Path) -> None:
-    with UpstreamSim(delay=120) as upstream:      # answers far too late: a request waiting for its first byte
+    with ThreadedSim() as upstream:
+        upstream.always(Fault.slow_first_byte(120))  # answers far too late: a request waiting for its first byte
         cfg = _config(tmp_path, storage_url, drain=0, grace=1.5, late_upstream=upstream.base_url)
         async with _server(cfg, tmp_path, "cut") as server, aiohttp.ClientSession() as session:
             key = await _key(session, server.url, "cut")
@@ -177,7 +178,7 @@ async def test_requests_open_past_the_grace_end_with_server_shutdown_and_are_set
             waiting = asyncio.ensure_future(session.post(server.url + "/v1/chat/completions",
                                                          json=chat_body("late", True), headers=auth))
             deadline = time.monotonic() + 20
-            while not upstream.seen():
+            while not upstream.requests:
                 assert time.monotonic() < deadline, "the late request never reached the upstream"
                 await asyncio.sleep(0.05)
 

@@ -22,7 +22,6 @@ from tests.e2e.cluster import (
     ADMIN_TOKEN,
     Nginx,
     SluiceServer,
-    UpstreamSim,
     aquery,
     clear_redis,
     free_port,
@@ -30,6 +29,7 @@ from tests.e2e.cluster import (
     pg_database,
     redis_db,
 )
+from tests.sim.openai_sim import Fault, ThreadedSim
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -45,14 +45,13 @@ NANO = Decimal(1_000_000_000)
 class Services:
     pg_url: str
     redis_url: str
-    sim: UpstreamSim
+    sim: ThreadedSim
 
 
 @pytest.fixture(scope="module")
 def services() -> Iterator[Services]:
     nginx_binary()
-    with pg_database("sluice_scale") as pg_url, redis_db() as redis_url, \
-            UpstreamSim(delay=0.5, prompt_tokens=PROMPT_TOKENS) as sim:
+    with pg_database("sluice_scale") as pg_url, redis_db() as redis_url, ThreadedSim(backlog=1024) as sim:
         yield Services(pg_url, redis_url, sim)
 
 
@@ -96,6 +95,7 @@ def cluster(services: Services, tmp_path: Path) -> Iterator[Callable[[str], Clus
     def start(extra: str = "") -> Cluster:
         clear_redis(services.redis_url)
         services.sim.reset()
+        services.sim.always(Fault.sized(PROMPT_TOKENS, delay=0.5))   # every success costs the same
         cfg = tmp_path / "sluice.toml"
         cfg.write_text(_config(services, extra))
         instances = [SluiceServer(cfg, free_port(), tmp_path / f"sluice-{i}.log").start() for i in range(3)]
@@ -198,7 +198,7 @@ async def test_budget_holds_across_three_instances(cluster: Callable[[str], Clus
     assert refused, "200 requests against a budget for 50 must see refusals"
 
     # refused requests never reached the upstream; each admitted one reached it exactly once
-    seen = services.sim.seen()
+    seen = services.sim.users()
     assert len(seen) == len(ok)
     assert sorted(seen) == sorted(r.tag for r in ok)
 
@@ -241,7 +241,7 @@ async def test_global_rpm_is_shared_through_redis(cluster: Callable[[str], Clust
         assert "x-ratelimit-reset-requests" in r.headers
     served_by = {r.headers.get("x-sluice-provider") for r in ok}
     assert served_by == {"sim"}
-    assert sorted(services.sim.seen()) == sorted(r.tag for r in ok)
+    assert sorted(services.sim.users()) == sorted(r.tag for r in ok)
     print(f"\nrpm 50 over 3 instances: {len(ok)} served, {len(refused)} refused (rate_limit_exceeded), "
           f"{seconds:.2f}s")
 

@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -285,38 +285,18 @@ def storage_for(kind: str, tmp_path: Path, prefix: str) -> Iterator[str]:
         yield url
 
 
-def two_speed_config(tmp_path: Path, storage_url: str, *, slow_tps: float, server: str = "",
-                     sections: str = "", extra: str = "") -> Path:
-    """A config with models `fast-sim` and `slow-sim` (`slow_tps` tokens per second), both priced.
-    `server` goes into [server]; `sections` after [storage]; `extra` (more providers/models) at the end."""
-    cfg = tmp_path / "sluice.toml"
-    cfg.write_text(f"""
-[server]
-{server}
-
-[storage]
-url = "{storage_url}"
-{sections}
-[[providers]]
-name = "fast"
-kind = "simulated"
-
-[[providers]]
-name = "slow"
-kind = "simulated"
-tokens_per_second = {slow_tps}
-
-[[models]]
-name = "fast-sim"
-pricing = {{ input = "1", output = "10" }}
-targets = [{{ provider = "fast", model = "fast-sim" }}]
-
-[[models]]
-name = "slow-sim"
-pricing = {{ input = "1", output = "10" }}
-targets = [{{ provider = "slow", model = "slow-sim" }}]
-{extra}""")
-    return cfg
+def two_speed_config(tmp_path: Path, storage_url: str, *, slow_tps: float, server: Mapping[str, Any] | None = None,
+                     tables: Mapping[str, Any] | None = None, providers: Sequence[Mapping[str, Any]] = (),
+                     models: Sequence[Mapping[str, Any]] = ()) -> Path:
+    """A config with models `fast-sim` and `slow-sim` (`slow_tps` tokens per second), both priced. `server`
+    fills [server], `tables` add sections ([redis], [channels] ...), `providers` and `models` add entries."""
+    price = {"input": "1", "output": "10"}
+    return harness.write_toml(tmp_path / "sluice.toml", {
+        "server": dict(server or {}), "storage": {"url": storage_url}, **(tables or {}),
+        "providers": [harness.provider("fast", "simulated"),
+                      harness.provider("slow", "simulated", tokens_per_second=slow_tps), *providers],
+        "models": [harness.model("fast-sim", ("fast", "fast-sim"), pricing=price),
+                   harness.model("slow-sim", ("slow", "slow-sim"), pricing=price), *models]})
 
 
 @contextlib.asynccontextmanager

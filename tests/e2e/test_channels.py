@@ -14,30 +14,18 @@ import openai
 
 from sluice.channels.pool import fingerprint
 from tests.e2e.sluice_proc import SluiceProcess
+from tests.harness import one_upstream
 from tests.sim.openai_sim import Fault, OpenAISim, fixture_bytes
 
 ADMIN = "adm-channels-test-token"
 K1, K2, K3 = "sk-test-refused-000001", "sk-test-no-quota-000002", "sk-test-working-000003"
 
 
-def _config(base_url: str) -> str:
-    return f"""
-[admin]
-token = "{ADMIN}"
-[channels]
-poll_seconds = 0.2
-[[providers]]
-name = "pool"
-kind = "openai"
-base_url = "{base_url}"
-api_keys = ["{K1}", "{K2}", "{K3}"]
-probe_model = "gpt-4o"
-probe_interval = 1
-[[models]]
-name = "gpt-4o"
-free = true
-targets = [{{ provider = "pool", model = "gpt-4o" }}]
-"""
+def _config(base_url: str, keys: list[Any] | None = None) -> dict[str, Any]:
+    """A pool of `keys` (by default K1, K2, K3) behind model gpt-4o, polled and probed often."""
+    return {"admin": {"token": ADMIN}, "channels": {"poll_seconds": 0.2},
+            **one_upstream(base_url, ["gpt-4o"], name="pool", api_keys=keys or [K1, K2, K3], probe_model="gpt-4o",
+                           probe_interval=1)}
 
 
 async def _admin(s: SluiceProcess, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
@@ -139,10 +127,8 @@ async def test_a_key_with_its_own_rpm_serves_no_more_and_the_pool_goes_on(tmp_pa
     """`rpm` on one key of the pool: the favoured key takes its two requests a minute, the rest go to the
     other key; a pool whose every key is at its limit answers 503 no_upstream_key."""
     limited, spare = "sk-test-limited-000004", "sk-test-spare-00000005"
-    body = _config("{base}").replace(f'api_keys = ["{K1}", "{K2}", "{K3}"]',
-                                      f'api_keys = [{{ key = "{limited}", weight = 100, rpm = 2 }}, '
-                                      f'{{ key = "{spare}", rpm = 3 }}]')
-    async with OpenAISim() as sim, SluiceProcess(tmp_path, body.replace("{base}", sim.base_url)) as s:
+    keys = [{"key": limited, "weight": 100, "rpm": 2}, {"key": spare, "rpm": 3}]
+    async with OpenAISim() as sim, SluiceProcess(tmp_path, _config(sim.base_url, keys)) as s:
         client = openai.AsyncOpenAI(base_url=s.base_url, api_key=s.create_key(), max_retries=0)
         s.closers.append(client.close)
         for _ in range(5):

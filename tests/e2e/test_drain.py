@@ -29,6 +29,7 @@ from tests.e2e.cluster import (
     storage_for,
     two_speed_config,
 )
+from tests.harness import one_upstream
 from tests.sim.openai_sim import Fault, ThreadedSim
 
 pytestmark = pytest.mark.slow
@@ -44,20 +45,10 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 
 def _config(tmp_path: Path, storage_url: str, *, drain: float, grace: float, workers: int = 1,
             late_upstream: str | None = None) -> Path:
-    late = "" if late_upstream is None else f"""
-[[providers]]
-name = "late"
-kind = "openai"
-base_url = "{late_upstream}"
-
-[[models]]
-name = "late"
-pricing = {{ input = "1", output = "10" }}
-targets = [{{ provider = "late", model = "late" }}]
-"""
-    server = f"workers = {workers}\ndrain_seconds = {drain}\nshutdown_grace_seconds = {grace}"
-    return two_speed_config(tmp_path, storage_url, slow_tps=4, server=server, extra=late)
-
+    late = {} if late_upstream is None else one_upstream(late_upstream, ["late"], name="late",
+                                                         pricing={"input": "1", "output": "10"})
+    server = {"workers": workers, "drain_seconds": drain, "shutdown_grace_seconds": grace}
+    return two_speed_config(tmp_path, storage_url, slow_tps=4, server=server, **late)
 
 def _server(cfg: Path, tmp_path: Path, name: str) -> contextlib.AbstractAsyncContextManager[SluiceServer]:
     return serving(cfg, tmp_path, name, ready_timeout=60)

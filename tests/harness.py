@@ -1,5 +1,6 @@
-"""The one test harness: a config builder that writes TOML from a dict (and settings loaded from it), and
-the one launcher of `sluice serve` processes.
+"""The one test harness: a config builder that writes TOML from a dict (`provider`, `model` and `one_upstream`
+build its common entries; `settings` loads it), and the one launcher of `sluice serve` processes. Tests
+write no TOML by hand, except those whose subject is the config parser itself.
 
 A port picked by binding port 0 and closing is free only until someone else binds it, so the launcher
 passes `--port` and, when the server reports the address in use, starts again on another port. The
@@ -22,6 +23,12 @@ from typing import Any
 from sluice.config import Settings, load
 
 
+def toml_key(k: object) -> str:
+    """A key bare when TOML allows it (letters, digits, _ and -), else quoted."""
+    k = str(k)
+    return k if k and all(c.isascii() and (c.isalnum() or c in "_-") for c in k) else json.dumps(k)
+
+
 def toml_value(v: Any) -> str:
     """One TOML value: strings and numbers, booleans, inline tables and arrays (what configs use)."""
     if isinstance(v, bool):
@@ -29,7 +36,7 @@ def toml_value(v: Any) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, Mapping):
-        return "{ " + ", ".join(f"{json.dumps(str(k))} = {toml_value(x)}" for k, x in v.items()) + " }"
+        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(x)}" for k, x in v.items()) + " }"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
     if isinstance(v, Path):
@@ -40,15 +47,38 @@ def toml_value(v: Any) -> str:
 def toml(doc: Mapping[str, Any]) -> str:
     """A config document as TOML: a mapping value is a table, a list of mappings an array of tables
     (`providers`, `models`), anything else a top-level key."""
-    top = [f"{k} = {toml_value(v)}" for k, v in doc.items() if not _table(v) and not _tables(v)]
+    top = [f"{toml_key(k)} = {toml_value(v)}" for k, v in doc.items() if not _table(v) and not _tables(v)]
     out = [*top, ""] if top else []
     for k, v in doc.items():
         if _table(v):
-            out += [f"[{k}]", *(f"{json.dumps(str(kk))} = {toml_value(vv)}" for kk, vv in v.items()), ""]
+            out += [f"[{k}]", *(f"{toml_key(kk)} = {toml_value(vv)}" for kk, vv in v.items()), ""]
         elif _tables(v):
             for item in v:
-                out += [f"[[{k}]]", *(f"{json.dumps(str(kk))} = {toml_value(vv)}" for kk, vv in item.items()), ""]
+                out += [f"[[{k}]]", *(f"{toml_key(kk)} = {toml_value(vv)}" for kk, vv in item.items()), ""]
     return "\n".join(out)
+
+
+def provider(name: str, kind: str = "openai", base_url: str | None = None, **fields: Any) -> dict[str, Any]:
+    """One `[[providers]]` entry (no `base_url` for the simulated kind); `fields` are its other keys."""
+    return {"name": name, "kind": kind, **({"base_url": base_url} if base_url is not None else {}), **fields}
+
+
+def model(name: str, *targets: tuple[str, str] | Mapping[str, Any], pricing: Mapping[str, str] | None = None,
+          **fields: Any) -> dict[str, Any]:
+    """One `[[models]]` entry served by `targets`, each (provider, upstream model) or a whole target table;
+    free unless `pricing` (per million tokens) is given."""
+    price: dict[str, Any] = {"pricing": dict(pricing)} if pricing is not None else {"free": True}
+    return {"name": name, **price, **fields,
+            "targets": [dict(t) if isinstance(t, Mapping) else {"provider": t[0], "model": t[1]} for t in targets]}
+
+
+def one_upstream(base_url: str, models: Mapping[str, str] | Sequence[str], *, kind: str = "openai",
+                 name: str = "up", pricing: Mapping[str, str] | None = None, **fields: Any) -> dict[str, Any]:
+    """The providers and models of a config with one upstream `name` at `base_url`: `models` maps each public
+    name to the upstream's (a list: the same names); `fields` go to the provider (api_key, timeouts ...)."""
+    pairs = models.items() if isinstance(models, Mapping) else ((m, m) for m in models)
+    return {"providers": [provider(name, kind, base_url, **fields)],
+            "models": [model(public, (name, up), pricing=pricing) for public, up in pairs]}
 
 
 def write_toml(path: Path, doc: Mapping[str, Any]) -> Path:

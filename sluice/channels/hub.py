@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -19,6 +18,7 @@ from sluice.channels.offered import fetch_models
 from sluice.channels.pool import ACTIVE, COOLING, DISABLED_AUTO, DISABLED_MANUAL, KeyPool, UpstreamKey
 from sluice.channels.probe import ProbeResult, probe
 from sluice.channels.ticker import Ticker
+from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.config import ProviderConfig, Settings, UpstreamKeyConfig
 from sluice.errors import Conflict, NotFound, UpstreamError, UpstreamUnavailable
 from sluice.providers.base import Provider
@@ -32,7 +32,8 @@ log = logging.getLogger("sluice.channels")
 
 class ChannelHub:
     def __init__(self, settings: Settings, providers: dict[str, Provider], store: Store,
-                 client: Transport | None = None) -> None:
+                 client: Transport | None = None, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock  # cool-downs, per-key rpm, probe schedules and state timestamps
         self._providers = providers
         self._store = store
         self._client = client
@@ -68,7 +69,7 @@ class ChannelHub:
                 if kept is not None:
                     kept.weight, kept.rpm = k.weight, k.rpm
                     keys[i] = kept
-            pools[p.name] = KeyPool(p.name, keys)
+            pools[p.name] = KeyPool(p.name, keys, self._clock)
             self._probe_interval[p.name] = p.probe_interval
         self._providers, self.pools, self._probe_model = providers, pools, probe_model
         targeted = {t.provider for m in settings.models if "*" in m.name for t in m.targets}
@@ -82,7 +83,7 @@ class ChannelHub:
             return await fn(None)
         last: UpstreamError | None = None
         for key in pool.order():
-            if not key.take(time.monotonic()):
+            if not key.take(self._clock.monotonic()):
                 continue  # its per-key rate limit filled up since the order was drawn
             try:
                 result = await fn(key.secret)
@@ -106,10 +107,10 @@ class ChannelHub:
                                   code="no_upstream_key")
 
     def _disable(self, pool: KeyPool, key: UpstreamKey, reason: str) -> None:
-        now = time.time()
+        now = self._clock.time()
         reason = pool.scrub(reason)[:500]
         pool.set_state(key, DISABLED_AUTO, reason, now)
-        key.next_probe = time.monotonic() + self._probe_interval.get(pool.provider, 60.0)
+        key.next_probe = self._clock.monotonic() + self._probe_interval.get(pool.provider, 60.0)
         log.warning("upstream key %s of provider %s disabled: %s", key.id, pool.provider, reason)
         # not awaited: the request goes on with the next key while the state is shared
         self._track(asyncio.get_running_loop().create_task(
@@ -133,7 +134,7 @@ class ChannelHub:
         """Disable by hand (the probe leaves it alone) or enable; shared with every instance at once."""
         pool, key = self._key(provider, key_id)
         st = UpstreamKeyState(provider, key_id, ACTIVE if enabled else DISABLED_MANUAL,
-                              None if enabled else "disabled by an admin", time.time())
+                              None if enabled else "disabled by an admin", self._clock.time())
         await self._store.put_upstream_key_state(st)
         pool.set_state(key, st.state, st.reason, st.changed_at)
         return key.public()
@@ -149,7 +150,7 @@ class ChannelHub:
         if not model:
             raise Conflict("No model to probe with: pass 'model' or set the provider's probe_model.",
                            param="model")
-        res = await probe(prov, model, key.secret if key else None, self._secrets(pool))
+        res = await probe(prov, model, key.secret if key else None, self._secrets(pool), self._clock)
         if pool is not None and key is not None:
             await self._after_probe(pool, key, res)
         return res.public(provider, key.id if key else None, model)
@@ -210,19 +211,19 @@ class ChannelHub:
             key = pool.get(st.key_id) if pool is not None else None
             if pool is not None and key is not None and pool.set_state(key, st.state, st.reason, st.changed_at):
                 if st.state == DISABLED_AUTO:
-                    key.next_probe = time.monotonic() + self._probe_interval.get(st.provider, 60.0)
+                    key.next_probe = self._clock.monotonic() + self._probe_interval.get(st.provider, 60.0)
 
     async def _probe_due(self) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         due = [(pool, key) for pool in self.pools.values() if pool.provider in self._probe_model
                for key in pool.keys if key.state in (DISABLED_AUTO, COOLING) and key.next_probe <= now]
         if due:
             await asyncio.gather(*(self._probe_one(pool, key) for pool, key in due))
 
     async def _probe_one(self, pool: KeyPool, key: UpstreamKey) -> None:
-        key.next_probe = time.monotonic() + self._probe_interval[pool.provider]
+        key.next_probe = self._clock.monotonic() + self._probe_interval[pool.provider]
         res = await probe(self._providers[pool.provider], self._probe_model[pool.provider], key.secret,
-                          self._secrets(pool))
+                          self._secrets(pool), self._clock)
         await self._after_probe(pool, key, res)
 
     async def _after_probe(self, pool: KeyPool, key: UpstreamKey, res: ProbeResult) -> None:
@@ -231,12 +232,12 @@ class ChannelHub:
             return
         pool.succeeded(key)
         if key.state == DISABLED_AUTO:
-            st = UpstreamKeyState(pool.provider, key.id, ACTIVE, None, time.time())
+            st = UpstreamKeyState(pool.provider, key.id, ACTIVE, None, self._clock.time())
             await self._store.put_upstream_key_state(st)
             pool.set_state(key, ACTIVE, None, st.changed_at)
             log.warning("upstream key %s of provider %s re-enabled by a probe", key.id, pool.provider)
         elif key.state == COOLING:
-            pool.set_state(key, ACTIVE, None, time.time())
+            pool.set_state(key, ACTIVE, None, self._clock.time())
 
 
 __all__ = ["DISABLED_MANUAL", "ChannelHub"]

@@ -7,9 +7,10 @@ are persisted and polled by `sluice.channels.hub`. Nothing here ever logs or ret
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
 from typing import Any
+
+from sluice.clock import SYSTEM_CLOCK, Clock
 
 ACTIVE = "active"
 COOLING = "cooling"
@@ -77,18 +78,20 @@ class UpstreamKey:
 
 class KeyPool:
     """The keys of one provider. `order()` is the rotation: every usable key once, the first chosen by
-    smooth weighted round-robin (nginx's), so weights hold over any window and tests are deterministic."""
+    smooth weighted round-robin (nginx's), so weights hold over any window and tests are deterministic.
+    Cool-downs, rate limits and timestamps read `clock`."""
 
-    def __init__(self, provider: str, keys: list[UpstreamKey]) -> None:
+    def __init__(self, provider: str, keys: list[UpstreamKey], clock: Clock = SYSTEM_CLOCK) -> None:
         self.provider = provider
         self.keys = keys
+        self.clock = clock
         self._by_id = {k.id: k for k in keys}
 
     def get(self, key_id: str) -> UpstreamKey | None:
         return self._by_id.get(key_id)
 
     def order(self) -> list[UpstreamKey]:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         usable = [k for k in self.keys if k.usable(now) and k.has_room(now)]
         if len(usable) <= 1:
             return usable
@@ -111,18 +114,18 @@ class KeyPool:
 
     def succeeded(self, key: UpstreamKey) -> None:
         key.requests += 1
-        key.last_success_at = time.time()
+        key.last_success_at = self.clock.time()
 
     def failed(self, key: UpstreamKey, message: str) -> None:
         key.requests += 1
         key.errors += 1
         key.last_error = self.scrub(message)[:300]
-        key.last_error_at = time.time()
+        key.last_error_at = self.clock.time()
 
     def cool(self, key: UpstreamKey, seconds: float, reason: str) -> None:
         if key.state == ACTIVE:
-            key.state, key.reason, key.changed_at = COOLING, self.scrub(reason)[:300], time.time()
-            key.cool_until = time.monotonic() + seconds
+            key.state, key.reason, key.changed_at = COOLING, self.scrub(reason)[:300], self.clock.time()
+            key.cool_until = self.clock.monotonic() + seconds
             key.next_probe = key.cool_until
 
     def set_state(self, key: UpstreamKey, state: str, reason: str | None, changed_at: float) -> bool:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from sluice.channels.health import scrub
+from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.errors import SluiceError
 from sluice.providers.base import Call, Provider, Timeouts
 from sluice.schema.chat import ChatRequest
@@ -30,15 +31,17 @@ class ProbeResult:
                 "latency_ms": round(self.latency_ms, 1), "answer": self.answer}
 
 
-async def probe(provider: Provider, model: str, secret: str | None, secrets: list[str]) -> ProbeResult:
-    """Ask `model` for one token with `secret` (None: the provider's own key). Never raises SluiceError."""
+async def probe(provider: Provider, model: str, secret: str | None, secrets: list[str],
+                clock: Clock = SYSTEM_CLOCK) -> ProbeResult:
+    """Ask `model` for one token with `secret` (None: the provider's own key), timed on `clock`. Never raises
+    SluiceError."""
     req = ChatRequest({"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1})
-    call = Call(req, model, "probe_" + str(time.time_ns()), PROBE_TIMEOUTS, api_key=secret)
-    start = time.perf_counter()
+    call = Call(req, model, "probe_" + uuid.uuid4().hex, PROBE_TIMEOUTS, api_key=secret)
+    start = clock.monotonic()
     try:
         done = await provider.complete(call)
     except SluiceError as exc:
-        ms = (time.perf_counter() - start) * 1000
+        ms = (clock.monotonic() - start) * 1000
         return ProbeResult(False, exc.status, ms, scrub(orjson.dumps(exc.to_dict()).decode(), secrets), exc)
-    ms = (time.perf_counter() - start) * 1000
+    ms = (clock.monotonic() - start) * 1000
     return ProbeResult(True, 200, ms, scrub(done.text or done.body.decode("utf-8", "replace"), secrets))

@@ -137,7 +137,7 @@ class App:
         await admission.start()
         self._retention = Retention(store, s.ledger.retention_days, s.ledger.retention_check_seconds)
         self._retention.start()
-        channels = ChannelHub(s, providers, store, client)
+        channels = ChannelHub(s, providers, store, client, clock=self.clock)
         await channels.start()
         relay = Relay(store=store, providers=providers, table=ModelTable(s.models, s.providers),
                       ledger=ledger, auth=auth, admission=admission, durable=s.ledger.durable,

@@ -30,19 +30,3 @@ def note_file(tmp_path: Path, marker: str) -> Path:
     return target
 
 
-def one_upstream(kind: str, url: str, model: str, upstream_model: str, *, api_key: str,
-                 pricing: str | None = None) -> str:
-    """Sluice's TOML for one upstream `up` serving `model`; free unless `pricing` (a TOML inline table)."""
-    price = f"pricing = {pricing}" if pricing else "free = true"
-    return f"""
-[[providers]]
-name = "up"
-kind = "{kind}"
-base_url = "{url}"
-api_key = "{api_key}"
-
-[[models]]
-name = "{model}"
-{price}
-targets = [{{ provider = "up", model = "{upstream_model}" }}]
-"""

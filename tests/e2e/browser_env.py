@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ROOT, sluice_env, start_sluice, stop
+from tests.harness import ROOT, model, provider, sluice_env, start_sluice, stop, toml
 
 CHROMIUM = os.environ.get("SLUICE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -43,56 +43,16 @@ def require_browser() -> None:
 
 
 def config_text(port: int, db: Path, sim_url: str) -> str:
-    return f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-heartbeat_seconds = 5
-
-[storage]
-url = "sqlite:///{db}"
-
-[admin]
-token = "{ADMIN_TOKEN}"
-
-[[providers]]
-name = "sim"
-kind = "simulated"
-ttft_ms = 150
-tokens_per_second = 20
-reply = {json.dumps(MARKDOWN_REPLY)}
-
-[[providers]]
-name = "fast"
-kind = "simulated"
-reply = "Fast reply."
-
-[[providers]]
-name = "upstream"
-kind = "openai"
-base_url = "{sim_url}"
-api_key = "sim-key"
-
-[[models]]
-name = "sim-model"
-pricing = {{ input = "1.00", output = "2.00" }}
-targets = [{{ provider = "sim", model = "sim-model" }}]
-
-[[models]]
-name = "fast-model"
-pricing = {{ input = "1.00", output = "2.00" }}
-targets = [{{ provider = "fast", model = "fast-model" }}]
-
-[[models]]
-name = "slow-model"
-free = true
-targets = [{{ provider = "upstream", model = "slow-1" }}]
-
-[[models]]
-name = "cjk-model"
-free = true
-targets = [{{ provider = "upstream", model = "split-1" }}]
-"""
+    price = {"input": "1.00", "output": "2.00"}
+    return toml({
+        "server": {"host": "127.0.0.1", "port": port, "heartbeat_seconds": 5}, "storage": {"url": f"sqlite:///{db}"},
+        "admin": {"token": ADMIN_TOKEN},
+        "providers": [provider("sim", "simulated", ttft_ms=150, tokens_per_second=20, reply=MARKDOWN_REPLY),
+                      provider("fast", "simulated", reply="Fast reply."),
+                      provider("upstream", "openai", sim_url, api_key="sim-key")],
+        "models": [model("sim-model", ("sim", "sim-model"), pricing=price),
+                   model("fast-model", ("fast", "fast-model"), pricing=price),
+                   model("slow-model", ("upstream", "slow-1")), model("cjk-model", ("upstream", "split-1"))]})
 
 
 @dataclass

@@ -1,33 +1,29 @@
-"""Real processes on loopback for the scale and crash tests: an OpenAI-compatible upstream simulator that
-counts what reaches it, `sluice serve` processes, nginx from docs/nginx-sluice.conf, and a fresh
-PostgreSQL database / a dedicated Redis DB. Nothing of Sluice's own code is faked.
+"""Real processes on loopback for the scale and crash tests: `sluice serve` processes on fixed ports, nginx
+from docs/nginx-sluice.conf, and a fresh PostgreSQL database / a dedicated Redis DB (the upstream is the one
+OpenAI simulator, tests/sim/openai_sim.py). Nothing of Sluice's own code is faked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import redis
-from aiohttp import web
 
 from tests import harness
 from tests.harness import free_port
@@ -128,98 +124,6 @@ def query(storage_url: str, text: str, *args: Any) -> list[tuple[Any, ...]]:
 async def aquery(storage_url: str, text: str, *args: Any) -> list[tuple[Any, ...]]:
     """`query` from a test's event loop (on a thread: it opens a loop of its own for asyncpg)."""
     return await asyncio.to_thread(query, storage_url, text, *args)
-
-
-# --- the upstream simulator ------------------------------------------------------------------------
-
-
-class UpstreamSim:
-    """An OpenAI-compatible `/v1/chat/completions` on its own thread and loop. It answers after `delay`
-    seconds with `max_tokens` completion tokens (and `prompt_tokens` prompt tokens), so every request
-    costs the same, and records the `user` field of every request it receives."""
-
-    def __init__(self, *, delay: float = 0.0, prompt_tokens: int = 12, gap: float = 0.0) -> None:
-        self.delay = delay
-        self.gap = gap
-        self.prompt_tokens = prompt_tokens
-        self.received: list[str] = []
-        self._lock = threading.Lock()
-        # bound here and kept (port 0): no window for another process to take the port before we listen
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.port = int(self._sock.getsockname()[1])
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="upstream-sim", daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def reset(self) -> None:
-        with self._lock:
-            self.received.clear()
-
-    def seen(self) -> list[str]:
-        with self._lock:
-            return list(self.received)
-
-    def __enter__(self) -> UpstreamSim:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the upstream simulator did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        async def stop() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.SockSite(self._runner, self._sock, backlog=1024).start())
-        self._ready.set()
-        self._loop.run_forever()
-
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        with self._lock:
-            self.received.append(str(body.get("user")))
-        n = int(body.get("max_tokens") or 16)
-        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": n,
-                 "total_tokens": self.prompt_tokens + n}
-        head = {"id": "chatcmpl-sim", "created": int(time.time()), "model": body.get("model")}
-        await asyncio.sleep(self.delay)
-        if not body.get("stream"):
-            doc = {**head, "object": "chat.completion", "usage": usage, "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "ok " * n}, "finish_reason": "length"}]}
-            return web.json_response(doc)
-        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await resp.prepare(request)
-
-        async def event(doc: dict[str, Any]) -> None:
-            await resp.write(b"data: " + json.dumps({**head, "object": "chat.completion.chunk", **doc}).encode()
-                             + b"\n\n")
-        await event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
-        for _ in range(n):
-            if self.gap:
-                await asyncio.sleep(self.gap)
-            await event({"choices": [{"index": 0, "delta": {"content": "ok "}, "finish_reason": None}]})
-        await event({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
-        if (body.get("stream_options") or {}).get("include_usage"):
-            await event({"choices": [], "usage": usage})
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
-        return resp
 
 
 # --- sluice serve ----------------------------------------------------------------------------------
@@ -381,38 +285,18 @@ def storage_for(kind: str, tmp_path: Path, prefix: str) -> Iterator[str]:
         yield url
 
 
-def two_speed_config(tmp_path: Path, storage_url: str, *, slow_tps: float, server: str = "",
-                     sections: str = "", extra: str = "") -> Path:
-    """A config with models `fast-sim` and `slow-sim` (`slow_tps` tokens per second), both priced.
-    `server` goes into [server]; `sections` after [storage]; `extra` (more providers/models) at the end."""
-    cfg = tmp_path / "sluice.toml"
-    cfg.write_text(f"""
-[server]
-{server}
-
-[storage]
-url = "{storage_url}"
-{sections}
-[[providers]]
-name = "fast"
-kind = "simulated"
-
-[[providers]]
-name = "slow"
-kind = "simulated"
-tokens_per_second = {slow_tps}
-
-[[models]]
-name = "fast-sim"
-pricing = {{ input = "1", output = "10" }}
-targets = [{{ provider = "fast", model = "fast-sim" }}]
-
-[[models]]
-name = "slow-sim"
-pricing = {{ input = "1", output = "10" }}
-targets = [{{ provider = "slow", model = "slow-sim" }}]
-{extra}""")
-    return cfg
+def two_speed_config(tmp_path: Path, storage_url: str, *, slow_tps: float, server: Mapping[str, Any] | None = None,
+                     tables: Mapping[str, Any] | None = None, providers: Sequence[Mapping[str, Any]] = (),
+                     models: Sequence[Mapping[str, Any]] = ()) -> Path:
+    """A config with models `fast-sim` and `slow-sim` (`slow_tps` tokens per second), both priced. `server`
+    fills [server], `tables` add sections ([redis], [channels] ...), `providers` and `models` add entries."""
+    price = {"input": "1", "output": "10"}
+    return harness.write_toml(tmp_path / "sluice.toml", {
+        "server": dict(server or {}), "storage": {"url": storage_url}, **(tables or {}),
+        "providers": [harness.provider("fast", "simulated"),
+                      harness.provider("slow", "simulated", tokens_per_second=slow_tps), *providers],
+        "models": [harness.model("fast-sim", ("fast", "fast-sim"), pricing=price),
+                   harness.model("slow-sim", ("slow", "slow-sim"), pricing=price), *models]})
 
 
 @contextlib.asynccontextmanager

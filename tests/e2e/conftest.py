@@ -79,6 +79,7 @@ class SluiceServer:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self._started = False
+        self.default_key: str | None = None  # the `api_key` fixture's, made on first use
 
     @property
     def url(self) -> str:
@@ -137,27 +138,45 @@ class SluiceServer:
             time.sleep(0.05)
 
 
+def _start(tmp_path_factory: pytest.TempPathFactory, sim: ThreadedSim, server: dict[str, Any] | None,
+           pricing: dict[str, str] | None) -> SluiceServer:
+    tmp = tmp_path_factory.mktemp("sluice")
+    db = tmp / "sluice.db"
+    cfg = write_config(tmp / "sluice.toml", sim_url=sim.base_url, port=free_port(), db=db, server=server,
+                       pricing=pricing)
+    return SluiceServer(cfg, 0, db, tmp / "server.log").start()
+
+
+@pytest.fixture(scope="session")
+def shared_sluice(sim: ThreadedSim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
+    """The server of every module that sets no options: started once for the session (tests only add keys
+    and requests of their own to it, and read back only those)."""
+    server = _start(tmp_path_factory, sim, None, None)
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="module")
 def sluice(request: pytest.FixtureRequest, sim: ThreadedSim, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[SluiceServer]:
-    """One server per test module; a module may set `SERVER_OPTIONS = {...}` for its [server] table and
-    `PRICING = {"input": ..., "output": ...}` for its models (else they are free)."""
-    tmp = tmp_path_factory.mktemp("sluice")
-    port = free_port()
-    db = tmp / "sluice.db"
-    cfg = write_config(tmp / "sluice.toml", sim_url=sim.base_url, port=port, db=db,
-                       server=getattr(request.module, "SERVER_OPTIONS", None),
-                       pricing=getattr(request.module, "PRICING", None))
-    server = SluiceServer(cfg, port, db, tmp / "server.log")
-    server.start()
+    """A module may set `SERVER_OPTIONS = {...}` for its [server] table and `PRICING = {"input": ...,
+    "output": ...}` for its models (else they are free): it then gets a server of its own, else the shared one."""
+    server_options = getattr(request.module, "SERVER_OPTIONS", None)
+    pricing = getattr(request.module, "PRICING", None)
+    if server_options is None and pricing is None:
+        yield request.getfixturevalue("shared_sluice")
+        return
+    server = _start(tmp_path_factory, sim, server_options, pricing)
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def api_key(sluice: SluiceServer) -> str:
-    key: str = sluice.create_key("e2e")["key"]
-    return key
+    """A key for the module's server (one per server, made once with the CLI)."""
+    if sluice.default_key is None:
+        sluice.default_key = sluice.create_key("e2e")["key"]
+    return sluice.default_key
 
 
 @pytest.fixture(autouse=True)

@@ -8,10 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-from tests.harness import ROOT, free_port, start_sluice
+from tests.harness import ROOT, free_port, start_sluice, write_toml
 
 __all__ = ["ROOT", "SluiceProcess", "free_port"]
 
@@ -23,17 +24,19 @@ def _env() -> dict[str, str]:
 
 
 class SluiceProcess:
-    """`async with SluiceProcess(tmp_path, toml_body) as s:` -> s.base_url ('.../v1'), s.create_key()."""
+    """`async with SluiceProcess(tmp_path, doc) as s:` -> s.base_url ('.../v1'), s.create_key(). `doc` is the
+    config (tests/harness.py writes it as TOML) without [server] and [storage]: `server` adds to the first,
+    `storage_url` replaces the SQLite file of the second."""
 
-    def __init__(self, tmp: Path, body: str, *, extra_env: dict[str, str] | None = None, server: str = "",
-                 storage_url: str | None = None) -> None:
+    def __init__(self, tmp: Path, doc: Mapping[str, Any], *, extra_env: dict[str, str] | None = None,
+                 server: Mapping[str, Any] | None = None, storage_url: str | None = None) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.db = tmp / "sluice.db"
         self.config = tmp / "sluice.toml"
         self.log = tmp / "sluice.log"
-        self.config.write_text(f'[server]\nhost = "127.0.0.1"\nport = {self.port}\n{server}\n'
-                               f'[storage]\nurl = "{storage_url or "sqlite:///" + str(self.db)}"\n' + body)
+        write_toml(self.config, {"server": {"host": "127.0.0.1", "port": self.port, **(server or {})},
+                                 "storage": {"url": storage_url or f"sqlite:///{self.db}"}, **doc})
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.env = {**_env(), **(extra_env or {})}
         self.proc: subprocess.Popen[bytes] | None = None

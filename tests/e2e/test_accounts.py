@@ -110,7 +110,7 @@ def pg_and_redis() -> Iterator[tuple[str, str]]:
 async def test_one_code_redeemed_50_times_across_three_instances_credits_once(
         tmp_path: Path, pg_and_redis: tuple[str, str]) -> None:
     pg_url, redis_url = pg_and_redis
-    cfg = two_speed_config(tmp_path, pg_url, slow_tps=50, sections=f'[redis]\nurl = "{redis_url}"\n')
+    cfg = two_speed_config(tmp_path, pg_url, slow_tps=50, tables={"redis": {"url": redis_url}})
     async with serving(cfg, tmp_path, "a") as a, serving(cfg, tmp_path, "b") as b, \
             serving(cfg, tmp_path, "c") as c, aiohttp.ClientSession() as http:
         acct = await admin(http, a.url, "POST", "/admin/accounts", {"name": "acme"}, status=201)
@@ -130,7 +130,7 @@ async def test_one_code_redeemed_50_times_across_three_instances_credits_once(
 async def test_the_retention_job_rolls_up_old_rows_in_a_running_server(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'sluice.db'}"
     cfg = two_speed_config(tmp_path, url, slow_tps=50,
-                           sections="[ledger]\nretention_days = 1\nretention_check_seconds = 1\n")
+                           tables={"ledger": {"retention_days": 1, "retention_check_seconds": 1}})
     async with serving(cfg, tmp_path, "retention"):
         with sqlite3.connect(tmp_path / "sluice.db", timeout=30) as db:   # commits on leaving
             db.execute("INSERT INTO ledger (request_id, key_id, model, stream, status, usage_source, duration_ms, "

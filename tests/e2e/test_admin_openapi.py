@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.e2e.cluster import ADMIN_TOKEN, chat_body, serving, two_speed_config
+from tests.harness import provider
 
 
 def _schemathesis() -> list[str]:
@@ -25,8 +26,8 @@ def _schemathesis() -> list[str]:
 
 async def test_schemathesis_finds_no_failure_in_the_admin_api(tmp_path: Path) -> None:
     # a provider with a key pool, so that the links from /admin/channels reach a key's enable/disable
-    pool = '[[providers]]\nname = "pool"\nkind = "simulated"\napi_keys = ["sk-openapi-pool-0123456789"]\n'
-    cfg = two_speed_config(tmp_path, f"sqlite:///{tmp_path / 'sluice.db'}", slow_tps=50, extra=pool)
+    pool = provider("pool", "simulated", api_keys=["sk-openapi-pool-0123456789"])
+    cfg = two_speed_config(tmp_path, f"sqlite:///{tmp_path / 'sluice.db'}", slow_tps=50, providers=[pool])
     async with serving(cfg, tmp_path, "openapi") as server:
         async with aiohttp.ClientSession() as s:
             async with s.post(server.url + "/admin/keys", json={"name": "seed", "budget": "1"},

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.agents import agent_binary, note_file, one_upstream
+from tests.e2e.agents import agent_binary, note_file
 from tests.e2e.sluice_proc import SluiceProcess
+from tests.harness import one_upstream
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer
 from tests.sim.openai_sim import Fault, OpenAISim, chat_events
 
@@ -68,7 +69,7 @@ async def test_claude_code_reads_a_file_through_sluice(tmp_path: Path) -> None:
     target = note_file(tmp_path, MARKER)
     work = target.parent
     async with AnthropicSim() as sim, SluiceProcess(
-            tmp_path, one_upstream("anthropic", sim.base_url, MODEL, MODEL, api_key="sk-ant-upstream")) as s:
+            tmp_path, one_upstream(sim.base_url, [MODEL], kind="anthropic", api_key="sk-ant-upstream")) as s:
         sim.script = agent_script(target)
         key = s.create_key("claude-code")
         proc = await _run(claude, work, _env(tmp_path / "home", s.port, key), str(target))
@@ -110,7 +111,7 @@ async def test_claude_code_through_a_translated_openai_upstream(tmp_path: Path) 
     target = note_file(tmp_path, MARKER)
     work = target.parent
     async with OpenAISim() as sim, SluiceProcess(
-            tmp_path, one_upstream("openai", sim.base_url, MODEL, "gpt-sim", api_key="sk-oai-upstream")) as s:
+            tmp_path, one_upstream(sim.base_url, {MODEL: "gpt-sim"}, api_key="sk-oai-upstream")) as s:
         sim.always(Fault(script=openai_script(target)))
         proc = await _run(claude, work, _env(tmp_path / "home", s.port, s.create_key("claude-code")), str(target))
         assert proc.returncode == 0, (proc.stdout, proc.stderr, s.log.read_text())

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.agents import agent_binary, note_file, one_upstream
+from tests.e2e.agents import agent_binary, note_file
 from tests.e2e.sluice_proc import SluiceProcess
+from tests.harness import one_upstream
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer
 from tests.sim.openai_sim import Fault, OpenAISim, chat_events
 
@@ -112,9 +113,9 @@ async def _codex_turn(s: SluiceProcess, tmp_path: Path, target: Path, effort: st
 
 
 
-def _toml(kind: str, url: str, upstream_model: str) -> str:
-    return one_upstream(kind, url, MODEL, upstream_model, api_key="sk-upstream-secret",
-                        pricing='{ input = "1.00", output = "2.00" }')
+def _toml(kind: str, url: str, upstream_model: str) -> dict[str, Any]:
+    return one_upstream(url, {MODEL: upstream_model}, kind=kind, api_key="sk-upstream-secret",
+                        pricing={"input": "1.00", "output": "2.00"})
 
 async def test_codex_runs_a_shell_tool_through_sluice(tmp_path: Path) -> None:
     agent_binary("codex", "Codex CLI")

@@ -25,19 +25,9 @@ from tests.e2e.cluster import (
     storage_for,
     two_speed_config,
 )
+from tests.harness import one_upstream
 from tests.sim.openai_sim import Fault, ThreadedSim
 
-PRICED = """
-[[providers]]
-name = "sim"
-kind = "openai"
-base_url = "{url}"
-
-[[models]]
-name = "priced"
-pricing = {{ input = "1", output = "10" }}
-targets = [{{ provider = "sim", model = "fx-text" }}]
-"""
 ABSURD: dict[str, Any] = {"prompt_tokens": 2**63 + 5, "completion_tokens": -7, "total_tokens": 3,
                           "prompt_tokens_details": {"cached_tokens": True}}
 
@@ -46,7 +36,8 @@ ABSURD: dict[str, Any] = {"prompt_tokens": 2**63 + 5, "completion_tokens": -7, "
 async def gateway(sim: ThreadedSim, tmp_path: Path) -> AsyncIterator[SluiceServer]:
     sim.reset()
     cfg = two_speed_config(tmp_path, f"sqlite:///{tmp_path / 'sluice.db'}", slow_tps=50,
-                           extra=PRICED.format(url=sim.base_url))
+                           **one_upstream(sim.base_url, {"priced": "fx-text"}, name="sim",
+                                          pricing={"input": "1", "output": "10"}))
     async with serving(cfg, tmp_path, "bounds") as server:
         yield server
 
@@ -206,7 +197,7 @@ async def test_admin_answers_no_web_origin_unless_configured(gateway: SluiceServ
     console = "https://console.example"
     (tmp_path / "cors").mkdir()
     cfg = two_speed_config(tmp_path / "cors", f"sqlite:///{tmp_path / 'cors.db'}", slow_tps=50,
-                           server=f'admin_cors_origins = ["{console}"]')
+                           server={"admin_cors_origins": [console]})
     async with serving(cfg, tmp_path, "cors") as server:
         assert "access-control-allow-origin" not in await _origin_headers(server.url, "GET", "/admin/keys", evil)
         for method in ("GET", "OPTIONS"):

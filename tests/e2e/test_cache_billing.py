@@ -17,6 +17,7 @@ from openai import AsyncOpenAI
 
 from tests.e2e.cluster import pg_database
 from tests.e2e.sluice_proc import SluiceProcess
+from tests.harness import model, provider
 from tests.sim.anthropic_sim import AnthropicSim, answer
 from tests.sim.openai_sim import Fault, OpenAISim, chat_events, fixture_bytes
 
@@ -34,34 +35,14 @@ def storage_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
         yield url
 
 
-def _config(anth: str, oai: str) -> str:
-    return f"""
-[[providers]]
-name = "anth"
-kind = "anthropic"
-base_url = "{anth}"
-api_key = "sk-ant-upstream"
-
-[[providers]]
-name = "oai"
-kind = "openai"
-base_url = "{oai}"
-
-[[models]]
-name = "claude"
-targets = [{{ provider = "anth", model = "claude-sonnet-4-5" }}]
-pricing = {{ input = "3", output = "15" }}
-
-[[models]]
-name = "claude-own-rates"
-targets = [{{ provider = "anth", model = "claude-sonnet-4-5" }}]
-pricing = {{ input = "3", output = "15", cached_input = "0.2", cache_write_5m = "4", cache_write_1h = "7" }}
-
-[[models]]
-name = "gpt"
-targets = [{{ provider = "oai", model = "fx-text" }}]
-pricing = {{ input = "3", output = "15", cached_input = "0.5" }}
-"""
+def _config(anth: str, oai: str) -> dict[str, Any]:
+    claude = ("anth", "claude-sonnet-4-5")
+    return {"providers": [provider("anth", "anthropic", anth, api_key="sk-ant-upstream"),
+                          provider("oai", "openai", oai)],
+            "models": [model("claude", claude, pricing={"input": "3", "output": "15"}),
+                       model("claude-own-rates", claude, pricing={"input": "3", "output": "15", "cached_input": "0.2",
+                                                                  "cache_write_5m": "4", "cache_write_1h": "7"}),
+                       model("gpt", ("oai", "fx-text"), pricing={"input": "3", "output": "15", "cached_input": "0.5"})]}
 
 
 @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ import pytest
 
 from tests.e2e.cluster import ADMIN_TOKEN, aquery, pg_database, serving, two_speed_config
 from tests.e2e.conftest import PY, run_cli, sluice_env
+from tests.harness import model, provider, write_toml
 from tests.sim.openai_sim import OpenAISim
 
 UPSTREAM_KEY = "sk-live-added-upstream-key-0042"
@@ -58,7 +59,7 @@ async def test_a_provider_added_on_one_instance_serves_on_the_other(tmp_path: Pa
     """With an hour between polls, only PostgreSQL's NOTIFY can tell the other instance in time."""
     url = pg_url
     cfg = two_speed_config(tmp_path, url, slow_tps=100,
-                           sections=f'[channels]\npoll_seconds = {poll}\nsecret = "test-catalog-secret-1"\n')
+                           tables={"channels": {"poll_seconds": poll, "secret": "test-catalog-secret-1"}})
     async with OpenAISim() as sim, serving(cfg, tmp_path, "a") as a, serving(cfg, tmp_path, "b") as b:
         status, key = await _admin(a.url, "POST", "keys", {"name": "catalog-test"})
         assert status == 201
@@ -101,7 +102,7 @@ async def test_a_provider_added_on_one_instance_serves_on_the_other(tmp_path: Pa
 @pytest.mark.postgres
 async def test_catalog_rejects_what_would_break_the_configuration(tmp_path: Path, pg_url: str) -> None:
     url = pg_url
-    cfg = two_speed_config(tmp_path, url, slow_tps=100, sections=f"[channels]\npoll_seconds = {POLL}\n")
+    cfg = two_speed_config(tmp_path, url, slow_tps=100, tables={"channels": {"poll_seconds": POLL}})
     async with serving(cfg, tmp_path, "a") as a:
         status, doc = await _admin(a.url, "PUT", "catalog/models/m", {"targets": [{"provider": "nope",
                                                                                    "model": "x"}]})
@@ -118,9 +119,8 @@ async def test_catalog_rejects_what_would_break_the_configuration(tmp_path: Path
 
 def test_cli_puts_lists_and_deletes_with_keys_masked(tmp_path: Path) -> None:
     cfg = tmp_path / "sluice.toml"
-    cfg.write_text(f'[storage]\nurl = "sqlite:///{tmp_path / "s.db"}"\n[channels]\nsecret = "cli-test-secret"\n'
-                   '[[providers]]\nname = "sim"\nkind = "simulated"\n'
-                   '[[models]]\nname = "m"\ntargets = [{ provider = "sim", model = "m" }]\n')
+    write_toml(cfg, {"storage": {"url": f"sqlite:///{tmp_path / 's.db'}"}, "channels": {"secret": "cli-test-secret"},
+                     "providers": [provider("sim", "simulated")], "models": [model("m", ("sim", "m"))]})
     body = json.dumps({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_keys": [UPSTREAM_KEY]})
     put = subprocess.run([PY, "-m", "sluice", "catalog", "put", "provider", "up", "-", "--config", str(cfg)],
                          input=body, env=sluice_env(), capture_output=True, text=True, timeout=30)

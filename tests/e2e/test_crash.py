@@ -44,8 +44,8 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 
 
 def _config(tmp_path: Path, storage_url: str, *, slow_tps: float, grace: float = 5.0) -> Path:
-    return two_speed_config(tmp_path, storage_url, slow_tps=slow_tps, server=f"shutdown_grace_seconds = {grace}",
-                            sections="\n[budgets]\ninstance_timeout_seconds = 2\n")
+    return two_speed_config(tmp_path, storage_url, slow_tps=slow_tps, server={"shutdown_grace_seconds": grace},
+                            tables={"budgets": {"instance_timeout_seconds": 2}})
 
 
 async def _admin(session: aiohttp.ClientSession, url: str, method: str = "GET",

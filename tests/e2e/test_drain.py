@@ -23,13 +23,14 @@ from sluice.providers.simulated import DEFAULT_REPLY, tokenize
 from tests.e2e.cluster import (
     ADMIN_TOKEN,
     SluiceServer,
-    UpstreamSim,
     aquery,
     chat_body,
     serving,
     storage_for,
     two_speed_config,
 )
+from tests.harness import one_upstream
+from tests.sim.openai_sim import Fault, ThreadedSim
 
 pytestmark = pytest.mark.slow
 
@@ -44,20 +45,10 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 
 def _config(tmp_path: Path, storage_url: str, *, drain: float, grace: float, workers: int = 1,
             late_upstream: str | None = None) -> Path:
-    late = "" if late_upstream is None else f"""
-[[providers]]
-name = "late"
-kind = "openai"
-base_url = "{late_upstream}"
-
-[[models]]
-name = "late"
-pricing = {{ input = "1", output = "10" }}
-targets = [{{ provider = "late", model = "late" }}]
-"""
-    server = f"workers = {workers}\ndrain_seconds = {drain}\nshutdown_grace_seconds = {grace}"
-    return two_speed_config(tmp_path, storage_url, slow_tps=4, server=server, extra=late)
-
+    late = {} if late_upstream is None else one_upstream(late_upstream, ["late"], name="late",
+                                                         pricing={"input": "1", "output": "10"})
+    server = {"workers": workers, "drain_seconds": drain, "shutdown_grace_seconds": grace}
+    return two_speed_config(tmp_path, storage_url, slow_tps=4, server=server, **late)
 
 def _server(cfg: Path, tmp_path: Path, name: str) -> contextlib.AbstractAsyncContextManager[SluiceServer]:
     return serving(cfg, tmp_path, name, ready_timeout=60)
@@ -165,7 +156,8 @@ async def _read_events(r: aiohttp.ClientResponse) -> list[bytes]:
 
 async def test_requests_open_past_the_grace_end_with_server_shutdown_and_are_settled_once(
         storage_url: str, tmp_path: Path) -> None:
-    with UpstreamSim(delay=120) as upstream:      # answers far too late: a request waiting for its first byte
+    with ThreadedSim() as upstream:
+        upstream.always(Fault.slow_first_byte(120))  # answers far too late: a request waiting for its first byte
         cfg = _config(tmp_path, storage_url, drain=0, grace=1.5, late_upstream=upstream.base_url)
         async with _server(cfg, tmp_path, "cut") as server, aiohttp.ClientSession() as session:
             key = await _key(session, server.url, "cut")
@@ -180,7 +172,7 @@ async def test_requests_open_past_the_grace_end_with_server_shutdown_and_are_set
             waiting = asyncio.ensure_future(session.post(server.url + "/v1/chat/completions",
                                                          json=chat_body("late", True), headers=auth))
             deadline = time.monotonic() + 20
-            while not upstream.seen():
+            while not upstream.requests:
                 assert time.monotonic() < deadline, "the late request never reached the upstream"
                 await asyncio.sleep(0.05)
 

@@ -25,6 +25,7 @@ from tests.e2e.conftest import (
     write_config,
 )
 from tests.e2e.rawhttp import Head, RawConn, chat_body
+from tests.harness import one_upstream, write_toml
 from tests.sim.openai_sim import ThreadedSim
 
 SERVER_OPTIONS = {"max_body_bytes": 2048}
@@ -241,24 +242,9 @@ def test_env_var_substitution(tmp_path: Path, sim: ThreadedSim) -> None:
     db = tmp_path / "from-env.db"
     port = free_port()
     cfg = tmp_path / "env.toml"
-    cfg.write_text(f"""[server]
-host = "${{E2E_HOST}}"
-port = {port}
-
-[storage]
-url = "sqlite:///${{E2E_DB}}"
-
-[[providers]]
-name = "up"
-kind = "openai"
-base_url = "${{E2E_SIM_URL:-http://127.0.0.1:1/v1}}"
-api_key = "${{E2E_UPSTREAM_KEY}}"
-
-[[models]]
-name = "m"
-free = true
-targets = [{{ provider = "up", model = "fx-text" }}]
-""", encoding="utf-8")
+    write_toml(cfg, {"server": {"host": "${E2E_HOST}", "port": port}, "storage": {"url": "sqlite:///${E2E_DB}"},
+                     **one_upstream("${E2E_SIM_URL:-http://127.0.0.1:1/v1}", {"m": "fx-text"},
+                                    api_key="${E2E_UPSTREAM_KEY}")})
     # a variable that is not set, with no default, is an error naming it
     res = run_cli("keys", "create", "--name", "x", "--json", "--config", str(cfg),
                   env=sluice_env(E2E_DB=str(db), E2E_HOST="127.0.0.1"))

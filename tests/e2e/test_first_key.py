@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.cluster import SluiceServer, aquery, free_port, pg_database
+from tests.harness import model, provider, write_toml
 
 pytestmark = pytest.mark.slow
 
@@ -32,19 +33,8 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 async def test_instances_starting_together_on_an_empty_database_create_one_first_key(
         storage_url: str, tmp_path: Path) -> None:
     cfg = tmp_path / "sluice.toml"
-    cfg.write_text(f"""
-[storage]
-url = "{storage_url}"
-
-[[providers]]
-name = "sim"
-kind = "simulated"
-
-[[models]]
-name = "sim"
-free = true
-targets = [{{ provider = "sim", model = "sim" }}]
-""")
+    write_toml(cfg, {"storage": {"url": storage_url}, "providers": [provider("sim", "simulated")],
+                     "models": [model("sim", ("sim", "sim"))]})
     servers = [SluiceServer(cfg, free_port(), tmp_path / f"s{i}.log") for i in range(INSTANCES)]
     try:
         for s in servers:   # all spawned before any has started: they prepare the database together

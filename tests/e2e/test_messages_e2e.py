@@ -20,6 +20,7 @@ import pytest
 
 from sluice.dialects.anthropic_messages.reply import PING_FRAME
 from tests.e2e.sluice_proc import SluiceProcess
+from tests.harness import model, provider
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer, error_body, frames, stream_events
 from tests.sim.gemini_sim import GeminiSim, Script, text_events
 from tests.sim.openai_sim import OpenAISim, fixture_bytes, fixture_payloads
@@ -58,47 +59,24 @@ class Gateway:
             db.close()
 
 
-def _config(anth: str, gem: str, oai: str) -> str:
+def _config(anth: str, gem: str, oai: str) -> dict[str, Any]:
     models = {"claude": ("anth", "claude-sonnet-4-5"), "claude-sonnet-4-5": ("anth", "claude-sonnet-4-5"),
               "gpt": ("oai", "fx-text"), "gpt-tools": ("oai", "fx-tool_calls"), "gemini": ("gem", "gemini-2.5-flash"),
               "sim": ("local", "sim-1")}
-    ha = ('\n[[models]]\nname = "ha"\nfree = true\n'
-          'targets = [{ provider = "anth", model = "claude-sonnet-4-5", priority = 0 },'
-          ' { provider = "oai", model = "fx-text", priority = 1 }]\n')
-    out = f"""
-[[providers]]
-name = "anth"
-kind = "anthropic"
-base_url = "{anth}"
-api_key = "sk-ant-upstream"
-strip_betas = ["strip-me-2026-01-01"]
-
-[[providers]]
-name = "gem"
-kind = "gemini"
-base_url = "{gem}"
-api_key = "gem-test"
-
-[[providers]]
-name = "oai"
-kind = "openai"
-base_url = "{oai}"
-api_key = "sk-oai-upstream"
-
-[[providers]]
-name = "local"
-kind = "simulated"
-reply = "Bonjour from the simulated model."
-"""
-    for name, (prov, model) in models.items():
-        out += f'\n[[models]]\nname = "{name}"\nfree = true\ntargets = [{{ provider = "{prov}", model = "{model}" }}]\n'
-    return out + ha
+    ha = model("ha", {"provider": "anth", "model": "claude-sonnet-4-5", "priority": 0},
+               {"provider": "oai", "model": "fx-text", "priority": 1})
+    return {"providers": [provider("anth", "anthropic", anth, api_key="sk-ant-upstream",
+                                   strip_betas=["strip-me-2026-01-01"]),
+                          provider("gem", "gemini", gem, api_key="gem-test"),
+                          provider("oai", "openai", oai, api_key="sk-oai-upstream"),
+                          provider("local", "simulated", reply="Bonjour from the simulated model.")],
+            "models": [*(model(name, target) for name, target in models.items()), ha]}
 
 
 @asynccontextmanager
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     async with AnthropicSim() as anth, GeminiSim() as gem, OpenAISim() as oai, SluiceProcess(
-            tmp_path, _config(anth.base_url, gem.base_url, oai.base_url), server="heartbeat_seconds = 0.2") as s:
+            tmp_path, _config(anth.base_url, gem.base_url, oai.base_url), server={"heartbeat_seconds": 0.2}) as s:
         yield Gateway(s, anth, gem, oai, s.create_key(), [], [])
 
 

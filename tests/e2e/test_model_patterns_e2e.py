@@ -11,6 +11,7 @@ from typing import Any
 import openai
 
 from tests.e2e.sluice_proc import SluiceProcess
+from tests.harness import model, provider
 from tests.sim.openai_sim import OpenAISim
 
 
@@ -28,24 +29,9 @@ async def _listed(client: openai.AsyncOpenAI, name: str) -> list[str]:
 
 async def test_patterns_rewrite_strip_and_list(tmp_path: Path) -> None:
     async with OpenAISim() as sim:
-        body = f"""
-[[providers]]
-name = "router"
-kind = "openai"
-base_url = "{sim.base_url}"
-api_key = "sk-router-test"
-
-[[models]]
-name = "router/*"
-free = true
-targets = [{{ provider = "router", model = "*" }}]
-
-[[models]]
-name = "gpt-4o*"
-strip_suffixes = ["[1m]"]
-free = true
-targets = [{{ provider = "router", model = "{{model}}" }}]
-"""
+        body = {"providers": [provider("router", "openai", sim.base_url, api_key="sk-router-test")],
+                "models": [model("router/*", ("router", "*")),
+                           model("gpt-4o*", ("router", "{model}"), strip_suffixes=["[1m]"])]}
         async with SluiceProcess(tmp_path, body) as s:
             client = openai.AsyncOpenAI(base_url=s.base_url, api_key=s.create_key(), max_retries=0)
             s.closers.append(client.close)

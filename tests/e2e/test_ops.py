@@ -16,12 +16,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import openai
 import pytest
 
 from tests.e2e.cluster import ADMIN_TOKEN, ROOT, SluiceServer, free_port, http_get
+from tests.harness import model, provider, write_toml
 from tests.sim.openai_sim import Fault, ThreadedSim
 
 pytestmark = pytest.mark.slow
@@ -76,31 +78,20 @@ def upstream() -> Iterator[ThreadedSim]:
         yield sim
 
 
-def _config(tmp: Path, extra: str = "", sim_url: str | None = None) -> Path:
+def _config(tmp: Path, tables: dict[str, Any] | None = None, sim_url: str | None = None) -> Path:
+    """Model `m` priced, on the simulator at `sim_url` (else the simulated provider); `tables` add sections."""
+    up = provider("up", "openai", sim_url, api_key=UPSTREAM_KEY) if sim_url else provider("up", "simulated")
     cfg = tmp / "sluice.toml"
-    provider = (f'kind = "openai"\nbase_url = "{sim_url}"\napi_key = "{UPSTREAM_KEY}"' if sim_url
-                else 'kind = "simulated"')
-    cfg.write_text(f"""
-[server]
-ready_cache_seconds = 0.1
-[storage]
-url = "sqlite:///{tmp / 'sluice.db'}"
-{extra}
-[[providers]]
-name = "up"
-{provider}
-[[models]]
-name = "m"
-pricing = {{ input = "1.00", output = "2.00" }}
-targets = [{{ provider = "up", model = "fx-reasoning" }}]
-""")
+    write_toml(cfg, {"server": {"ready_cache_seconds": 0.1}, "storage": {"url": f"sqlite:///{tmp / 'sluice.db'}"},
+                     **(tables or {}), "providers": [up],
+                     "models": [model("m", ("up", "fx-reasoning"), pricing={"input": "1.00", "output": "2.00"})]})
     return cfg
 
 
 def test_ready_is_503_naming_redis_while_it_is_down(tmp_path: Path) -> None:
     redis = RedisServer(free_port())
     redis.start()
-    server = SluiceServer(_config(tmp_path, f'[redis]\nurl = "redis://127.0.0.1:{redis.port}/0"'), free_port(),
+    server = SluiceServer(_config(tmp_path, {"redis": {"url": f"redis://127.0.0.1:{redis.port}/0"}}), free_port(),
                           tmp_path / "sluice.log").start()
     try:
         server.wait_ready(60)

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.e2e.sluice_proc import SluiceProcess, free_port
+from tests.harness import one_upstream
 from tests.sim.openai_sim import OpenAISim
 
 
@@ -79,22 +80,11 @@ def tinyproxy(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         proc.wait(10)
 
 
-def _config(base_url: str, proxy_port: int, ca_file: Path | None) -> str:
-    ca = f'ca_file = "{ca_file}"\n' if ca_file else ""
-    return f"""
-[[providers]]
-name = "tls"
-kind = "openai"
-base_url = "{base_url}"
-api_key = "sk-through-the-proxy"
-proxy = "http://127.0.0.1:{proxy_port}"
-timeouts = {{ connect = 10, first_byte = 20, idle = 20 }}
-{ca}
-[[models]]
-name = "gpt-4o"
-free = true
-targets = [{{ provider = "tls", model = "gpt-4o" }}]
-"""
+def _config(base_url: str, proxy_port: int, ca_file: Path | None) -> dict[str, Any]:
+    ca = {"ca_file": ca_file} if ca_file else {}
+    return one_upstream(base_url, ["gpt-4o"], name="tls", api_key="sk-through-the-proxy",
+                        proxy=f"http://127.0.0.1:{proxy_port}", timeouts={"connect": 10, "first_byte": 20, "idle": 20},
+                        **ca)
 
 
 async def test_through_a_forward_proxy_to_a_tls_upstream_with_a_test_ca(

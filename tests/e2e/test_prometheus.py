@@ -20,6 +20,7 @@ import openai
 import pytest
 
 from tests.e2e.cluster import ADMIN_TOKEN, SluiceServer, free_port, http_get, query
+from tests.harness import model, provider, write_toml
 from tests.sim.openai_sim import Fault, ThreadedSim
 
 pytestmark = pytest.mark.slow
@@ -102,28 +103,12 @@ def upstream() -> Iterator[ThreadedSim]:
 def _config(tmp: Path, sim_url: str) -> tuple[Path, Path]:
     db = tmp / "sluice.db"
     cfg = tmp / "sluice.toml"
-    cfg.write_text(f"""
-[server]
-workers = 2
-heartbeat_seconds = 0.3
-[storage]
-url = "sqlite:///{db}"
-[ledger]
-durable = true
-[[providers]]
-name = "sim"
-kind = "openai"
-base_url = "{sim_url}"
-api_key = "{UPSTREAM_KEY}"
-[[models]]
-name = "gpt-4o"
-pricing = {{ input = "2.50", output = "10" }}
-targets = [{{ provider = "sim", model = "fx-text" }}]
-[[models]]
-name = "reasoner"
-pricing = {{ input = "1.10", cached_input = "0.275", output = "4.40" }}
-targets = [{{ provider = "sim", model = "fx-reasoning" }}]
-""")
+    write_toml(cfg, {"server": {"workers": 2, "heartbeat_seconds": 0.3}, "storage": {"url": f"sqlite:///{db}"},
+                     "ledger": {"durable": True},
+                     "providers": [provider("sim", "openai", sim_url, api_key=UPSTREAM_KEY)],
+                     "models": [model("gpt-4o", ("sim", "fx-text"), pricing={"input": "2.50", "output": "10"}),
+                                model("reasoner", ("sim", "fx-reasoning"),
+                                      pricing={"input": "1.10", "cached_input": "0.275", "output": "4.40"})]})
     return cfg, db
 
 

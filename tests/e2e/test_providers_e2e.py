@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import openai
 import pytest
 
 from tests.e2e.sluice_proc import SluiceProcess, free_port
+from tests.harness import model, provider
 from tests.sim.anthropic_sim import AnthropicSim, Reply, error_body, frames
 from tests.sim.gemini_sim import GeminiSim, Script, text_events, text_reply
 
@@ -23,57 +25,18 @@ def _client(s: SluiceProcess) -> openai.AsyncOpenAI:
     return client
 
 
-def _providers(anth: str, gem: str) -> str:
-    return f"""
-[[providers]]
-name = "anth"
-kind = "anthropic"
-base_url = "{anth}"
-api_key = "sk-ant-test"
-
-[[providers]]
-name = "gem"
-kind = "gemini"
-base_url = "{gem}"
-api_key = "gem-test"
-
-[[providers]]
-name = "dead"
-kind = "openai"
-base_url = "http://127.0.0.1:{free_port()}/v1"
-timeouts = {{ connect = 2, first_byte = 5, idle = 5 }}
-
-[[providers]]
-name = "sim"
-kind = "simulated"
-reply = "Bonjour from the simulated model."
-
-[[models]]
-name = "claude"
-free = true
-targets = [{{ provider = "anth", model = "claude-sonnet-4-5" }}]
-
-[[models]]
-name = "gemini"
-free = true
-targets = [{{ provider = "gem", model = "gemini-2.5-flash" }}]
-
-[[models]]
-name = "sim"
-free = true
-targets = [{{ provider = "sim", model = "sim-1" }}]
-
-[[models]]
-name = "ha"
-free = true
-targets = [{{ provider = "anth", model = "claude-sonnet-4-5", priority = 0 }},
-           {{ provider = "gem", model = "gemini-2.5-flash", priority = 1 }}]
-
-[[models]]
-name = "ha-dead"
-free = true
-targets = [{{ provider = "dead", model = "x", priority = 0 }}, {{ provider = "sim", model = "sim-1", priority = 1 }}]
-"""
+def _providers(anth: str, gem: str) -> dict[str, Any]:
+    claude, gemini, sim = ("anth", "claude-sonnet-4-5"), ("gem", "gemini-2.5-flash"), ("sim", "sim-1")
+    return {"providers": [provider("anth", "anthropic", anth, api_key="sk-ant-test"),
+                          provider("gem", "gemini", gem, api_key="gem-test"),
+                          provider("dead", "openai", f"http://127.0.0.1:{free_port()}/v1",
+                                   timeouts={"connect": 2, "first_byte": 5, "idle": 5}),
+                          provider("sim", "simulated", reply="Bonjour from the simulated model.")],
+            "models": [model("claude", claude), model("gemini", gemini), model("sim", sim),
+                       model("ha", {"provider": "anth", "model": claude[1], "priority": 0},
+                             {"provider": "gem", "model": gemini[1], "priority": 1}),
+                       model("ha-dead", {"provider": "dead", "model": "x", "priority": 0},
+                             {"provider": "sim", "model": sim[1], "priority": 1})]}
 
 
 async def test_anthropic_stream_with_parallel_tool_calls(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from tests.e2e.sluice_proc import SluiceProcess
+from tests.harness import model, provider
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer, stream_events
 from tests.sim.gemini_sim import GeminiSim, Script, text_events
 from tests.sim.openai_sim import Fault, OpenAISim, chat_events, fixture_bytes
@@ -58,53 +59,13 @@ class Gateway:
         raise AssertionError(f"the ledger never held {n} rows")
 
 
-def _config(oai: str, anth: str, gem: str) -> str:
-    return f"""
-[[providers]]
-name = "oai"
-kind = "openai"
-base_url = "{oai}"
-api_key = "sk-oai-upstream"
-
-[[providers]]
-name = "oai-native"
-kind = "openai"
-base_url = "{oai}"
-api_key = "sk-oai-upstream"
-apis = ["chat", "responses"]
-
-[[providers]]
-name = "anth"
-kind = "anthropic"
-base_url = "{anth}"
-api_key = "sk-ant-upstream"
-
-[[providers]]
-name = "gem"
-kind = "gemini"
-base_url = "{gem}"
-api_key = "gem-test"
-
-[[models]]
-name = "gpt"
-free = true
-targets = [{{ provider = "oai", model = "gpt-up" }}]
-
-[[models]]
-name = "gpt-native"
-free = true
-targets = [{{ provider = "oai-native", model = "gpt-5" }}]
-
-[[models]]
-name = "claude"
-free = true
-targets = [{{ provider = "anth", model = "claude-sonnet-4-5" }}]
-
-[[models]]
-name = "gemini"
-free = true
-targets = [{{ provider = "gem", model = "gemini-2.5-flash" }}]
-"""
+def _config(oai: str, anth: str, gem: str) -> dict[str, Any]:
+    return {"providers": [provider("oai", "openai", oai, api_key="sk-oai-upstream"),
+                          provider("oai-native", "openai", oai, api_key="sk-oai-upstream", apis=["chat", "responses"]),
+                          provider("anth", "anthropic", anth, api_key="sk-ant-upstream"),
+                          provider("gem", "gemini", gem, api_key="gem-test")],
+            "models": [model("gpt", ("oai", "gpt-up")), model("gpt-native", ("oai-native", "gpt-5")),
+                       model("claude", ("anth", "claude-sonnet-4-5")), model("gemini", ("gem", "gemini-2.5-flash"))]}
 
 
 @asynccontextmanager

@@ -22,7 +22,6 @@ from tests.e2e.cluster import (
     ADMIN_TOKEN,
     Nginx,
     SluiceServer,
-    UpstreamSim,
     aquery,
     clear_redis,
     free_port,
@@ -30,6 +29,8 @@ from tests.e2e.cluster import (
     pg_database,
     redis_db,
 )
+from tests.harness import one_upstream, write_toml
+from tests.sim.openai_sim import Fault, ThreadedSim
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -45,14 +46,13 @@ NANO = Decimal(1_000_000_000)
 class Services:
     pg_url: str
     redis_url: str
-    sim: UpstreamSim
+    sim: ThreadedSim
 
 
 @pytest.fixture(scope="module")
 def services() -> Iterator[Services]:
     nginx_binary()
-    with pg_database("sluice_scale") as pg_url, redis_db() as redis_url, \
-            UpstreamSim(delay=0.5, prompt_tokens=PROMPT_TOKENS) as sim:
+    with pg_database("sluice_scale") as pg_url, redis_db() as redis_url, ThreadedSim(backlog=1024) as sim:
         yield Services(pg_url, redis_url, sim)
 
 
@@ -63,41 +63,26 @@ class Cluster:
     nginx: Nginx
 
 
-def _config(s: Services, extra: str) -> str:
-    return f"""
-[server]
-shutdown_grace_seconds = 5
-key_cache_seconds = 2
+StartCluster = Callable[[dict[str, Any]], Cluster]   # the config's extra tables -> a started cluster
 
-[storage]
-url = "{s.pg_url}"
 
-[redis]
-url = "{s.redis_url}"
-
-[[providers]]
-name = "sim"
-kind = "openai"
-base_url = "{s.sim.base_url}"
-
-[[models]]
-name = "scale-model"
-pricing = {{ input = "{PRICE_IN}", output = "{PRICE_OUT}" }}
-targets = [{{ provider = "sim", model = "sim-1" }}]
-
-{extra}
-"""
+def _config(s: Services, tables: dict[str, Any]) -> dict[str, Any]:
+    return {"server": {"shutdown_grace_seconds": 5, "key_cache_seconds": 2}, "storage": {"url": s.pg_url},
+            "redis": {"url": s.redis_url}, **tables,
+            **one_upstream(s.sim.base_url, {"scale-model": "sim-1"}, name="sim",
+                           pricing={"input": str(PRICE_IN), "output": str(PRICE_OUT)})}
 
 
 @pytest.fixture
-def cluster(services: Services, tmp_path: Path) -> Iterator[Callable[[str], Cluster]]:
+def cluster(services: Services, tmp_path: Path) -> Iterator[StartCluster]:
     started: list[Cluster] = []
 
-    def start(extra: str = "") -> Cluster:
+    def start(tables: dict[str, Any]) -> Cluster:
         clear_redis(services.redis_url)
         services.sim.reset()
+        services.sim.always(Fault.sized(PROMPT_TOKENS, delay=0.5))   # every success costs the same
         cfg = tmp_path / "sluice.toml"
-        cfg.write_text(_config(services, extra))
+        write_toml(cfg, _config(services, tables))
         instances = [SluiceServer(cfg, free_port(), tmp_path / f"sluice-{i}.log").start() for i in range(3)]
         c = Cluster("", instances, Nginx(tmp_path / "nginx", free_port(), [f"127.0.0.1:{s.port}" for s in instances]))
         started.append(c)
@@ -177,8 +162,8 @@ async def _wait_ledger(pg_url: str, key_id: str, n: int, wait: float = 10.0) -> 
         await asyncio.sleep(0.2)
 
 
-async def test_budget_holds_across_three_instances(cluster: Callable[[str], Cluster], services: Services) -> None:
-    c = cluster("")
+async def test_budget_holds_across_three_instances(cluster: StartCluster, services: Services) -> None:
+    c = cluster({})
     per = to_nanos(COST)
     budget = per * 51 - 1                 # what 50 requests cost at the price and max_tokens, plus change
     async with aiohttp.ClientSession() as s:
@@ -198,7 +183,7 @@ async def test_budget_holds_across_three_instances(cluster: Callable[[str], Clus
     assert refused, "200 requests against a budget for 50 must see refusals"
 
     # refused requests never reached the upstream; each admitted one reached it exactly once
-    seen = services.sim.seen()
+    seen = services.sim.users()
     assert len(seen) == len(ok)
     assert sorted(seen) == sorted(r.tag for r in ok)
 
@@ -221,8 +206,8 @@ async def test_budget_holds_across_three_instances(cluster: Callable[[str], Clus
           f"(insufficient_quota), settled {settled / NANO} = keys.spent, upstream saw {len(seen)}, {seconds:.2f}s")
 
 
-async def test_global_rpm_is_shared_through_redis(cluster: Callable[[str], Cluster], services: Services) -> None:
-    c = cluster("[limits]\nrpm = 50\n")
+async def test_global_rpm_is_shared_through_redis(cluster: StartCluster, services: Services) -> None:
+    c = cluster({"limits": {"rpm": 50}})
     async with aiohttp.ClientSession() as s:
         key = await _admin(s, c.url, "POST", "/admin/keys", {"name": "rpm"})
     replies, seconds = await _fire(c.url, key["key"], N)
@@ -241,7 +226,7 @@ async def test_global_rpm_is_shared_through_redis(cluster: Callable[[str], Clust
         assert "x-ratelimit-reset-requests" in r.headers
     served_by = {r.headers.get("x-sluice-provider") for r in ok}
     assert served_by == {"sim"}
-    assert sorted(services.sim.seen()) == sorted(r.tag for r in ok)
+    assert sorted(services.sim.users()) == sorted(r.tag for r in ok)
     print(f"\nrpm 50 over 3 instances: {len(ok)} served, {len(refused)} refused (rate_limit_exceeded), "
           f"{seconds:.2f}s")
 

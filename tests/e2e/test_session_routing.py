@@ -4,12 +4,14 @@ fails), and embeddings / legacy completions for a model whose upstream cannot se
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 from openai import AsyncOpenAI
 
 from tests.e2e.sluice_proc import SluiceProcess
+from tests.harness import model, provider
 from tests.sim.anthropic_sim import AnthropicSim
 from tests.sim.gemini_sim import GeminiSim, embed_reply
 from tests.sim.openai_sim import Fault, OpenAISim
@@ -17,45 +19,13 @@ from tests.sim.openai_sim import Fault, OpenAISim
 MSGS = [{"role": "user", "content": "x"}]
 
 
-def _config(a: str, b: str, anth: str, gem: str = "http://127.0.0.1:9/v1beta") -> str:
-    return f"""
-[[providers]]
-name = "a"
-kind = "openai"
-base_url = "{a}"
-
-[[providers]]
-name = "b"
-kind = "openai"
-base_url = "{b}"
-
-[[providers]]
-name = "anth"
-kind = "anthropic"
-base_url = "{anth}"
-api_key = "sk-ant-upstream"
-
-[[models]]
-name = "pair"
-free = true
-targets = [{{ provider = "a", model = "fx-text", weight = 1 }}, {{ provider = "b", model = "fx-text", weight = 1 }}]
-
-[[providers]]
-name = "gem"
-kind = "gemini"
-base_url = "{gem}"
-api_key = "gem-test"
-
-[[models]]
-name = "claude"
-free = true
-targets = [{{ provider = "anth", model = "claude-sonnet-4-5" }}]
-
-[[models]]
-name = "gemini"
-free = true
-targets = [{{ provider = "gem", model = "gemini-embedding-001" }}]
-"""
+def _config(a: str, b: str, anth: str, gem: str = "http://127.0.0.1:9/v1beta") -> dict[str, Any]:
+    pair = [{"provider": p, "model": "fx-text", "weight": 1} for p in ("a", "b")]
+    return {"providers": [provider("a", "openai", a), provider("b", "openai", b),
+                          provider("anth", "anthropic", anth, api_key="sk-ant-upstream"),
+                          provider("gem", "gemini", gem, api_key="gem-test")],
+            "models": [model("pair", *pair), model("claude", ("anth", "claude-sonnet-4-5")),
+                       model("gemini", ("gem", "gemini-embedding-001"))]}
 
 
 async def test_a_session_sticks_to_one_target_and_moves_when_it_fails(tmp_path: Path) -> None:

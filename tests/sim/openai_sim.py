@@ -49,8 +49,9 @@ __all__ = ["FIXTURES", "Fault", "OpenAISim", "SimRequest", "ThreadedSim", "chat_
 class OpenAISim:
     """The simulator itself; runs in the current event loop (see `ThreadedSim` for its own thread)."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, backlog: int = 128) -> None:
         self._ssl = ssl_context  # serve https (a TLS upstream) with this server context
+        self._backlog = backlog  # pending connections: a load test's hundreds of concurrent requests need more
         self.requests: list[SimRequest] = []
         self._queue: deque[Fault] = deque()
         self._always: Fault | None = None
@@ -92,6 +93,10 @@ class OpenAISim:
     def base_url(self) -> str:
         return f"{'https' if self._ssl else 'http'}://127.0.0.1:{self.port}/v1"
 
+    def users(self) -> list[str]:
+        """The `user` field of every request so far (a load test tags each request with one)."""
+        return [str(r.body.get("user")) for r in list(self.requests) if isinstance(r.body, dict)]
+
     @property
     def last(self) -> SimRequest:
         return self.requests[-1]
@@ -113,7 +118,7 @@ class OpenAISim:
         # handler_cancellation: a client that goes away cancels the handler even while it sleeps
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl, backlog=self._backlog)
         await site.start()
         server = site._server
         assert server is not None
@@ -175,7 +180,8 @@ class OpenAISim:
             if not stream:
                 rec.responded_at = time.monotonic()
                 rec.completed = True
-                return web.Response(body=f.reply or with_usage(fixture_bytes(plain), f.usage),
+                reply = f.plain(body) if f.plain is not None and isinstance(body, dict) else f.reply
+                return web.Response(body=reply or with_usage(fixture_bytes(plain), f.usage),
                                     content_type="application/json", headers=f.headers)
             return await self._stream(request, rec, f, body, streamed)
         except (asyncio.CancelledError, ConnectionError):
@@ -272,8 +278,8 @@ class OpenAISim:
 class ThreadedSim:
     """`OpenAISim` on its own thread and event loop; the same API (push/always/reset/requests)."""
 
-    def __init__(self) -> None:
-        self.sim = OpenAISim()
+    def __init__(self, *, backlog: int = 128) -> None:
+        self.sim = OpenAISim(backlog=backlog)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="openai-sim", daemon=True)
 

@@ -69,6 +69,7 @@ class Fault:
     fixture: str | None = None                 # replay this fixture instead of the model's
     script: Callable[[dict[str, Any]], list[bytes]] | None = None  # stream these events (e.g. an agent's turn)
     reply: bytes | None = None                 # a plain (non-stream) chat reply instead of text.json
+    plain: Callable[[dict[str, Any]], bytes] | None = None  # a plain chat reply built from the request
     usage: dict[str, Any] | None = None        # report this `usage` object instead of the fixture's
     endless: bytes | None = None               # after the head (and endless_prefix): these bytes, again and
     endless_every: float = 0.0                 # again every endless_every s, until the client leaves
@@ -115,6 +116,13 @@ class Fault:
     def trickle(cls, data: bytes, every: float = 0.0, *, prefix: bytes = b"", **kw: Any) -> Fault:
         """An upstream that never finishes: `prefix`, then `data` forever (an endless line, comments...)."""
         return cls(endless=data, endless_every=every, endless_prefix=prefix, **kw)
+
+    @classmethod
+    def sized(cls, prompt_tokens: int = 12, *, delay: float = 0.0, **kw: Any) -> Fault:
+        """Replies as long as the request asks (`max_tokens` completion tokens, 16 without it) and
+        `prompt_tokens` prompt tokens, after `delay` s: every request of a load test costs the same."""
+        return cls(first_byte_delay=delay, script=lambda body: sized_events(body, prompt_tokens),
+                   plain=lambda body: sized_reply(body, prompt_tokens), **kw)
 
     @classmethod
     def html_502(cls, **kw: Any) -> Fault:
@@ -177,3 +185,30 @@ def with_usage(raw: bytes, usage: dict[str, Any] | None) -> bytes:
     doc["usage"] = usage
     body = json.dumps(doc).encode()
     return b"data: " + body + b"\n\n" if is_event else body
+
+
+def _sized(body: dict[str, Any], prompt_tokens: int) -> tuple[dict[str, Any], int, dict[str, int]]:
+    n = int(body.get("max_tokens") or 16)
+    head = {"id": "chatcmpl-sized", "created": int(time.time()), "model": body.get("model")}
+    return head, n, {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
+
+
+def sized_reply(body: dict[str, Any], prompt_tokens: int) -> bytes:
+    """A plain chat completion of `max_tokens` tokens ("ok " each), finished by length."""
+    head, n, usage = _sized(body, prompt_tokens)
+    return json.dumps({**head, "object": "chat.completion", "usage": usage, "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "ok " * n}, "finish_reason": "length"}]}).encode()
+
+
+def sized_events(body: dict[str, Any], prompt_tokens: int) -> list[bytes]:
+    """The same completion streamed one token an event; the usage event only when the request asks for it."""
+    head, n, usage = _sized(body, prompt_tokens)
+
+    def event(doc: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps({**head, "object": "chat.completion.chunk", **doc}).encode() + b"\n\n"
+    out = [event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})]
+    out += [event({"choices": [{"index": 0, "delta": {"content": "ok "}, "finish_reason": None}]})] * n
+    out.append(event({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        out.append(event({"choices": [], "usage": usage}))
+    return [*out, b"data: [DONE]\n\n"]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 from sluice.channels.health import classify, scrub
 from sluice.channels.pool import ACTIVE, DISABLED_AUTO, KeyPool, UpstreamKey, fingerprint, mask
+from sluice.clock import ManualClock
 from sluice.errors import UpstreamError, error_for_upstream_status
 
 
@@ -63,15 +63,15 @@ def test_upstream_messages_echoing_a_key_are_scrubbed() -> None:
 
 
 def test_a_key_at_its_rpm_is_left_out_until_the_minute_allows_more() -> None:
+    clock = ManualClock()
     a, b = UpstreamKey("sk-aaaaaaaaaaaa1", 5, rpm=2), UpstreamKey("sk-bbbbbbbbbbbb2", 1)
-    pool = KeyPool("p", [a, b])
-    now = time.monotonic() - 120.0                       # two minutes ago on the pool's clock
+    pool = KeyPool("p", [a, b], clock)
+    now = clock.monotonic()
     assert a.take(now) and a.take(now + 0.001)          # a burst of up to rpm
     assert not a.take(now + 0.002) and not a.has_room(now + 0.002)
+    assert [k.id for k in pool.order()] == [b.id]        # the pool's clock: a is full this minute
     assert a.has_room(now + 30.0)                        # one more every 60/rpm seconds
     assert b.take(now) and b.has_room(now)               # no rpm: never full
-    full = UpstreamKey("sk-cccccccccccc3", 5, rpm=1)
-    assert full.take(time.monotonic())                   # the pool's clock: its only request this minute
-    assert [k.id for k in KeyPool("q", [full, b]).order()] == [b.id]
-    assert pool.order()[0] is a                          # a's burst was long ago on that clock
+    clock.advance(30.0)
+    assert pool.order()[0] is a                          # its room is back on the pool's clock
     assert a.public()["rpm"] == 2 and b.public()["rpm"] is None

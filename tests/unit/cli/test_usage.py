@@ -17,6 +17,7 @@ from sluice.cli.main import main
 from sluice.cli.usage import parse_group, parse_when
 from sluice.storage.base import KeyRecord, LedgerRecord
 from sluice.storage.sqlite import SQLiteStore
+from tests.harness import write_toml
 
 T0 = 1_700_006_400.0  # 2023-11-15T00:00:00Z
 NOW = time.time()
@@ -54,7 +55,7 @@ def config(tmp_path: Path) -> str:
             await store.close()
     asyncio.run(seed())
     cfg = tmp_path / "sluice.toml"
-    cfg.write_text(f'[storage]\nurl = "sqlite:///{db}"\n')
+    write_toml(cfg, {"storage": {"url": f"sqlite:///{db}"}})
     return str(cfg)
 
 

@@ -5,49 +5,35 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 
 from sluice.auth.keys import hash_key, new_key
-from sluice.config import ConfigError, load
+from sluice.config import ConfigError
 from sluice.http.app import create_app
 from sluice.metering.fit import affordable_output
 from sluice.metering.pricing import Price
 from sluice.storage.base import KeyRecord, LedgerQuery, LedgerRecord
 from sluice.storage.sqlite import SQLiteStore
+from tests.harness import model, provider, settings
 from tests.inproc import serving
 
-CONFIG = """
-[storage]
-url = "sqlite:///{db}"
+SIM = ("sim", "sim")
 
-[[providers]]
-name = "sim"
-kind = "simulated"
 
-[[models]]
-name = "priced"
-pricing = {{ input = "1", output = "2" }}
-targets = [{{ provider = "sim", model = "sim" }}]
-
-[[models]]
-name = "unpriced"
-targets = [{{ provider = "sim", model = "sim" }}]
-
-[[models]]
-name = "gift"
-free = true
-targets = [{{ provider = "sim", model = "sim" }}]
-"""
+def _config(priced: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Models `priced`, `unpriced` (neither a pricing nor free) and `gift` (free); `priced` gets `priced` too."""
+    return {"providers": [provider("sim", "simulated")],
+            "models": [model("priced", SIM, pricing={"input": "1", "output": "2"}, **(priced or {})),
+                       model("unpriced", SIM, free=False), model("gift", SIM)]}
 
 
 async def test_unpriced_model_is_refused_by_name_and_free_one_served(tmp_path: Path) -> None:
-    cfg = tmp_path / "sluice.toml"
-    cfg.write_text(CONFIG.format(db=tmp_path / "s.db"))
     store = SQLiteStore(f"sqlite:///{tmp_path / 's.db'}")
     key_id, secret = new_key()
-    app = create_app(load(cfg), store=store)
+    app = create_app(settings(tmp_path, _config()), store=store)
     async with serving(app) as base:
         await store.create_key(KeyRecord(id=key_id, name="k", key_hash=hash_key(secret), budget=10**9))
         client = openai.AsyncOpenAI(base_url=base + "/v1", api_key=secret, max_retries=0)
@@ -74,10 +60,8 @@ async def _ledger(tmp_path: Path) -> list[LedgerRecord]:
 
 
 def test_free_and_a_pricing_together_is_a_config_error(tmp_path: Path) -> None:
-    cfg = tmp_path / "sluice.toml"
-    cfg.write_text(CONFIG.format(db=tmp_path / "s.db").replace('name = "priced"\n', 'name = "priced"\nfree = true\n'))
     with pytest.raises(ConfigError, match=r"models\[0\]\.free"):
-        load(cfg)
+        settings(tmp_path, _config({"free": True}))
 
 
 PRICE = Price(Decimal("1"), Decimal("1"), Decimal("10"))   # 1,000 / 10,000 nano-units a token

@@ -11,10 +11,12 @@ import openai
 import pytest
 
 from sluice.auth.keys import hash_key, new_key
-from sluice.config import Settings, load
+from sluice.config import Settings
 from sluice.http.app import create_app
 from sluice.observability import metrics
 from sluice.storage.base import KeyRecord
+from tests import harness
+from tests.harness import one_upstream
 from tests.inproc import serving
 from tests.sim.openai_sim import Fault, ThreadedSim
 
@@ -28,22 +30,8 @@ def value(name: str, **labels: str) -> float:
 
 @pytest.fixture
 def settings(tmp_path: Path, sim: ThreadedSim) -> Settings:
-    cfg = tmp_path / "sluice.toml"
-    cfg.write_text(f"""
-[admin]
-token = "{ADMIN}"
-[storage]
-url = "sqlite:///{tmp_path / 'sluice.db'}"
-[[providers]]
-name = "sim"
-kind = "openai"
-base_url = "{sim.base_url}"
-[[models]]
-name = "reasoner"
-pricing = {{ input = "1", output = "2" }}
-targets = [{{ provider = "sim", model = "fx-reasoning" }}]
-""")
-    return load(cfg)
+    return harness.settings(tmp_path, {"admin": {"token": ADMIN}, **one_upstream(
+        sim.base_url, {"reasoner": "fx-reasoning"}, name="sim", pricing={"input": "1", "output": "2"})})
 
 
 async def test_one_request_adds_once_at_settle_by_front_door(settings: Settings, tmp_path: Path,

@@ -14,8 +14,8 @@ from typing import Any
 import openai
 import pytest
 
-from tests.e2e.agents import one_upstream
 from tests.e2e.sluice_proc import SluiceProcess
+from tests.harness import one_upstream
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer
 
 SIGNATURE = "EqQBCgIYAhIMrz9v+/Sluice/Thinking=="  # base64 padding and slashes, as real ones have
@@ -51,7 +51,7 @@ class Gateway:
 @asynccontextmanager
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     async with AnthropicSim() as sim, SluiceProcess(tmp_path, one_upstream(
-            "anthropic", sim.base_url, "claude", "claude-sonnet-4-5", api_key="sk-ant-upstream")) as s:
+            sim.base_url, {"claude": "claude-sonnet-4-5"}, kind="anthropic", api_key="sk-ant-upstream")) as s:
         sim.script = _tool_loop
         client = openai.AsyncOpenAI(base_url=s.base_url, api_key=s.create_key(), max_retries=0)
         s.closers.append(client.close)

@@ -82,7 +82,7 @@ class UpstreamKeyConfig(_Strict):
 
     key: str
     weight: Int64 = 1
-    rpm: Int64 | None = None     # at most this many requests a minute on this key, per instance
+    rpm: Int64 | None = None     # at most this many requests a minute on this key (all instances with Redis)
 
 
 class ProviderConfig(_Strict):

@@ -40,7 +40,7 @@ from sluice.providers.base import (
     Timeouts,
     serves,
 )
-from sluice.routing.affinity import SessionAffinity
+from sluice.routing.affinity import session_order
 from sluice.routing.fallback import Cooldowns, Served, Tries, with_failover
 from sluice.routing.table import ModelTable, Route, Target
 from sluice.schema.chat import ChatRequest
@@ -82,7 +82,6 @@ class Relay:
         self.cooldowns = Cooldowns(on_change=metrics.target_state, clock=clock)
         self.labels = metrics.Labels(table.names(), list(providers))
         self.channels = channels
-        self.affinity = SessionAffinity()
 
     def record(self, asked: Asked, ticket: Ticket, served: Served, stats: Stats, outcome: Outcome) -> LedgerRecord:
         """The request's record: assembled from its values, priced from its ticket, counted and logged. Not
@@ -124,12 +123,12 @@ class Relay:
         return [r for n in names if key.may_use(n) and (r := self.table.get(n)) is not None]
 
     async def _targets(self, asked: Asked, req: ChatRequest, ticket: Ticket) -> list[Target]:
-        """Admit the request (filling `ticket`), then the order to try: the session's last target first
-        while it serves, else the weighted pick; only targets whose provider serves the request's endpoint
+        """Admit the request (filling `ticket`), then the order to try: a session's own order (the same on
+        every instance), else the weighted pick; only targets whose provider serves the request's endpoint
         (every one serves chat)."""
         route = self.route_for(asked.key, req.model)
         await self.admission.admit(asked.key, req, ticket)
-        order = self.affinity.prefer(route.name, asked.session_id, route.order())
+        order = route.order() if asked.session_id is None else session_order(route, asked.session_id)
         if req.endpoint != ChatRequest.endpoint:
             order = [t for t in order if serves(self.providers[t.provider], req.endpoint)]
             if not order:
@@ -137,13 +136,10 @@ class Relay:
                                      "its upstreams can serve it.", param="model", code="unsupported_endpoint")
         return order
 
-    def _served(self, asked: Asked, req: ChatRequest, tries: Tries) -> None:
-        """Pin the session to the target that answered (a cooled-down pin moves to its replacement)."""
-        self.affinity.remember(req.model, asked.session_id, tries.served.provider, tries.served.upstream_model)
-
-    async def _keyed(self, target: Target, fn: Callable[[str | None], Awaitable[T]]) -> T:
-        """`fn` with a key from the target provider's pool (moving on past refused keys), if it has one."""
-        return await fn(None) if self.channels is None else await self.channels.call(target.provider, fn)
+    async def _keyed(self, target: Target, fn: Callable[[str | None], Awaitable[T]], session: str | None) -> T:
+        """`fn` with a key from the target provider's pool (moving on past refused keys), if it has one; a
+        session's own key first."""
+        return await fn(None) if self.channels is None else await self.channels.call(target.provider, fn, session)
 
     def native_provider(self, target: Target, native: NativeBody | None) -> NativeProvider | None:
         """The target's provider when it speaks the request's own wire format (a pass-through serves it);
@@ -166,10 +162,9 @@ class Relay:
                 if (prov := self.native_provider(target, native)) is not None:
                     return await prov.complete_native(call)
                 return await self.providers[target.provider].complete(call)
-            return await self._keyed(target, one)
+            return await self._keyed(target, one, asked.session_id)
 
         result = await with_failover(await self._targets(asked, req, ticket), attempt, self.cooldowns, tries)
-        self._served(asked, req, tries)
         stats = Stats(first_at=self.clock.monotonic(), usage=result.usage)
         if result.usage is None:
             stats.counter = self.counter_factory()
@@ -185,7 +180,7 @@ class Relay:
         if prov is not None:
             try:
                 return await self._keyed(target, lambda api_key: prov.count_tokens(
-                    Call(req, target.model, request_id, target.timeouts, native, api_key=api_key))), False
+                    Call(req, target.model, request_id, target.timeouts, native, api_key=api_key)), None), False
             except SluiceError as exc:
                 if not exc.retryable:
                     raise
@@ -206,10 +201,9 @@ class Relay:
                     return await prov.stream_native(call)
                 served_native = False
                 return await self.providers[target.provider].stream(call)
-            return await self._keyed(target, one)
+            return await self._keyed(target, one, asked.session_id)
 
         upstream = await with_failover(await self._targets(asked, req, ticket), attempt, self.cooldowns, tries)
-        self._served(asked, req, tries)
         metrics.stream_opened()
         return RelayStream(upstream, Stats(self.counter_factory()), self.clock, settle, req.include_usage,
                            ticket.headers, served_native)

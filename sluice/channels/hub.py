@@ -1,7 +1,8 @@
 """The key pools of every provider, their shared states, and the background loop that keeps them true.
 
-`call(provider, fn)` runs one attempt with the next usable key, moving on to the pool's other keys when
-an upstream refuses a key (disabled, shared through the database) or rate-limits it (cooled locally).
+`call(provider, fn, session)` runs one attempt with the next usable key (a session's own key first),
+moving on to the pool's other keys when an upstream refuses a key (disabled, shared through the database)
+or rate-limits it (cooled locally). Per-key `rpm` is counted by `rates` (through Redis when configured).
 The loop reads the shared states every `channels.poll_seconds` and probes disabled or cooling keys;
 a probe that succeeds re-enables its key for every instance.
 """
@@ -17,6 +18,7 @@ from sluice.channels.health import classify
 from sluice.channels.offered import fetch_models
 from sluice.channels.pool import ACTIVE, COOLING, DISABLED_AUTO, DISABLED_MANUAL, KeyPool, UpstreamKey
 from sluice.channels.probe import ProbeResult, probe
+from sluice.channels.rates import key_rates
 from sluice.channels.ticker import Ticker
 from sluice.clock import SYSTEM_CLOCK, Clock
 from sluice.config import ProviderConfig, Settings, UpstreamKeyConfig
@@ -41,6 +43,7 @@ class ChannelHub:
         self._list_for: list[ProviderConfig] = []
         self._lister = Ticker(LIST_MODELS_SECONDS, self.refresh_offered, "listing upstream models")
         self._cooldown = settings.channels.cooldown_seconds
+        self._rates = key_rates(settings.redis.url, clock)
         self.pools: dict[str, KeyPool] = {}
         self._probe_model: dict[str, str] = {}
         self._probe_interval: dict[str, float] = {}
@@ -76,15 +79,16 @@ class ChannelHub:
         self._list_for = [p for p in settings.providers if p.name in targeted]
 
     # --- the request path ---
-    async def call(self, provider: str, fn: Callable[[str | None], Awaitable[T]]) -> T:
-        """`fn(key)` with the pool's keys in rotation; a provider without a pool gets `fn(None)`."""
+    async def call(self, provider: str, fn: Callable[[str | None], Awaitable[T]], session: str | None = None) -> T:
+        """`fn(key)` with the pool's keys in rotation, or in the session's own order; a provider without a
+        pool gets `fn(None)`. Only keys with an `rpm` are counted (no Redis round trip for the others)."""
         pool = self.pools.get(provider)
         if pool is None:
             return await fn(None)
         last: UpstreamError | None = None
-        for key in pool.order():
-            if not key.take(self._clock.monotonic()):
-                continue  # its per-key rate limit filled up since the order was drawn
+        for key in pool.order(session):
+            if key.rpm is not None and not await self._rates.take(key):
+                continue  # at its per-key rate: full since the order was drawn, or full on another instance
             try:
                 result = await fn(key.secret)
             except UpstreamError as exc:
@@ -198,6 +202,7 @@ class ChannelHub:
         await asyncio.gather(*self._listing, return_exceptions=True)
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
+        await self._rates.aclose()
 
     async def _tick(self) -> None:
         if self.pools:  # none yet: the catalog may add some

@@ -1,4 +1,5 @@
-"""A provider's pool of upstream API keys: smooth weighted rotation, per-key state and counters.
+"""A provider's pool of upstream API keys: smooth weighted rotation (a session's own key by rendezvous
+hashing), per-key state and counters.
 
 State lives in memory for the hot path; the states every instance must share (disabled, and by whom)
 are persisted and polled by `sluice.channels.hub`. Nothing here ever logs or returns a key's secret.
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluice.clock import SYSTEM_CLOCK, Clock
+from sluice.rendezvous import ranked
 
 ACTIVE = "active"
 COOLING = "cooling"
@@ -46,8 +48,8 @@ class UpstreamKey:
     last_success_at: float | None = None
     current: int = 0             # smooth weighted round-robin credit
     id: str = ""                 # the fingerprint, derived from the secret
-    rpm: int | None = None       # this instance's requests per minute on this key (None: no limit)
-    tat: float = 0.0             # GCRA theoretical arrival time (monotonic) for `rpm`
+    rpm: int | None = None       # requests per minute on this key (None: no limit), shared through Redis if set
+    tat: float = 0.0             # GCRA theoretical arrival time (monotonic) for `rpm`, as this instance knows it
 
     def __post_init__(self) -> None:
         self.id = fingerprint(self.secret)
@@ -79,7 +81,9 @@ class UpstreamKey:
 class KeyPool:
     """The keys of one provider. `order()` is the rotation: every usable key once, the first chosen by
     smooth weighted round-robin (nginx's), so weights hold over any window and tests are deterministic.
-    Cool-downs, rate limits and timestamps read `clock`."""
+    `order(session)` ranks them by weighted rendezvous hashing instead: a session keeps its key (the
+    upstream's prompt cache is per organisation or workspace, often per key) on every instance, and the
+    rotation's credits are left alone. Cool-downs, rate limits and timestamps read `clock`."""
 
     def __init__(self, provider: str, keys: list[UpstreamKey], clock: Clock = SYSTEM_CLOCK) -> None:
         self.provider = provider
@@ -90,11 +94,13 @@ class KeyPool:
     def get(self, key_id: str) -> UpstreamKey | None:
         return self._by_id.get(key_id)
 
-    def order(self) -> list[UpstreamKey]:
+    def order(self, session: str | None = None) -> list[UpstreamKey]:
         now = self.clock.monotonic()
         usable = [k for k in self.keys if k.usable(now) and k.has_room(now)]
         if len(usable) <= 1:
             return usable
+        if session is not None:
+            return ranked(session, usable, _ident, _weight)
         total = 0
         best = usable[0]
         for k in usable:
@@ -135,3 +141,11 @@ class KeyPool:
         key.state, key.reason, key.changed_at = state, reason, changed_at
         key.next_probe = 0.0
         return True
+
+
+def _ident(k: UpstreamKey) -> str:
+    return k.id
+
+
+def _weight(k: UpstreamKey) -> float:
+    return k.weight

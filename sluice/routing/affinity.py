@@ -1,17 +1,18 @@
-"""Session affinity: one client session stays on one target while that target is healthy, so the
-upstream's prompt cache keeps hitting. A bounded LRU map, consulted before the weighted pick."""
+"""Session affinity: one client session goes to the same target from every instance while that target is
+healthy, so the upstream's prompt cache keeps hitting. Rendezvous hashing, no state; and where the
+session id comes from."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from sluice.routing.table import Target
+from sluice.rendezvous import ranked
+from sluice.routing.table import Route, Target
 
-MAX_SESSION_ID = 200  # longer ids are cut: they only key a map and a ledger column
+MAX_SESSION_ID = 200  # longer ids are cut: they only seed a hash and fill a ledger column
 
 
 def session_of(body: Mapping[str, Any], header: bytes | None = None) -> str | None:
@@ -45,36 +46,24 @@ def _clean(v: str) -> str | None:
     return v or None
 
 
-class SessionAffinity:
-    """(model, session) -> the target that last served it, least recently used dropped first."""
+def session_order(route: Route, session: str) -> list[Target]:
+    """The order to try `route`'s targets for a session: tier by tier, ranked by weighted rendezvous hashing
+    of (public model, session), so every instance picks the same first target for the session and, when
+    it fails or cools down, the same next one. Targets of weight 0 stay out of a tier of several, as in
+    the weighted pick. A target added or removed moves only the sessions it wins or won."""
+    seed = f"{route.name}\0{session}"
+    out: list[Target] = []
+    for tier in route.tiers:
+        if len(tier) == 1:
+            out.extend(tier)
+        else:
+            out.extend(ranked(seed, [t for t in tier if t.weight > 0], _ident, _weight))
+    return out
 
-    def __init__(self, max_sessions: int = 100_000) -> None:
-        self._max = max_sessions
-        self._pins: OrderedDict[tuple[str, str], tuple[str, str]] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._pins)
+def _ident(t: Target) -> str:
+    return f"{t.provider}\0{t.model}"
 
-    def prefer(self, model: str, session: str | None, order: list[Target]) -> list[Target]:
-        """`order` with the session's pinned target moved first, when it is still among the targets
-        (the caller has already dropped none: cooldowns are applied after, so a cooling target falls
-        back to the weighted order by itself)."""
-        if session is None:
-            return order
-        pin = self._pins.get((model, session))
-        if pin is None:
-            return order
-        for i, t in enumerate(order):
-            if (t.provider, t.model) == pin:
-                self._pins.move_to_end((model, session))
-                return [t, *order[:i], *order[i + 1:]] if i else order
-        return order
 
-    def remember(self, model: str, session: str | None, provider: str | None, upstream_model: str | None) -> None:
-        if session is None or provider is None or upstream_model is None:
-            return
-        key = (model, session)
-        self._pins[key] = (provider, upstream_model)
-        self._pins.move_to_end(key)
-        if len(self._pins) > self._max:
-            self._pins.popitem(last=False)
+def _weight(t: Target) -> float:
+    return t.weight

@@ -75,3 +75,31 @@ def test_a_key_at_its_rpm_is_left_out_until_the_minute_allows_more() -> None:
     clock.advance(30.0)
     assert pool.order()[0] is a                          # its room is back on the pool's clock
     assert a.public()["rpm"] == 2 and b.public()["rpm"] is None
+
+
+def test_a_session_keeps_its_key_on_every_instance_and_leaves_the_rotation_alone() -> None:
+    secrets = [f"sk-session-key-{i:04d}" for i in range(3)]
+    one = KeyPool("p", [UpstreamKey(secrets[0], 2), UpstreamKey(secrets[1]), UpstreamKey(secrets[2])])
+    two = KeyPool("p", [UpstreamKey(secrets[2]), UpstreamKey(secrets[0], 2), UpstreamKey(secrets[1])])
+    sessions = [f"s-{i}" for i in range(6000)]
+    firsts = {s: one.order(s)[0].id for s in sessions}
+    assert all([k.id for k in one.order(s)] == [k.id for k in two.order(s)] for s in sessions[:300])
+    shares = Counter(firsts.values())
+    assert abs(shares[fingerprint(secrets[0])] / len(sessions) - 0.5) < 0.03  # weight 2 of 4
+    assert abs(shares[fingerprint(secrets[1])] / len(sessions) - 0.25) < 0.03
+    # the rotation of requests without a session is where it was: sessions took no credit from it
+    assert [k.current for k in one.keys] == [0, 0, 0]
+    assert Counter(one.order()[0].id for _ in range(40)) == {fingerprint(secrets[0]): 20,
+                                                             fingerprint(secrets[1]): 10,
+                                                             fingerprint(secrets[2]): 10}
+
+
+def test_a_sessions_key_out_of_use_sends_it_to_its_next_key_and_it_comes_back() -> None:
+    clock = ManualClock()
+    keys = [UpstreamKey(f"sk-session-key-{i:04d}") for i in range(3)]
+    pool = KeyPool("p", keys, clock)
+    first, second, third = pool.order("s-1")
+    pool.cool(first, 10.0, "slow down")
+    assert pool.order("s-1") == [second, third]
+    clock.advance(10.0)
+    assert pool.order("s-1")[0] is first

@@ -47,7 +47,7 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
     "httpx": (),
     "uvicorn": ("cli/",),
     "asyncpg": ("storage/postgres.py",),
-    "redis": ("metering/redis_limits.py",),
+    "redis": ("metering/redis_limits.py", "channels/rates.py"),
     "prometheus_client": ("observability/",),
 }
 

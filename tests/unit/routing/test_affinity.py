@@ -1,85 +1,108 @@
-"""Session affinity through routing: the session's pinned target goes first, a cooled-down pin falls back to
-the weighted order and the pin moves to what served, the map stays bounded; and where a session id comes from."""
+"""Session affinity through routing: rendezvous hashing gives a session the same order on every instance
+(and in every process), holds the weights over many sessions, moves only a removed target's sessions, and
+falls back to the session's next target while its first cools down; and where a session id comes from."""
 
 from __future__ import annotations
 
-import random
+import os
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import replace
 
 import pytest
 
+from sluice.clock import ManualClock
 from sluice.errors import UpstreamError
-from sluice.routing.affinity import MAX_SESSION_ID, SessionAffinity, session_of
+from sluice.routing.affinity import MAX_SESSION_ID, session_of, session_order
 from sluice.routing.fallback import Cooldowns, with_failover
 from sluice.routing.table import Route, Target
 from sluice.upstream import Timeouts
 
-A = Target("a", "m-a", 1, 0, Timeouts())
+A = Target("a", "m-a", 2, 0, Timeouts())
 B = Target("b", "m-b", 1, 0, Timeouts())
 C = Target("c", "m-c", 1, 0, Timeouts())
-ROUTE = Route("pair", "sluice", [[A, B, C]])
+BACKUP = Target("d", "m-d", 1, 1, Timeouts())
+ROUTE = Route("trio", "sluice", [[A, B, C], [BACKUP]])
+SESSIONS = [f"session-{i}" for i in range(10_000)]
 
 
-def test_a_pinned_session_goes_first_whatever_the_weighted_pick() -> None:
-    aff = SessionAffinity()
-    aff.remember("pair", "s1", "b", "m-b")
-    rng = random.Random(7)
-    for _ in range(50):
-        assert aff.prefer("pair", "s1", ROUTE.order(rng))[0] == B
-    # other sessions and other models are not affected
-    firsts = {aff.prefer("pair", "s2", ROUTE.order(rng))[0].provider for _ in range(50)}
-    assert firsts == {"a", "b", "c"}  # seeded: deterministic
-    assert aff.prefer("other", "s1", [A, C]) == [A, C]
+def _firsts(route: Route) -> dict[str, str]:
+    return {s: session_order(route, s)[0].provider for s in SESSIONS}
 
 
-def test_no_session_and_a_pin_no_longer_in_the_route_keep_the_order() -> None:
-    aff = SessionAffinity()
-    assert aff.prefer("pair", None, [C, A, B]) == [C, A, B]
-    aff.remember("pair", "s1", "gone", "m-x")
-    assert aff.prefer("pair", "s1", [C, A, B]) == [C, A, B]
+def test_a_session_gets_the_same_order_from_every_instance() -> None:
+    # two tables built separately, one with the targets declared in another order: the same order per session
+    one = Route("trio", "sluice", [[A, B, C], [BACKUP]])
+    two = Route("trio", "sluice", [[C, A, B], [BACKUP]])
+    for s in SESSIONS[:200]:
+        order = session_order(one, s)
+        assert order == session_order(two, s) == session_order(one, s)
+        assert sorted(t.provider for t in order[:3]) == ["a", "b", "c"] and order[3] == BACKUP  # tiers kept
+    assert len({session_order(ROUTE, s)[0].provider for s in SESSIONS[:200]}) == 3
+    # the same sessions under another public model are spread afresh
+    other = Route("other", "sluice", [[A, B, C]])
+    assert sum(session_order(other, s)[0] != session_order(ROUTE, s)[0] for s in SESSIONS[:200]) > 50
 
 
-async def test_a_cooling_pin_falls_back_and_the_session_moves_with_it() -> None:
-    aff, cool = SessionAffinity(), Cooldowns(threshold=1, seconds=60)
-    aff.remember("pair", "s1", "a", "m-a")
-    cool.failed(A)  # A is cooling down
+def test_the_order_does_not_depend_on_the_process() -> None:
+    """Another interpreter with another string-hash seed (as another instance has) ranks alike."""
+    code = ("from tests.unit.routing.test_affinity import ROUTE, SESSIONS; from sluice.routing.affinity import "
+            "session_order; print(','.join(session_order(ROUTE, s)[0].provider for s in SESSIONS[:300]))")
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ",".join(session_order(ROUTE, s)[0].provider for s in SESSIONS[:300])
+
+
+def test_weights_hold_over_many_sessions() -> None:
+    shares = Counter(_firsts(ROUTE).values())
+    assert set(shares) == {"a", "b", "c"}  # the backup tier is never first while tier 0 has targets
+    n = len(SESSIONS)
+    assert abs(shares["a"] / n - 0.5) < 0.02 and abs(shares["b"] / n - 0.25) < 0.02
+    assert abs(shares["c"] / n - 0.25) < 0.02
+    zero = Route("z", "sluice", [[A, replace(B, weight=0)]])
+    assert all(session_order(zero, s) == [A] for s in SESSIONS[:100])  # weight 0: out, as in the weighted pick
+
+
+def test_removing_a_target_moves_only_its_sessions_and_adding_one_takes_only_its_share() -> None:
+    before = _firsts(ROUTE)
+    without_c = _firsts(Route("trio", "sluice", [[A, B], [BACKUP]]))
+    moved = {s for s in SESSIONS if before[s] != without_c[s]}
+    assert moved == {s for s in SESSIONS if before[s] == "c"}
+    e = Target("e", "m-e", 1, 0, Timeouts())
+    with_e = _firsts(Route("trio", "sluice", [[A, B, C, e], [BACKUP]]))
+    changed = [s for s in SESSIONS if before[s] != with_e[s]]
+    assert all(with_e[s] == "e" for s in changed)
+    assert abs(len(changed) / len(SESSIONS) - 0.2) < 0.02  # weight 1 of 5
+
+
+async def test_a_cooling_first_choice_falls_back_to_the_sessions_next_and_comes_back() -> None:
+    cool = Cooldowns(threshold=1, seconds=60, clock=(clock := ManualClock()))
+    session = next(s for s in SESSIONS if session_order(ROUTE, s)[0] == A)
+    order = session_order(ROUTE, session)
     served: list[Target] = []
 
     async def attempt(t: Target, n: int, timeouts: Timeouts) -> str:
         served.append(t)
         return t.provider
 
-    order = aff.prefer("pair", "s1", [A, B, C])
-    assert order[0] == A
-    got = await with_failover(order, attempt, cool)
-    assert got in ("b", "c") and [t.provider for t in served] == [got]
-    aff.remember("pair", "s1", got, f"m-{got}")
-    assert aff.prefer("pair", "s1", [A, B, C])[0].provider == got
+    cool.failed(A)
+    assert await with_failover(session_order(ROUTE, session), attempt, cool) == order[1].provider
+    clock.advance(60)
+    assert await with_failover(session_order(ROUTE, session), attempt, cool) == "a"  # its cache's home again
+    assert served == [order[1], A]
 
 
-async def test_a_failing_pin_is_replaced_by_the_target_that_answered() -> None:
-    aff, cool = SessionAffinity(), Cooldowns()
-    aff.remember("pair", "s1", "a", "m-a")
+async def test_a_failing_first_choice_is_followed_by_the_same_next_target_everywhere() -> None:
+    session = next(s for s in SESSIONS if session_order(ROUTE, s)[0] == A)
 
     async def attempt(t: Target, n: int, timeouts: Timeouts) -> str:
         if t == A:
             raise UpstreamError("down")
         return t.provider
 
-    got = await with_failover(aff.prefer("pair", "s1", [A, B, C]), attempt, cool)
-    assert got == "b"
-    aff.remember("pair", "s1", "b", "m-b")
-    assert aff.prefer("pair", "s1", [A, C, B])[0] == B
-
-
-def test_the_map_is_bounded_least_recently_used_first() -> None:
-    aff = SessionAffinity(max_sessions=3)
-    for s in ("s1", "s2", "s3"):
-        aff.remember("pair", s, "b", "m-b")
-    aff.prefer("pair", "s1", [A, B])  # s1 used again: s2 is now the oldest
-    aff.remember("pair", "s4", "c", "m-c")
-    assert len(aff) == 3
-    assert aff.prefer("pair", "s2", [A, B]) == [A, B]
-    assert aff.prefer("pair", "s1", [A, B]) == [B, A]
+    got = {await with_failover(session_order(ROUTE, session), attempt, Cooldowns()) for _ in range(5)}
+    assert got == {session_order(ROUTE, session)[1].provider}
 
 
 @pytest.mark.parametrize(("body", "header", "expected"), [

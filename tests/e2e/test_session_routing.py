@@ -1,5 +1,6 @@
-"""Routing by what a request is: a session sticks to one of two weighted targets (and moves when that target
-fails), and embeddings / legacy completions for a model whose upstream cannot serve them are a clear 400."""
+"""Routing by what a request is: a session sticks to one of two weighted targets (served by the other while
+that one fails, and back on it once healthy), and embeddings / legacy completions for a model whose upstream
+cannot serve them are a clear 400."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def _config(a: str, b: str, anth: str, gem: str = "http://127.0.0.1:9/v1beta") -
                        model("gemini", ("gem", "gemini-embedding-001"))]}
 
 
-async def test_a_session_sticks_to_one_target_and_moves_when_it_fails(tmp_path: Path) -> None:
+async def test_a_session_sticks_to_one_target_and_comes_back_to_it_after_a_failure(tmp_path: Path) -> None:
     async with OpenAISim() as a, OpenAISim() as b, AnthropicSim() as anth, SluiceProcess(
             tmp_path, _config(a.base_url, b.base_url, anth.base_url)) as s:
         client = AsyncOpenAI(base_url=s.base_url, api_key=s.create_key(), max_retries=0)
@@ -44,23 +45,25 @@ async def test_a_session_sticks_to_one_target_and_moves_when_it_fails(tmp_path: 
                 seen += [k for k, v in sims.items() if len(v.requests) > before[k]]
             assert len(seen) == 4 and len(set(seen)) == 1, (sess, seen)  # every request on one target
 
-        # the pinned target fails: the request is served by the other, and the session moves there
+        # the session's target fails: each request is served by the next target in the session's own order
+        # (every instance ranks them alike), and once the first is healthy the session goes back to it
         first = await client.chat.completions.with_raw_response.create(
             model="pair", messages=MSGS, extra_body={"prompt_cache_key": "moving"})  # type: ignore[arg-type]
         pinned = first.headers["x-sluice-provider"]
         other = "b" if pinned == "a" else "a"
+        served_before = len(sims[pinned].requests)
         sims[pinned].always(Fault.http_error(500))
-        moved = await client.chat.completions.with_raw_response.create(
-            model="pair", messages=MSGS, extra_body={"prompt_cache_key": "moving"})  # type: ignore[arg-type]
-        assert moved.headers["x-sluice-provider"] == other
-        failed_tries = len(sims[pinned].requests)
-        sims[pinned].reset()  # healthy again, but the session now lives on the other target
+        for _ in range(2):  # below the cool-down threshold (3 failures in a row): the target is tried first
+            moved = await client.chat.completions.with_raw_response.create(
+                model="pair", messages=MSGS, extra_body={"prompt_cache_key": "moving"})  # type: ignore[arg-type]
+            assert moved.headers["x-sluice-provider"] == other
+        assert len(sims[pinned].requests) == served_before + 2  # each request tried it first
+        sims[pinned].reset()
         for _ in range(3):
             again = await client.chat.completions.with_raw_response.create(
                 model="pair", messages=MSGS, extra_body={"prompt_cache_key": "moving"})  # type: ignore[arg-type]
-            assert again.headers["x-sluice-provider"] == other
-        assert failed_tries >= 1 and not sims[pinned].requests
-
+            assert again.headers["x-sluice-provider"] == pinned
+        assert len(sims[pinned].requests) == 3
 
 @pytest.mark.parametrize(("model", "endpoint"), [("claude", "embeddings"), ("claude", "completions"),
                                                ("gemini", "completions")])

@@ -102,7 +102,7 @@ class RequestScope:
         self.meter = meter = self._life.relay.meter(self.rid, _front_door(self.scope["path"]))
         meter.key_id, meter.key_name, meter.account = key.id, key.name, key.owner
         meter.session_id = session_of({}, header(self.scope, b"x-claude-code-session-id"))
-        self._watch = DisconnectWatch(self._receive, self._life.inflight)
+        self._watch = DisconnectWatch(self._receive, self._life.inflight, self.scope)
 
     async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool:

@@ -1,7 +1,8 @@
 """One request and its response on a connection: the body as the parser delivers it (reading pauses once
 64 KiB wait untaken), the ASGI `receive`/`send` the app is called with, and the response framed straight
-onto the transport: a head with a length goes out with the first body bytes, each body message is one write
-(chunk size, data and CRLF joined), and `send` waits while the client's socket is full."""
+onto the transport. What the app sends within one step of the event loop goes out as one write (a head with
+its body; the frames of a stream that arrived together; the last frame with the terminating chunk), at the
+end of that step or at once past 64 KiB; `send` waits while the client's socket is full."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ class Exchange:
     """The state of one request/response pair. The protocol feeds it (`feed`, `end_of_body`, `lost`); the
     app's task runs `run`, which calls the app with `receive` and `send`."""
 
-    __slots__ = ("_flush", "_gone_cb", "_head", "_waiter", "body", "body_size", "chunked", "complete", "conn",
-                 "expect_100", "gone", "head_only", "http10", "keep_alive", "more_body", "remaining", "scope",
+    __slots__ = ("_flush", "_gone_cb", "_out", "_out_size", "_waiter", "body", "body_size", "chunked", "complete",
+                 "conn", "expect_100", "gone", "head_only", "http10", "keep_alive", "more_body", "remaining", "scope",
                  "started", "taken")
 
     def __init__(self, conn: HttpProtocol, scope: MutableMapping[str, Any], *, keep_alive: bool,
@@ -43,13 +44,14 @@ class Exchange:
         self.body_size = 0
         self.more_body = True
         self.taken = False          # the app has had the whole body
-        self.started = False        # the response head was sent (or is pending, `_head`)
+        self.started = False        # the response head was sent (or is pending in `_out`)
         self.complete = False       # the response's last byte was written
         self.gone = False           # the client left (or was refused) before the response completed
         self.chunked = False
         self.remaining: int | None = None  # body bytes the head's content-length still owes
-        self._head: bytes | None = None    # a head with a length, held back to go out with the body
-        self._flush: asyncio.Handle | None = None
+        self._out: list[bytes] = []        # response bytes of this loop step, not yet written
+        self._out_size = 0
+        self._flush: asyncio.Handle | None = None  # writes `_out` at the end of the step
         self._waiter: asyncio.Future[None] | None = None
         self._gone_cb: Callable[[], None] | None = None
 
@@ -73,8 +75,7 @@ class Exchange:
             return
         self.gone = True
         self._wake()
-        if self._flush is not None:
-            self._flush.cancel()
+        self._drop_output()
         cb, self._gone_cb = self._gone_cb, None
         if cb is not None:
             cb()
@@ -167,45 +168,55 @@ class Exchange:
         if not self.keep_alive and not close:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
-        head = b"".join(parts)
-        if self.chunked or self.remaining is None:
-            self.conn.transport.write(head)  # a stream: its head goes out now
-        else:
-            # a reply with a length: its body normally follows in the same step; one write for both
-            self._head = head
-            self._flush = self.conn.loop.call_soon(self._flush_head)
+        self._write(b"".join(parts))  # the body (or a stream's first frames) usually follows in this step
 
-    def _flush_head(self) -> None:
-        self._flush = None
-        head, self._head = self._head, None
-        if head is not None and not self.gone:
-            self.conn.transport.write(head)
+    def _write(self, data: bytes) -> None:
+        self._out.append(data)
+        self._out_size += len(data)
+        if self._out_size > HIGH_WATER:
+            self._flush_output()
+        elif self._flush is None:
+            self._flush = self.conn.loop.call_soon(self._flush_output)
+
+    def _flush_output(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        out = self._out
+        if out:
+            self.conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self._out = []
+            self._out_size = 0
+
+    def _drop_output(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        self._out = []
+        self._out_size = 0
 
     def _body(self, body: bytes, more: bool) -> None:
         if self.head_only:
-            data = b""
+            body = b""
         elif self.chunked:
-            data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
-            if not more:
-                data += LAST_CHUNK
-        else:
-            data = body
-            if self.remaining is not None:
-                self.remaining -= len(body)
-                if self.remaining < 0:
-                    raise RuntimeError("Response content longer than Content-Length.")
-        if self._head is not None:
-            data = self._head + data
-            self._head = None
-            if self._flush is not None:
-                self._flush.cancel()
-                self._flush = None
-        if data:
-            self.conn.transport.write(data)
-        if not more:
-            if self.remaining and not self.head_only:
-                raise RuntimeError("Response content shorter than Content-Length.")
-            self._completed()
+            if body:
+                body = b"%x\r\n%b\r\n" % (len(body), body)  # size, data and CRLF: one piece
+        elif self.remaining is not None:
+            self.remaining -= len(body)
+            if self.remaining < 0:
+                raise RuntimeError("Response content longer than Content-Length.")
+        if more:
+            if body:
+                self._write(body)
+            return
+        if self.remaining and not self.head_only:
+            raise RuntimeError("Response content shorter than Content-Length.")
+        if body:
+            self._out.append(body)
+        if self.chunked:
+            self._out.append(LAST_CHUNK)
+        self._flush_output()
+        self._completed()
 
     def _completed(self) -> None:
         self.complete = True
@@ -241,8 +252,6 @@ class Exchange:
             self.keep_alive = False
             transport.write(status_line(500) + self.conn.default_head() + PLAIN_500)
             self.complete = True
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
-        self._head = None
+        else:
+            self._flush_output()  # what the app sent before failing, then the cut
         transport.close()

@@ -241,6 +241,10 @@ class Exchange:
                 log.error("ASGI app returned without %s the response.",
                           "completing" if self.started else "starting")
                 self._abort()
+        finally:
+            # the hook in the scope refers back to this exchange: break the cycle so that reference counting
+            # frees the request at once instead of the cyclic collector later
+            self.scope.pop("extensions", None)
 
     def _abort(self) -> None:
         """The app failed: a plain 500 if nothing was sent yet, else the connection is cut (the client

@@ -1,7 +1,8 @@
 """`python -m bench.servers`: the server candidates for the relay path as hello-world apps (read a small
 JSON POST, answer a small JSON), each saturated with wrk, CPU per request from /proc: uvicorn (ASGI,
-httptools, uvloop, Sluice's server today), granian ASGI and RSGI, and an own asyncio + httptools
-protocol, interpreted and compiled with mypyc (bench/own_server.py)."""
+httptools, uvloop: Sluice's server until issue 16), Sluice's own protocol under uvicorn's Server (ASGI,
+`sluice/server/`), granian ASGI and RSGI, and the bare floor of an own asyncio + httptools protocol,
+interpreted and compiled with mypyc (bench/own_server.py)."""
 
 from __future__ import annotations
 
@@ -49,16 +50,24 @@ def _mypyc_build(tmp: Path) -> Path:
     return tmp
 
 
-def candidates(port: int, tmp: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
+def candidates(port: int, tmp: Path, only: list[str]) -> dict[str, tuple[list[str], dict[str, str]]]:
     py, env = sys.executable, dict(os.environ, PYTHONPATH=str(REPO))
     uvicorn = (f"import uvicorn; uvicorn.run('bench.servers:asgi_app', host='127.0.0.1', port={port}, "
                "loop='uvloop', http='httptools', access_log=False, log_level='warning')")
     granian = [py, "-m", "granian", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
+    sluice = (f"import uvicorn; from sluice.server.protocol import HttpProtocol; "
+              f"uvicorn.run('bench.servers:asgi_app', host='127.0.0.1', port={port}, loop='uvloop', "
+              "http=HttpProtocol, access_log=False, log_level='warning')")
     out = {"uvicorn-asgi": ([py, "-c", uvicorn], env),
+           "sluice-protocol-asgi": ([py, "-c", sluice], env),
            "granian-asgi": ([*granian, "--interface", "asgi", "bench.servers:asgi_app"], env),
            "granian-rsgi": ([*granian, "--interface", "rsgi", "bench.servers:rsgi_app"], env),
            "own-protocol": ([py, "-m", "bench.own_server", str(port)], env)}
+    if only:
+        out = {k: v for k, v in out.items() if k in only}
+        if "own-protocol-mypyc" not in only:
+            return out
     try:
         built = _mypyc_build(tmp)
         out["own-protocol-mypyc"] = ([py, "-c", f"import own_server; own_server.main({port})"],
@@ -90,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=4.0, help="seconds per measurement (1-60)")
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2, help="rounds, candidates alternating (1-5)")
+    ap.add_argument("--only", nargs="+", default=[], metavar="NAME",
+                    help="these candidates only (uvicorn-asgi, sluice-protocol-asgi, granian-asgi, granian-rsgi, "
+                         "own-protocol, own-protocol-mypyc)")
     a = ap.parse_args(argv)
     a.duration, a.rounds = min(max(a.duration, 1.0), 60.0), min(max(a.rounds, 1), 5)
     if not wrk.available():
@@ -98,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-servers-") as d:
         tmp = Path(d)
         port = free_port()
-        cands = candidates(port, tmp)
+        cands = candidates(port, tmp, a.only)
         for i in range(a.rounds):
             for name, (cmd, env) in cands.items():
                 try:

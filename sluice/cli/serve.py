@@ -1,5 +1,6 @@
-"""`sluice serve`: prepare storage (migrations, a first key on an empty store), then run uvicorn, with a
-graceful stop in front of uvicorn's own signal handling (`GracefulStop`).
+"""`sluice serve`: prepare storage (migrations, a first key on an empty store), then run uvicorn's server
+(sockets, workers, lifespan) with Sluice's own HTTP protocol (`sluice/server/`), and a graceful stop in front
+of uvicorn's own signal handling (`GracefulStop`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from sluice.auth.admin_token import create_first_admin_token
-from sluice.cli.protocol import SluiceHttpProtocol
 from sluice.config import DEFAULT_MODEL, Settings, load
 from sluice.http.app import App, create_app, tune_gc
 from sluice.http.drain import Drain
 from sluice.observability.exporter import start_exporter
 from sluice.observability.logs import setup_logging
+from sluice.relay import new_request_id
+from sluice.server.protocol import HttpProtocol
 from sluice.storage import open_store
 
 log = logging.getLogger("sluice")
@@ -114,7 +116,7 @@ class Supervisor(Multiprocess):
 
 def serving_app(settings: Settings) -> App:
     """The app with its graceful stop and client limits, as each serving process runs it."""
-    SluiceHttpProtocol.configure(settings.server)
+    HttpProtocol.configure(settings.server, new_request_id)
     app = create_app(settings)
     stop = GracefulStop(app.drain, drain_seconds=settings.server.drain_seconds,
                         grace_seconds=settings.server.shutdown_grace_seconds)
@@ -159,7 +161,7 @@ def serve(settings: Settings, *, config_path: str | None, data_dir: str | None) 
     # uvicorn's own deadline is a backstop: GracefulStop ends open requests at the grace itself
     backstop = math.ceil(settings.server.shutdown_grace_seconds) + CUT_MARGIN_SECONDS
     # log_config=None: uvicorn's loggers go through ours (level, format, the batched writer)
-    common = dict(host=host, port=port, loop="uvloop", http=SluiceHttpProtocol, lifespan="on", access_log=False,
+    common = dict(host=host, port=port, loop="uvloop", http=HttpProtocol, lifespan="on", access_log=False,
                   log_config=None, log_level="warning", timeout_keep_alive=settings.server.keepalive_seconds,
                   backlog=4096, server_header=False, proxy_headers=False,
                   timeout_graceful_shutdown=backstop)

@@ -1,13 +1,16 @@
-"""The disconnect race: a watcher that cancels the request's task when its client goes away (or when the
-server's shutdown grace runs out), carrying the cause as the cancel message, so the request's scope reads
-why it was cancelled from the exception itself.
+"""The disconnect race: cancel the request's task when its client goes away (or when the server's shutdown
+grace runs out), carrying the cause as the cancel message, so the request's scope reads why it was cancelled
+from the exception itself. Under Sluice's own server the protocol calls back on the disconnect (no task);
+under another ASGI server a watcher task awaits `receive()` for `http.disconnect`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
-from sluice.http.asgi import Receive
+from sluice.http.asgi import Receive, Scope
+from sluice.server.wire import ON_DISCONNECT
 
 CLIENT_GONE = "client_disconnected"
 SHUTDOWN = "server_shutdown"
@@ -23,29 +26,39 @@ class DisconnectWatch:
     shutdown cancel), for the ledger.
     """
 
-    __slots__ = ("_inflight", "_task", "_watcher", "done", "gone", "stopped")
+    __slots__ = ("_hook", "_inflight", "_task", "_watcher", "done", "gone", "stopped")
 
-    def __init__(self, receive: Receive, inflight: set[DisconnectWatch] | None = None) -> None:
+    def __init__(self, receive: Receive, inflight: set[DisconnectWatch] | None = None,
+                 scope: Scope | None = None) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._task = task
         self.gone = False
         self.done = False       # answered: a disconnect from now on no longer cancels anything
         self.stopped = False
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
         self._inflight = inflight
         if inflight is not None:
             inflight.add(self)
+        ext = scope.get("extensions") if scope is not None else None
+        self._hook: Callable[[Callable[[], None] | None], None] | None = ext.get(ON_DISCONNECT) if ext else None
+        self._watcher: asyncio.Task[None] | None = None
+        if self._hook is not None:
+            self._hook(self._client_gone)
+        else:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
 
     async def _watch(self, receive: Receive) -> None:
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
-                if not self.done:
-                    self.gone = True
-                    if not self.stopped:  # already cancelled by interrupt(): do not cancel twice
-                        self._task.cancel(CLIENT_GONE)
+                self._client_gone()
                 return
+
+    def _client_gone(self) -> None:
+        if not self.done:
+            self.gone = True
+            if not self.stopped:  # already cancelled by interrupt(): do not cancel twice
+                self._task.cancel(CLIENT_GONE)
 
     def interrupt(self) -> bool:
         """Cancel the request because the server is stopping; False when it is over or its client left."""
@@ -66,6 +79,9 @@ class DisconnectWatch:
 
     def stop(self) -> None:
         self.done = True
-        self._watcher.cancel()
+        if self._hook is not None:
+            self._hook(None)
+        elif self._watcher is not None:
+            self._watcher.cancel()
         if self._inflight is not None:
             self._inflight.discard(self)

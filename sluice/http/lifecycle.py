@@ -121,7 +121,7 @@ class RequestScope:
         self._ticket = Ticket(self.rid)
         self._tries = Tries()
         self._session = session_of({}, header(self.scope, b"x-claude-code-session-id"))
-        self._watch = DisconnectWatch(self._receive, self._life.inflight)
+        self._watch = DisconnectWatch(self._receive, self._life.inflight, self.scope)
 
     async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool:

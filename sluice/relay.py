@@ -252,20 +252,45 @@ class RelayStream:
             await self.fail(exc)
             raise
 
-    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
-        """Parsed chunks, usage chunk included, for translating writers (e.g. Anthropic's format).
-        Ends normally on a clean finish (already settled); raises SluiceError on a failure (settled)."""
-        async for chunk in self.metered():
-            yield chunk.parsed if chunk.parsed is not None else orjson.loads(chunk.payload)
+    async def written(self, write: Callable[[Chunk], bytes | None], *, settle_at_finish: bool = False
+                      ) -> AsyncIterator[bytes]:
+        """What `write` makes of each chunk, the output of one upstream read joined into one piece (nothing
+        is held past a read's last chunk, so nothing waits for the network). With `settle_at_finish` the
+        stream is settled at the chunk that finishes it, before its piece goes. A failure is settled and
+        raised (SluiceError) after the pieces before it."""
+        held: list[bytes] = []
+        try:
+            async for chunk in self.metered():
+                out = write(chunk)
+                if out:
+                    held.append(out)
+                if chunk.more or not held:
+                    continue
+                if chunk.finish and settle_at_finish:
+                    await self.finish()
+                yield held[0] if len(held) == 1 else b"".join(held)
+                held.clear()
+        except SluiceError:
+            if held:
+                yield b"".join(held)
+            raise
+        if held:  # a stream that ended on a chunk marked `more` (its provider stopped reading)
+            yield b"".join(held)
+
+    async def translated(self, feed: Callable[[dict[str, Any]], bytes | None]) -> AsyncIterator[bytes]:
+        """What `feed` makes of each parsed chunk (usage chunk included), for translating writers, one piece
+        per upstream read. Ends normally on a clean finish, settled; raises SluiceError on a failure
+        (settled) after the pieces before it."""
+        async for piece in self.written(
+                lambda c: feed(c.parsed if c.parsed is not None else orjson.loads(c.payload))):
+            yield piece
         await self.finish()
 
     async def passthrough(self) -> AsyncIterator[bytes]:
-        """A native stream's frames as the upstream sent them, metered as they pass; settled before the
-        last frame. Raises SluiceError on a failure (settled)."""
-        async for chunk in self.metered():
-            if chunk.finish:
-                await self.finish()
-            yield chunk.payload
+        """A native stream's frames as the upstream sent them, metered as they pass, one piece per upstream
+        read; settled before the last frame. Raises SluiceError on a failure (settled)."""
+        async for piece in self.written(_payload, settle_at_finish=True):
+            yield piece
         await self.finish()
 
     async def finish(self) -> LedgerRecord:
@@ -278,3 +303,7 @@ class RelayStream:
     async def close(self) -> None:
         """Release the upstream (the scope settles after, if nothing did)."""
         await self._upstream.aclose()
+
+
+def _payload(chunk: Chunk) -> bytes:
+    return chunk.payload

@@ -73,6 +73,7 @@ class Relay:
         self.counter_factory = counter_factory
         self.store = store
         self.providers = providers
+        self._natives: dict[str, tuple[Provider, NativeProvider | None]] = {}  # by provider name
         self.table = table
         self.ledger = ledger
         self.auth = auth
@@ -151,8 +152,11 @@ class Relay:
         if native is None:
             return None
         prov = self.providers[target.provider]
-        if isinstance(prov, NativeProvider) and prov.dialect == native.dialect:
-            return prov
+        known = self._natives.get(target.provider)
+        if known is None or known[0] is not prov:  # a Protocol isinstance costs ~30 µs: once per provider
+            known = self._natives[target.provider] = (prov, prov if isinstance(prov, NativeProvider) else None)
+        if known[1] is not None and known[1].dialect == native.dialect:
+            return known[1]
         if native.unservable is not None:
             raise native.unservable
         return None

@@ -220,7 +220,7 @@ class Relay:
 
 
 class RelayStream:
-    """An open upstream stream, metered in one loop (`metered()`) into the `stats` it owns, whatever the front
+    """An open upstream stream, metered in one loop (`written()`) into the `stats` it owns, whatever the front
     door makes of it; the front door calls `finish()` before its last byte (the record is safe before the
     client sees the end) and a failure settles through `fail(exc)`. `close()` releases the upstream."""
 
@@ -236,13 +236,19 @@ class RelayStream:
         self.include_usage = include_usage
         self.native = native  # the upstream speaks the front door's format: `passthrough()`, not `chunks()`
 
-    async def metered(self) -> AsyncIterator[Chunk]:
-        """Every upstream chunk as it comes, metered (first token, text counted, usage kept). A failure is
-        settled, then raised (SluiceError) for the front door to end its stream with its error event."""
+    async def written(self, write: Callable[[Chunk], bytes | None], *, settle_at_finish: bool = False
+                      ) -> AsyncIterator[bytes]:
+        """What `write` makes of each upstream chunk, metered as it passes (first token, text counted, usage
+        kept), the output of one upstream read joined into one piece (nothing is held past a read's last
+        chunk, so nothing waits for the network). With `settle_at_finish` the stream is settled at the chunk
+        that finishes it, before its piece goes. A failure is settled, then raised (SluiceError) after the
+        pieces before it, for the front door to end its stream with its error event. One loop, one
+        generator for the chunks: the metering is not a layer of its own."""
         stats = self.stats
         counter = stats.counter
         clock = self._clock
         assert counter is not None
+        held: list[bytes] = []
         try:
             async for chunk in self._upstream:
                 if stats.first_at is None:
@@ -251,20 +257,6 @@ class RelayStream:
                     counter.feed(chunk.text)
                 if chunk.usage is not None:
                     stats.usage = chunk.usage
-                yield chunk
-        except SluiceError as exc:  # after the 200, failures travel as an error event, never a fake stop
-            await self.fail(exc)
-            raise
-
-    async def written(self, write: Callable[[Chunk], bytes | None], *, settle_at_finish: bool = False
-                      ) -> AsyncIterator[bytes]:
-        """What `write` makes of each chunk, the output of one upstream read joined into one piece (nothing
-        is held past a read's last chunk, so nothing waits for the network). With `settle_at_finish` the
-        stream is settled at the chunk that finishes it, before its piece goes. A failure is settled and
-        raised (SluiceError) after the pieces before it."""
-        held: list[bytes] = []
-        try:
-            async for chunk in self.metered():
                 out = write(chunk)
                 if out:
                     held.append(out)
@@ -274,7 +266,8 @@ class RelayStream:
                     await self.finish()
                 yield held[0] if len(held) == 1 else b"".join(held)
                 held.clear()
-        except SluiceError:
+        except SluiceError as exc:  # after the 200, failures travel as an error event, never a fake stop
+            await self.fail(exc)
             if held:
                 yield b"".join(held)
             raise

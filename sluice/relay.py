@@ -234,7 +234,7 @@ class RelayStream:
         self._settle = settle
         self.headers = headers
         self.include_usage = include_usage
-        self.native = native  # the upstream speaks the front door's format: `passthrough()`, not `chunks()`
+        self.native = native  # the upstream speaks the front door's format: `passthrough()`, not `translated()`
 
     async def written(self, write: Callable[[Chunk], bytes | None], *, settle_at_finish: bool = False
                       ) -> AsyncIterator[bytes]:

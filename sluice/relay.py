@@ -73,6 +73,7 @@ class Relay:
         self.counter_factory = counter_factory
         self.store = store
         self.providers = providers
+        self._natives: dict[str, tuple[Provider, NativeProvider | None]] = {}  # by provider name
         self.table = table
         self.ledger = ledger
         self.auth = auth
@@ -147,8 +148,11 @@ class Relay:
         if native is None:
             return None
         prov = self.providers[target.provider]
-        if isinstance(prov, NativeProvider) and prov.dialect == native.dialect:
-            return prov
+        known = self._natives.get(target.provider)
+        if known is None or known[0] is not prov:  # a Protocol isinstance costs ~30 µs: once per provider
+            known = self._natives[target.provider] = (prov, prov if isinstance(prov, NativeProvider) else None)
+        if known[1] is not None and known[1].dialect == native.dialect:
+            return known[1]
         if native.unservable is not None:
             raise native.unservable
         return None
@@ -210,7 +214,7 @@ class Relay:
 
 
 class RelayStream:
-    """An open upstream stream, metered in one loop (`metered()`) into the `stats` it owns, whatever the front
+    """An open upstream stream, metered in one loop (`written()`) into the `stats` it owns, whatever the front
     door makes of it; the front door calls `finish()` before its last byte (the record is safe before the
     client sees the end) and a failure settles through `fail(exc)`. `close()` releases the upstream."""
 
@@ -224,15 +228,21 @@ class RelayStream:
         self._settle = settle
         self.headers = headers
         self.include_usage = include_usage
-        self.native = native  # the upstream speaks the front door's format: `passthrough()`, not `chunks()`
+        self.native = native  # the upstream speaks the front door's format: `passthrough()`, not `translated()`
 
-    async def metered(self) -> AsyncIterator[Chunk]:
-        """Every upstream chunk as it comes, metered (first token, text counted, usage kept). A failure is
-        settled, then raised (SluiceError) for the front door to end its stream with its error event."""
+    async def written(self, write: Callable[[Chunk], bytes | None], *, settle_at_finish: bool = False
+                      ) -> AsyncIterator[bytes]:
+        """What `write` makes of each upstream chunk, metered as it passes (first token, text counted, usage
+        kept), the output of one upstream read joined into one piece (nothing is held past a read's last
+        chunk, so nothing waits for the network). With `settle_at_finish` the stream is settled at the chunk
+        that finishes it, before its piece goes. A failure is settled, then raised (SluiceError) after the
+        pieces before it, for the front door to end its stream with its error event. One loop, one
+        generator for the chunks: the metering is not a layer of its own."""
         stats = self.stats
         counter = stats.counter
         clock = self._clock
         assert counter is not None
+        held: list[bytes] = []
         try:
             async for chunk in self._upstream:
                 if stats.first_at is None:
@@ -241,25 +251,37 @@ class RelayStream:
                     counter.feed(chunk.text)
                 if chunk.usage is not None:
                     stats.usage = chunk.usage
-                yield chunk
+                out = write(chunk)
+                if out:
+                    held.append(out)
+                if chunk.more or not held:
+                    continue
+                if chunk.finish and settle_at_finish:
+                    await self.finish()
+                yield held[0] if len(held) == 1 else b"".join(held)
+                held.clear()
         except SluiceError as exc:  # after the 200, failures travel as an error event, never a fake stop
             await self.fail(exc)
+            if held:
+                yield b"".join(held)
             raise
+        if held:  # a stream that ended on a chunk marked `more` (its provider stopped reading)
+            yield b"".join(held)
 
-    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
-        """Parsed chunks, usage chunk included, for translating writers (e.g. Anthropic's format).
-        Ends normally on a clean finish (already settled); raises SluiceError on a failure (settled)."""
-        async for chunk in self.metered():
-            yield chunk.parsed if chunk.parsed is not None else orjson.loads(chunk.payload)
+    async def translated(self, feed: Callable[[dict[str, Any]], bytes | None]) -> AsyncIterator[bytes]:
+        """What `feed` makes of each parsed chunk (usage chunk included), for translating writers, one piece
+        per upstream read. Ends normally on a clean finish, settled; raises SluiceError on a failure
+        (settled) after the pieces before it."""
+        async for piece in self.written(
+                lambda c: feed(c.parsed if c.parsed is not None else orjson.loads(c.payload))):
+            yield piece
         await self.finish()
 
     async def passthrough(self) -> AsyncIterator[bytes]:
-        """A native stream's frames as the upstream sent them, metered as they pass; settled before the
-        last frame. Raises SluiceError on a failure (settled)."""
-        async for chunk in self.metered():
-            if chunk.finish:
-                await self.finish()
-            yield chunk.payload
+        """A native stream's frames as the upstream sent them, metered as they pass, one piece per upstream
+        read; settled before the last frame. Raises SluiceError on a failure (settled)."""
+        async for piece in self.written(_payload, settle_at_finish=True):
+            yield piece
         await self.finish()
 
     async def finish(self) -> LedgerRecord:
@@ -272,3 +294,7 @@ class RelayStream:
     async def close(self) -> None:
         """Release the upstream (the scope settles after, if nothing did)."""
         await self._upstream.aclose()
+
+
+def _payload(chunk: Chunk) -> bytes:
+    return chunk.payload

@@ -96,10 +96,8 @@ def _protocol_headers(scope: Scope) -> dict[str, str]:
 
 async def _translated(rs: RelayStream, model: str) -> AsyncIterator[bytes]:
     writer = MessagesStreamWriter(model=model)
-    async for chunk in rs.chunks():
-        out = writer.feed(chunk)
-        if out:
-            yield out
+    async for piece in rs.translated(writer.feed):
+        yield piece
     yield writer.finish()
 
 

@@ -32,6 +32,7 @@ from sluice.http.doors import ANTHROPIC, OPENAI
 from sluice.http.lifecycle import Lifecycle, RequestScope
 from sluice.http.streaming import send_frames
 from sluice.metering.pricing import fmt_money
+from sluice.providers.base import Chunk
 from sluice.relay import Relay, RelayStream
 from sluice.routing.fallback import Served
 from sluice.routing.table import Route
@@ -116,18 +117,15 @@ async def _chat_events(req: RequestScope, rs: RelayStream) -> AsyncIterator[byte
     """The client's events: each chunk's bytes as they came unless its usage must go, the events of one
     upstream read written together; settled before `[DONE]`."""
     writer = ChatStreamWriter(rs.include_usage)
-    held: list[bytes] = []  # the events of this read so far: written with the read's last chunk
+
+    def event(chunk: Chunk) -> bytes | None:
+        return writer.feed(chunk.payload, chunk.parsed, has_usage=chunk.usage is not None,
+                           usage_only=chunk.usage_only)
     try:
-        async for chunk in rs.metered():
-            out = writer.feed(chunk.payload, chunk.parsed, has_usage=chunk.usage is not None,
-                              usage_only=chunk.usage_only)
-            if out is not None:
-                held.append(out)
-            if held and not chunk.more:
-                yield held[0] if len(held) == 1 else b"".join(held)
-                held.clear()
+        async for piece in rs.written(event):
+            yield piece
     except SluiceError as exc:  # already settled by the relay stream
-        yield b"".join([*held, chat_error_event(exc)])
+        yield chat_error_event(exc)
         return
     if writer.wants_estimate(rs.stats.usage is not None):
         tokens = req.tokens()

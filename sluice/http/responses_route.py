@@ -74,10 +74,8 @@ class ResponsesRoute:
 async def _translated(req: RequestScope, rs: RelayStream, writer: ResponsesStreamWriter) -> AsyncIterator[bytes]:
     yield writer.start()
     try:
-        async for chunk in rs.chunks():
-            out = writer.feed(chunk)
-            if out:
-                yield out
+        async for piece in rs.translated(writer.feed):
+            yield piece
     except SluiceError as exc:  # already settled by the relay stream
         yield writer.fail(exc)
         return

@@ -31,7 +31,8 @@ class LedgerWriter:
         self._max_pending = max_pending
         self._pending: list[LedgerRecord] = []
         self._waiters: list[asyncio.Future[None]] = []
-        self._wake = asyncio.Event()
+        self._due = False  # something waits to be written now (a commit, a full batch, closing)
+        self._sleep: asyncio.Future[None] | None = None  # the writer's wait, while it waits
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -46,23 +47,36 @@ class LedgerWriter:
     def submit(self, rec: LedgerRecord) -> None:
         self._pending.append(rec)
         if len(self._pending) >= self._batch:
-            self._wake.set()
+            self._wake()
 
     async def commit(self, rec: LedgerRecord) -> None:
         """Submit and wait until it has been written (or the write failed and was logged)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append(rec)
         self._waiters.append(fut)
-        self._wake.set()
+        self._wake()
         await fut
 
+    def _wake(self) -> None:
+        self._due = True
+        sleep = self._sleep
+        if sleep is not None and not sleep.done():
+            sleep.set_result(None)
+
     async def _run(self) -> None:
+        """Flush when woken, else every `interval`: one future and one timer a wait (`wait_for` on an
+        Event cost a task, two futures and their callbacks, for every commit)."""
+        loop = asyncio.get_running_loop()
         while not self._closing:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            if not self._due:
+                self._sleep = sleep = loop.create_future()
+                timer = loop.call_later(self._interval, _end_sleep, sleep)
+                try:
+                    await sleep
+                finally:
+                    timer.cancel()
+                    self._sleep = None
+            self._due = False
             await self.flush()
 
     async def flush(self) -> None:
@@ -108,7 +122,12 @@ class LedgerWriter:
 
     async def close(self) -> None:
         self._closing = True
-        self._wake.set()
+        self._wake()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.flush()
+
+
+def _end_sleep(sleep: asyncio.Future[None]) -> None:
+    if not sleep.done():
+        sleep.set_result(None)

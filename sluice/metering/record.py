@@ -32,7 +32,7 @@ class Asked(NamedTuple):
 
 
 class Stats:
-    """What the upstream's answer amounted to, written by the one loop that reads it (`RelayStream.metered`)
+    """What the upstream's answer amounted to, written by the one loop that reads it (`RelayStream.written`)
     or by the relay for a completion: when its first token came (on the app's clock), the usage it
     reported, and its text counted for an estimate when it reports none. Plain attributes: the
     per-chunk loop updates them in place and allocates nothing."""

@@ -15,10 +15,11 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from sluice.errors import SluiceError
 from sluice.schema.chat import ChatRequest
 from sluice.schema.usage import Usage
 from sluice.upstream import Timeouts
@@ -85,6 +86,20 @@ class Chunk:
         self.finish = finish
         self.text = text
         self.more = False
+
+
+def one_read(made: Iterable[Chunk]) -> tuple[list[Chunk], SluiceError | None]:
+    """The chunks made from one upstream read, each but the last marked `more`, and the error that cut the
+    read short, if one did (the chunks made before it still go, ahead of it)."""
+    chunks: list[Chunk] = []
+    error: SluiceError | None = None
+    try:
+        chunks.extend(made)
+    except SluiceError as exc:
+        error = exc
+    for chunk in chunks[:-1]:
+        chunk.more = True
+    return chunks, error
 
 
 class ChunkStream(Protocol):

@@ -5,7 +5,7 @@ terminal `response.completed` / `response.incomplete` as it passes. Other events
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import orjson
@@ -13,9 +13,8 @@ import orjson
 from sluice.errors import UpstreamError
 from sluice.providers.anthropic.passthrough import EventStream, parse_event
 from sluice.providers.base import Chunk
-from sluice.providers.sse_reader import EventReader
 from sluice.schema.usage import Usage
-from sluice.sse import encode_event
+from sluice.sse import SSEEvent, encode_event
 
 # events that end a Responses stream; their `response` carries the usage
 _TERMINAL = frozenset((b"response.completed", b"response.incomplete", b"response.failed"))
@@ -50,25 +49,25 @@ def reply_usage(raw: bytes) -> tuple[Usage | None, str | None]:
 class ResponsesStream(EventStream):
     """A forwarded Responses event stream: each chunk's payload is a whole frame, as the upstream sent it."""
 
-    async def _iterate(self) -> AsyncGenerator[Chunk, None]:
-        try:
-            async for events in EventReader(self._resp).batches():  # bounded; idle counts whole events
-                for event in events:
-                    name = event.event or ""
-                    if not name:  # a server that only puts the type in the data
-                        name = str(parse_event(event.data).get("type") or "")
-                    if name == "error":
-                        raise _stream_error(parse_event(event.data))
-                    frame = encode_event(name, event.data)
-                    if name.encode() in _TERMINAL:
-                        response = parse_event(event.data).get("response")
-                        use = usage_from(response.get("usage")) if isinstance(response, dict) else None
-                        yield Chunk(frame, usage=use, finish=True)
-                        return
-                    yield Chunk(frame)
-            raise UpstreamError("the upstream closed the stream before response.completed")
-        finally:
-            self._resp.close()
+    def _iterate(self) -> AsyncGenerator[Chunk, None]:
+        return self._forward(_forwarded, "the upstream closed the stream before response.completed")
+
+
+def _forwarded(events: list[SSEEvent]) -> Iterator[Chunk]:
+    """One read's events as frames, up to the terminal one (whose `response` carries the usage)."""
+    for event in events:
+        name = event.event or ""
+        if not name:  # a server that only puts the type in the data
+            name = str(parse_event(event.data).get("type") or "")
+        if name == "error":
+            raise _stream_error(parse_event(event.data))
+        frame = encode_event(name, event.data)
+        if name.encode() in _TERMINAL:
+            response = parse_event(event.data).get("response")
+            use = usage_from(response.get("usage")) if isinstance(response, dict) else None
+            yield Chunk(frame, usage=use, finish=True)
+            return
+        yield Chunk(frame)
 
 
 def _stream_error(doc: dict[str, Any]) -> UpstreamError:

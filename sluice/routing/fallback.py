@@ -8,7 +8,6 @@ to the client, failures surface as error events and are never retried. Retries s
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple, TypeVar
 
@@ -103,7 +102,9 @@ class Budget:
             raise UpstreamTimeout(f"the request took longer than the total timeout of {to.total:g}s")
         if first_byte <= 0:
             raise UpstreamTimeout(f"the upstream did not answer within {to.first_byte:g}s")
-        return dataclasses.replace(to, first_byte=first_byte, total=total)
+        if first_byte == to.first_byte and total == to.total:
+            return to  # a first attempt with no total: nothing has been spent yet
+        return Timeouts(connect=to.connect, first_byte=first_byte, idle=to.idle, total=total)
 
 
 async def with_failover(targets: list[Target], attempt: Callable[[Target, int, Timeouts], Awaitable[T]],

@@ -4,7 +4,7 @@ translating OpenAI-shaped calls, and forwarding Anthropic-shaped ones (`call.nat
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 
 import orjson
 
@@ -26,8 +26,9 @@ from sluice.providers.anthropic.translate import (
     to_messages_request,
     usage_from,
 )
-from sluice.providers.base import Call, Chunk, Completion, NativeBody
+from sluice.providers.base import Call, Chunk, Completion, NativeBody, one_read
 from sluice.providers.sse_reader import EventReader
+from sluice.sse import SSEEvent
 from sluice.upstream import Response, Transport
 
 
@@ -128,11 +129,21 @@ class AnthropicChunkStream(EventStream):
         sm = self._translator
         try:
             async for events in EventReader(self._resp).batches():
-                for event in events:
-                    for chunk in sm.feed(event.event, parse_event(event.data)):
-                        yield chunk
-                    if sm.done:
-                        return
+                chunks, error = one_read(_translated(sm, events))
+                for chunk in chunks:
+                    yield chunk
+                if error is not None:
+                    raise error
+                if sm.done:
+                    return
             sm.eof()
         finally:
             self._resp.close()
+
+
+def _translated(sm: StreamTranslator, events: list[SSEEvent]) -> Iterator[Chunk]:
+    """The chat chunks of one read's events, up to `message_stop`."""
+    for event in events:
+        yield from sm.feed(event.event, parse_event(event.data))
+        if sm.done:
+            return

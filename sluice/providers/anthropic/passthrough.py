@@ -8,7 +8,7 @@ their data bytes without being decoded.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -16,9 +16,9 @@ import orjson
 from sluice.dialects.anthropic_messages import wire
 from sluice.errors import UpstreamError
 from sluice.providers.anthropic.translate import error_from_event, usage_from
-from sluice.providers.base import Chunk, NativeBody
+from sluice.providers.base import Chunk, NativeBody, one_read
 from sluice.providers.sse_reader import EventReader
-from sluice.sse import encode_event
+from sluice.sse import SSEEvent, encode_event
 from sluice.upstream import Response
 
 # a JSON string (unrolled loop: fast in `re`), or a bracket that changes the depth
@@ -106,26 +106,44 @@ class EventStream:
     def _iterate(self) -> AsyncGenerator[Chunk, None]:
         raise NotImplementedError
 
+    async def _forward(self, made: Callable[[list[SSEEvent]], Iterator[Chunk]], unfinished: str
+                       ) -> AsyncGenerator[Chunk, None]:
+        """The chunks `made` of each read's events (marked by `one_read`), until one that finishes the
+        stream; UpstreamError(`unfinished`) when the body ends before it."""
+        try:
+            async for events in EventReader(self._resp).batches():  # bounded; idle counts whole events
+                chunks, error = one_read(made(events))
+                for chunk in chunks:
+                    yield chunk
+                if error is not None:
+                    raise error
+                if chunks and chunks[-1].finish:
+                    return
+            raise UpstreamError(unfinished)
+        finally:
+            self._resp.close()
+
 
 class PassthroughStream(EventStream):
     """A forwarded reply: each chunk's payload is a whole frame, as the upstream sent it."""
 
-    async def _iterate(self) -> AsyncGenerator[Chunk, None]:
+    def _iterate(self) -> AsyncGenerator[Chunk, None]:
         usage: dict[str, Any] = {}
-        try:
-            async for events in EventReader(self._resp).batches():  # bounded; idle counts whole events
-                for event in events:
-                    name = event.event or "message"
-                    frame = encode_event(name, event.data)
-                    if name not in _PARSED:
-                        yield Chunk(frame, finish=name == wire.MESSAGE_STOP)
-                        if name == wire.MESSAGE_STOP:
-                            return
-                        continue
-                    yield Chunk(frame, usage=_event_usage(name, parse_event(event.data), usage))
-            raise UpstreamError("the upstream closed the stream before message_stop")
-        finally:
-            self._resp.close()
+        return self._forward(lambda events: _forwarded(events, usage),
+                             "the upstream closed the stream before message_stop")
+
+
+def _forwarded(events: list[SSEEvent], usage: dict[str, Any]) -> Iterator[Chunk]:
+    """One read's events as frames, up to `message_stop`, the usage folded in as it passes."""
+    for event in events:
+        name = event.event or "message"
+        frame = encode_event(name, event.data)
+        if name not in _PARSED:
+            yield Chunk(frame, finish=name == wire.MESSAGE_STOP)
+            if name == wire.MESSAGE_STOP:
+                return
+            continue
+        yield Chunk(frame, usage=_event_usage(name, parse_event(event.data), usage))
 
 
 def _event_usage(name: str, data: dict[str, Any], usage: dict[str, Any]) -> Any:

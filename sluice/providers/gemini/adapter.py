@@ -14,7 +14,7 @@ import orjson
 
 from sluice.config import ProviderConfig
 from sluice.errors import UpstreamError
-from sluice.providers.base import Call, Chunk, ChunkStream, Completion, Provider
+from sluice.providers.base import Call, Chunk, ChunkStream, Completion, Provider, one_read
 from sluice.providers.gemini import wire
 from sluice.providers.gemini.embeddings import from_batch_embed, to_batch_embed
 from sluice.providers.gemini.response import (
@@ -119,10 +119,13 @@ class GeminiChunkStream:
     async def _run(self) -> AsyncGenerator[Chunk, None]:
         reader = EventReader(self._resp)
         try:
+            state = self._state
             async for events in reader.batches():
-                for event in events:
-                    for chunk in self._state.feed(_parse(event.data)):
-                        yield chunk
+                chunks, error = one_read(c for event in events for c in state.feed(_parse(event.data)))
+                for chunk in chunks:
+                    yield chunk
+                if error is not None:
+                    raise error
             for event in reader.finish():  # an event whose blank line never came; JSON decides
                 for chunk in self._state.feed(_parse(event.data)):
                     yield chunk

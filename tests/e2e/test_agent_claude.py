@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.agents import agent_binary, note_file
+from tests.e2e.agents import agent_binary, ledger_rows, note_file
 from tests.e2e.sluice_proc import SluiceProcess
 from tests.harness import one_upstream
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer
@@ -84,7 +83,7 @@ async def test_claude_code_reads_a_file_through_sluice(tmp_path: Path) -> None:
         assert "system" in [m["role"] for m in first.body["messages"]]
         assert "claude-code-20250219" in first.headers["anthropic-beta"]
         assert first.headers["x-api-key"] == "sk-ant-upstream"  # the provider's key, never the client's
-        rows = _ledger(s)
+        rows = ledger_rows(s.db)
         assert len(rows) >= 2 and all(r["status"] == 200 and r["usage_source"] == "reported" for r in rows)
         tool_turn = [r for r in rows if r["cache_write_1h_tokens"] == 20]
         assert len({r["session_id"] for r in rows}) == 1 and rows[0]["session_id"]  # one session, recorded
@@ -122,7 +121,7 @@ async def test_claude_code_through_a_translated_openai_upstream(tmp_path: Path) 
         assert turns[0]["messages"][0]["role"] == "system"  # Claude Code's system entries, hoisted
         assert all(m["role"] != "system" for t in turns for m in t["messages"][1:])
         assert any(MARKER in m["content"] for t in turns for m in t["messages"] if m["role"] == "tool")
-        rows = _ledger(s)
+        rows = ledger_rows(s.db)
         assert any(r["prompt_tokens"] == 40 and r["completion_tokens"] == 9 for r in rows), rows
         assert all(r["status"] == 200 for r in rows)
 
@@ -133,11 +132,3 @@ async def _run(claude: Path, cwd: Path, env: dict[str, str], path: str) -> subpr
     return await asyncio.to_thread(subprocess.run, args, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                    capture_output=True, text=True, timeout=180)
 
-
-def _ledger(s: SluiceProcess) -> list[dict[str, Any]]:
-    db = sqlite3.connect(f"file:{s.db}?mode=ro", uri=True, timeout=10)
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in db.execute("SELECT * FROM ledger ORDER BY created_at")]
-    finally:
-        db.close()

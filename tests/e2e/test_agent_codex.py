@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.agents import agent_binary, note_file
+from tests.e2e.agents import agent_binary, ledger_rows, note_file
 from tests.e2e.sluice_proc import SluiceProcess
 from tests.harness import one_upstream
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer
@@ -127,7 +126,7 @@ async def test_codex_runs_a_shell_tool_through_sluice(tmp_path: Path) -> None:
         assert any(MARKER in m["content"] for t in turns for m in t["messages"] if m["role"] == "tool")
         assert turns[0]["messages"][0]["role"] == "system"  # Codex's instructions
         assert all("reasoning" not in t and "store" not in t and "include" not in t for t in turns)
-        rows = _ledger(s)
+        rows = ledger_rows(s.db)
         assert all(r["status"] == 200 and r["usage_source"] == "reported" for r in rows), rows
         usage = sorted((r["prompt_tokens"], r["completion_tokens"]) for r in rows)
         assert (100, 9) in usage and (120, 11) in usage, usage
@@ -145,7 +144,7 @@ async def test_codex_through_an_anthropic_upstream(tmp_path: Path) -> None:
         turns = [r.body for r in sim.received if r.body.get("tools")]
         assert any(MARKER in json.dumps(t["messages"][-1]) for t in turns)  # the tool's output went up
         assert all(r.headers["x-api-key"] == "sk-upstream-secret" for r in sim.received)
-        rows = _ledger(s)
+        rows = ledger_rows(s.db)
         assert rows and all(r["status"] == 200 and r["provider"] == "up" for r in rows), rows
         assert all((r["prompt_tokens"], r["completion_tokens"]) == (10, 7) for r in rows), rows
 
@@ -166,11 +165,3 @@ async def test_codex_with_thinking_through_an_anthropic_upstream(tmp_path: Path)
         assert answered and answered[0].body["messages"][-2]["content"][0] == thought
         assert b'"signature":"EqQBCgIYAhIMc0d3x+/=="' in answered[0].raw
 
-
-def _ledger(s: SluiceProcess) -> list[dict[str, Any]]:
-    db = sqlite3.connect(f"file:{s.db}?mode=ro", uri=True, timeout=10)
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in db.execute("SELECT * FROM ledger ORDER BY created_at")]
-    finally:
-        db.close()

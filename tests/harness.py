@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -180,3 +181,13 @@ def _table(v: Any) -> bool:
 
 def _tables(v: Any) -> bool:
     return isinstance(v, (list, tuple)) and bool(v) and all(isinstance(x, Mapping) for x in v)
+
+
+def ledger_rows(db_path: Path) -> list[dict[str, Any]]:
+    """Every ledger row of a Sluice's SQLite store, oldest first, read without taking a write lock."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM ledger ORDER BY created_at")]
+    finally:
+        db.close()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,12 +29,3 @@ def note_file(tmp_path: Path, marker: str) -> Path:
     target.write_text(marker + "\n")
     return target
 
-
-def ledger_rows(db_path: Path) -> list[dict[str, Any]]:
-    """Every ledger row of a Sluice's SQLite store, oldest first, read without taking a write lock."""
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in db.execute("SELECT * FROM ledger ORDER BY created_at")]
-    finally:
-        db.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import PY, ROOT, free_port, sluice_env, start_sluice, stop, wait_ready, write_toml
+from tests.harness import PY, ROOT, free_port, ledger_rows, sluice_env, start_sluice, stop, wait_ready, write_toml
 from tests.sim.openai_sim import ThreadedSim, closed_port
 
 __all__ = ["PY", "ROOT", "SluiceServer", "free_port", "run_cli", "sluice_env", "stop_process", "wait_health"]
@@ -121,12 +120,7 @@ class SluiceServer:
         return doc
 
     def ledger(self) -> list[dict[str, Any]]:
-        db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
-        try:
-            db.row_factory = sqlite3.Row
-            return [dict(r) for r in db.execute("SELECT * FROM ledger ORDER BY created_at")]
-        finally:
-            db.close()
+        return ledger_rows(self.db)
 
     def ledger_for(self, request_id: str, timeout: float = 5.0) -> list[dict[str, Any]]:
         """The ledger rows of one request, waiting for the batched flush (about 0.2 s)."""

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.agents import agent_binary, ledger_rows, note_file
+from tests.e2e.agents import agent_binary, note_file
 from tests.e2e.sluice_proc import SluiceProcess
-from tests.harness import one_upstream
+from tests.harness import ledger_rows, one_upstream
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer
 from tests.sim.openai_sim import Fault, OpenAISim, chat_events
 

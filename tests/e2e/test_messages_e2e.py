@@ -5,7 +5,6 @@ simulated model), `ping` heartbeats, `count_tokens` and model discovery in Anthr
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import pytest
 
 from sluice.dialects.anthropic_messages.reply import PING_FRAME
 from tests.e2e.sluice_proc import SluiceProcess
-from tests.harness import model, provider
+from tests.harness import ledger_rows, model, provider
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer, error_body, frames, stream_events
 from tests.sim.gemini_sim import GeminiSim, Script, text_events
 from tests.sim.openai_sim import OpenAISim, fixture_bytes, fixture_payloads
@@ -51,12 +50,7 @@ class Gateway:
         return client
 
     def ledger(self) -> list[dict[str, Any]]:
-        db = sqlite3.connect(f"file:{self.s.db}?mode=ro", uri=True, timeout=10)
-        db.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in db.execute("SELECT * FROM ledger ORDER BY created_at")]
-        finally:
-            db.close()
+        return ledger_rows(self.s.db)
 
 
 def _config(anth: str, gem: str, oai: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import orjson
 import pytest
 
 from tests.e2e.sluice_proc import SluiceProcess
-from tests.harness import model, provider
+from tests.harness import ledger_rows, model, provider
 from tests.sim.anthropic_sim import AnthropicSim, Reply, answer, stream_events
 from tests.sim.gemini_sim import GeminiSim, Script, text_events
 from tests.sim.openai_sim import Fault, OpenAISim, chat_events, fixture_bytes
@@ -47,12 +46,7 @@ class Gateway:
         """The ledger once it holds n rows (a streamed record is durable before the last byte; this polls
         only for plain replies, whose record may land just after the reply)."""
         for _ in range(200):
-            db = sqlite3.connect(f"file:{self.s.db}?mode=ro", uri=True, timeout=10)
-            db.row_factory = sqlite3.Row
-            try:
-                rows = [dict(r) for r in db.execute("SELECT * FROM ledger ORDER BY created_at")]
-            finally:
-                db.close()
+            rows = ledger_rows(self.s.db)
             if len(rows) >= n:
                 return rows
             await asyncio.sleep(0.05)

@@ -104,9 +104,20 @@ class Heartbeats:
             slot.discard(beat)
             if not slot:
                 del self._slots[beat.slot]
-        if not self._slots and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if not self._slots:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._unregister()
+
+    def _unregister(self) -> None:
+        """Leave the loop's registry with the last stream, so a closed loop is not kept alive by its wheel
+        (the wheel holds the loop; the next stream makes a new wheel)."""
+        wheels = _WHEELS.get(self._loop)
+        if wheels is not None and wheels.get(self.interval) is self:
+            del wheels[self.interval]
+            if not wheels:
+                del _WHEELS[self._loop]
 
     def _file(self, beat: Beat, floor: int) -> None:
         beat.slot = key = max(math.ceil((beat.last + self.interval) / self.tick), floor)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from sluice.http import streaming
 from sluice.http.asgi import Message
 from sluice.http.streaming import Heartbeats, send_frames
 
@@ -51,6 +52,7 @@ async def test_silent_streams_get_pings_without_a_task_each_and_leave_the_wheel_
         q.put_nowait(None)
     await asyncio.wait_for(asyncio.gather(*streams), 30)
     assert len(wheel) == 0 and wheel._timer is None
+    assert INTERVAL not in streaming._WHEELS.get(asyncio.get_running_loop(), {})  # it left the loop's registry
     for c in clients:
         bodies = c.bodies()
         assert c.sent[0]["type"] == "http.response.start" and bodies[-2:] == [b"data: 1\n\n", b""]

@@ -21,6 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+import redis.asyncio as aioredis
+
 from sluice.config import Settings, load
 
 
@@ -191,3 +194,17 @@ def ledger_rows(db_path: Path) -> list[dict[str, Any]]:
         return [dict(r) for r in db.execute("SELECT * FROM ledger ORDER BY created_at")]
     finally:
         db.close()
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+async def redis_or_skip(url: str = REDIS_URL) -> aioredis.Redis:
+    """A client of the real Redis on this machine (the caller closes it), or the test is skipped without one."""
+    admin = aioredis.Redis.from_url(url)
+    try:
+        await admin.ping()
+    except (OSError, aioredis.ConnectionError):
+        await admin.aclose()
+        pytest.skip(f"no Redis server at {url}")
+    return admin

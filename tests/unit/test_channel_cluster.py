@@ -15,7 +15,6 @@ from typing import Any
 import openai
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from sluice.channels.hub import ChannelHub
 from sluice.channels.pool import KeyPool, UpstreamKey
@@ -76,12 +75,7 @@ def _served(gw: Gateway) -> list[str]:
 @pytest.fixture
 async def redis_keys() -> AsyncIterator[list[str]]:
     """Fresh upstream keys for a test on the real Redis (skipped without one); their Redis keys go after."""
-    admin = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        await admin.ping()
-    except (OSError, aioredis.ConnectionError):
-        await admin.aclose()
-        pytest.skip(f"no Redis server at {REDIS_URL}")
+    admin = await harness.redis_or_skip(REDIS_URL)
     keys = _secrets(3)
     try:
         yield keys

@@ -16,6 +16,7 @@ from sluice.clock import ManualClock
 from sluice.errors import RateLimited, SluiceError
 from sluice.metering.limits import Limiter, LimitSpec, MemoryLimiter, go_duration
 from sluice.metering.redis_limits import RedisLimiter
+from tests.harness import redis_or_skip
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -30,12 +31,7 @@ async def make(request: pytest.FixtureRequest) -> AsyncIterator[MakeLimiters]:
     prefix = f"sluice-test:{uuid.uuid4().hex}:"
     admin: aioredis.Redis | None = None
     if request.param == "redis":
-        admin = aioredis.Redis.from_url(REDIS_URL)
-        try:
-            await admin.ping()
-        except (OSError, aioredis.ConnectionError):
-            await admin.aclose()
-            pytest.skip(f"no Redis server at {REDIS_URL}")
+        admin = await redis_or_skip(REDIS_URL)
 
     def factory(n: int = 1, stale_after: float = 900.0) -> list[Limiter]:
         if request.param == "memory":

@@ -1,6 +1,6 @@
 """Event-loop stalls in a served Sluice, each attributed to a cause (bench-only, never in `sluice/`).
 
-`python -m bench --stalls ...` serves Sluice through `python -m bench.stalls serve <sluice args>`, which
+`python -m bench --stalls ...` serves Sluice through `python bench/stalls.py serve <sluice args>`, which
 installs a `Probe` in the serving process once the app has started:
 
 - a ticker every 1 ms on the loop: a tick later than 2 ms is a stall, kept with the loop thread's CPU time
@@ -365,6 +365,8 @@ def summary(out: Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+        sys.path.pop(0)  # run as a script: bench's modules must not shadow any top-level name
     if sys.argv[1:2] == ["serve"]:
         sys.exit(serve(sys.argv[1:]))
     if sys.argv[1:2] == ["report"]:

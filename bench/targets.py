@@ -131,12 +131,11 @@ def start_sluice(root: Path, out: Path, upstream_port: int, workers: int = 1, ta
     if keys.returncode != 0 or not key:
         raise RuntimeError(f"`sluice keys create` failed ({keys.returncode}):\n"
                            f"{(keys.stdout + keys.stderr)[-1500:]}")
-    prefix, serve = [], "sluice"
-    if probe is not None:
-        serve, prefix = "bench.stalls", probe[1]
-        env = {**_env(Path(__file__).resolve().parent.parent), **probe[0]}
-        env["PYTHONPATH"] = str(root) + os.pathsep + env["PYTHONPATH"]  # that checkout's sluice, this bench
-    srv = Server(name, [*prefix, sys.executable, "-m", serve, "serve", "--config", str(cfg), "--host", HOST,
+    prefix, run = [], ["-m", "sluice"]
+    if probe is not None:  # run as a script: this checkout's probe over `root`'s sluice
+        prefix, run = probe[1], [str(Path(__file__).resolve().parent / "stalls.py")]
+        env.update(probe[0])
+    srv = Server(name, [*prefix, sys.executable, *run, "serve", "--config", str(cfg), "--host", HOST,
                         "--port", str(port), "--workers", str(workers), "--data-dir", str(data_dir)],
                  out / "logs" / f"sluice-{tag}.log", env=env, cwd=str(root))
     try:

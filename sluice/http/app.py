@@ -43,7 +43,7 @@ from sluice.metering.ledger import LedgerWriter
 from sluice.metering.limits import Limiter, MemoryLimiter
 from sluice.metering.tokenizer import make_counter_factory
 from sluice.observability import metrics
-from sluice.observability.logs import REQUEST_ID
+from sluice.observability.logs import REQUEST_ID, write_buffered_logs
 from sluice.observability.sampler import Sampler
 from sluice.providers.base import Provider
 from sluice.providers.registry import build_providers
@@ -212,6 +212,8 @@ class App:
             elif msg["type"] == "lifespan.shutdown":
                 self.drain.begin()
                 await self.shutdown()
+                # every request has been logged by now; a worker ended by its re-raised SIGTERM runs no atexit
+                await asyncio.to_thread(write_buffered_logs)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -52,6 +52,9 @@ class BatchHandler(logging.Handler):
         self._ready = threading.Event()   # the buffer is not empty
         self._urgent = threading.Event()  # write it now
         self._stopping = False
+        self._appended = 0                # lines buffered so far ...
+        self._written = 0                 # ... and how many of them the writer has written
+        self._progress = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="sluice-log-writer", daemon=True)
         self._thread.start()
 
@@ -70,32 +73,48 @@ class BatchHandler(logging.Handler):
             return
         self._lines.append(line)
         self._chars += len(line)
+        self._appended += 1
         n = len(self._lines)
         if n == 1:
             self._ready.set()
         if n == self._flush_lines or record.levelno >= logging.WARNING:
             self._urgent.set()
 
-    def _take(self) -> tuple[str, int]:
+    def _take(self) -> tuple[str, int, int]:
         with self.lock:  # type: ignore[union-attr]
             self._ready.clear()
             self._urgent.clear()
-            text, dropped = "".join(self._lines), self.dropped
+            text, dropped, upto = "".join(self._lines), self.dropped, self._appended
             self._lines, self._chars, self.dropped = [], 0, 0
-        return text, dropped
+        return text, dropped, upto
 
     def _run(self) -> None:
         while True:
             self._ready.wait()
             if not self._stopping:
                 self._urgent.wait(self._flush_seconds)
-            text, dropped = self._take()
+            text, dropped, upto = self._take()
             if dropped:
                 text += self._dropped_line(dropped)
             if text:
                 self._write(text)
+            with self._progress:
+                self._written = upto
+                self._progress.notify_all()
             if self._stopping and not self._lines:
                 return
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Have the writer write every line buffered so far, waiting for it at most `timeout` s. The server's
+        last step: a process that ends by its re-raised SIGTERM (uvicorn's way) runs no atexit, no `close()`."""
+        if self._thread is threading.current_thread():
+            return
+        with self.lock:  # type: ignore[union-attr]
+            target = self._appended
+        self._urgent.set()
+        self._ready.set()
+        with self._progress:
+            self._progress.wait_for(lambda: self._written >= target or not self._thread.is_alive(), timeout)
 
     def _write(self, text: str) -> None:
         try:
@@ -209,6 +228,12 @@ def setup_logging(cfg: LogConfig) -> None:
     logging.getLogger("sluice.access").disabled = not cfg.access
     _writer = handler
     atexit.register(flush_logs)
+
+
+def write_buffered_logs() -> None:
+    """Write the lines buffered so far (and wait for them), keeping the writer for what comes after."""
+    if _writer is not None:
+        _writer.flush()
 
 
 def flush_logs() -> None:

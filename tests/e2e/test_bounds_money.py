@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +25,27 @@ from tests.e2e.cluster import (
     storage_for,
     two_speed_config,
 )
-from tests.harness import one_upstream
+from tests.harness import free_port, one_upstream
 from tests.sim.openai_sim import Fault, ThreadedSim
 
 ABSURD: dict[str, Any] = {"prompt_tokens": 2**63 + 5, "completion_tokens": -7, "total_tokens": 3,
                           "prompt_tokens_details": {"cached_tokens": True}}
 
 
-@pytest.fixture
-async def gateway(sim: ThreadedSim, tmp_path: Path) -> AsyncIterator[SluiceServer]:
-    sim.reset()
-    cfg = two_speed_config(tmp_path, f"sqlite:///{tmp_path / 'sluice.db'}", slow_tps=50,
+@pytest.fixture(scope="module")
+def gateway(sim: ThreadedSim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
+    """One server for the module's tests: each makes a key of its own and reads back only its own requests
+    (by request id) and log lines; no test fails a target, so no cool-down carries over."""
+    tmp = tmp_path_factory.mktemp("bounds")
+    cfg = two_speed_config(tmp, f"sqlite:///{tmp / 'sluice.db'}", slow_tps=50,
                            **one_upstream(sim.base_url, {"priced": "fx-text"}, name="sim",
                                           pricing={"input": "1", "output": "10"}))
-    async with serving(cfg, tmp_path, "bounds") as server:
+    server = SluiceServer(cfg, free_port(), tmp / "bounds.log").start()
+    try:
+        server.wait_ready()
         yield server
+    finally:
+        server.stop()
 
 
 async def admin(session: aiohttp.ClientSession, base: str, method: str, path: str,
@@ -103,8 +109,9 @@ async def test_absurd_upstream_usage_is_clamped_and_the_ledger_goes_on(
     assert "cached_tokens=True" in anomaly
     good = await ledger_row(gateway, after.headers["x-request-id"])   # today: the ledger had stopped for good
     assert 0 < good["prompt"] < 100 and "usage_anomaly" not in good["extra"]
-    log = await log_when(gateway.log, lambda t: "impossible usage" in t, "no usage warning")
-    said = [ln for ln in log.splitlines() if "impossible usage" in ln]
+    good_id = after.headers["x-request-id"]
+    log = await log_when(gateway.log, lambda t: f"impossible usage for {bad_id}" in t, "no usage warning")
+    said = [ln for ln in log.splitlines() if "impossible usage" in ln and (bad_id in ln or good_id in ln)]
     assert len(said) == 1 and bad_id in said[0], log[-3000:]      # one warning for the request, with its id
     assert "ledger write failed" not in log
     async with aiohttp.ClientSession() as s:
@@ -136,8 +143,9 @@ async def test_charge_capped_at_the_reservation_is_flagged(gateway: SluiceServer
     row = await ledger_row(gateway, rid)
     assert row["extra"]["underbilled"] is True
     assert row["extra"]["uncapped_cost_nanos"] == 1_000_012_000 > row["cost"]
-    log = await log_when(gateway.log, lambda t: "under-billed" in t, "no under-billing warning")
-    lines = [ln for ln in log.splitlines() if rid in ln and "under-billed" in ln]
+    def warned(text: str) -> list[str]:   # this request's lines only: the module's tests share the server
+        return [ln for ln in text.splitlines() if rid in ln and "under-billed" in ln]
+    lines = warned(await log_when(gateway.log, lambda t: bool(warned(t)), "no under-billing warning"))
     assert len(lines) == 1 and "under-billed" in lines[0] and "WARNING" in lines[0], lines
 
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -19,22 +20,22 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sluice.providers.simulated import DEFAULT_REPLY, tokenize
 from tests.e2e.cluster import (
     ADMIN_TOKEN,
     SluiceServer,
     aquery,
     chat_body,
+    log_when,
     serving,
     storage_for,
     two_speed_config,
 )
 from tests.harness import one_upstream
-from tests.sim.openai_sim import Fault, ThreadedSim
+from tests.sim.openai_sim import Fault, ThreadedSim, fixture_payloads
 
 pytestmark = pytest.mark.slow
 
-WORDS = len(tokenize(DEFAULT_REPLY))  # 39: at 4 tokens per second a slow stream takes ~10 s
+HELD_TOKENS = json.loads(fixture_payloads("text")[-2])["usage"]["completion_tokens"]  # a `held` stream's
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -44,11 +45,13 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 
 
 def _config(tmp_path: Path, storage_url: str, *, drain: float, grace: float, workers: int = 1,
-            late_upstream: str | None = None) -> Path:
-    late = {} if late_upstream is None else one_upstream(late_upstream, ["late"], name="late",
-                                                         pricing={"input": "1", "output": "10"})
+            upstream: str | None = None) -> Path:
+    """`upstream` (an OpenAI simulator) serves the models `held` and `late`, both its text fixture."""
+    up = {} if upstream is None else one_upstream(upstream, {"held": "fx-text", "late": "fx-text"}, name="up",
+                                                  pricing={"input": "1", "output": "10"})
     server = {"workers": workers, "drain_seconds": drain, "shutdown_grace_seconds": grace}
-    return two_speed_config(tmp_path, storage_url, slow_tps=4, server=server, **late)
+    return two_speed_config(tmp_path, storage_url, slow_tps=4, server=server, **up)
+
 
 def _server(cfg: Path, tmp_path: Path, name: str) -> contextlib.AbstractAsyncContextManager[SluiceServer]:
     return serving(cfg, tmp_path, name, ready_timeout=60)
@@ -62,9 +65,10 @@ async def _key(session: aiohttp.ClientSession, base: str, name: str) -> dict[str
         return doc
 
 
-async def _open_stream(session: aiohttp.ClientSession, base: str, secret: str) -> aiohttp.ClientResponse:
-    """A slow chat stream, read until its first content event: admitted, reserved and under way."""
-    r = await session.post(base + "/v1/chat/completions", json=chat_body("slow-sim", True),
+async def _open_stream(session: aiohttp.ClientSession, base: str, secret: str,
+                       model: str = "slow-sim") -> aiohttp.ClientResponse:
+    """A chat stream, read until its first content event: admitted, reserved and under way."""
+    r = await session.post(base + "/v1/chat/completions", json=chat_body(model, True),
                            headers={"authorization": f"Bearer {secret}"})
     assert r.status == 200, await r.read()
     while b'"content":"' not in (line := await r.content.readuntil(b"\n\n")) or b'"content":""' in line:
@@ -100,12 +104,23 @@ async def _poll(base: str, path: str, want: int | None, within: float) -> float:
     raise AssertionError(f"{path} never answered {want} in {within}s; saw {seen[-5:]}")
 
 
-async def _read_to_end(r: aiohttp.ClientResponse) -> tuple[bytes, float]:
-    """The rest of a response, and when it ended (monotonic)."""
+async def _read_to_end(r: aiohttp.ClientResponse) -> bytes:
     try:
-        return await r.read(), time.monotonic()
+        return await r.read()
     finally:
         r.release()
+
+
+@contextlib.contextmanager
+def _held(sim: ThreadedSim) -> Iterator[threading.Event]:
+    """Every stream of `sim` stops after its first word until the event is set (at the latest on exit):
+    the test, not a clock, decides when an open stream ends."""
+    hold = threading.Event()
+    sim.always(Fault(hold=hold, hold_after=2))
+    try:
+        yield hold
+    finally:
+        hold.set()
 
 
 async def _wait_exit(server: SluiceServer, within: float) -> int:
@@ -114,37 +129,40 @@ async def _wait_exit(server: SluiceServer, within: float) -> int:
     return code
 
 
-async def test_sigterm_says_503_at_once_serves_through_the_drain_then_lets_streams_finish(tmp_path: Path) -> None:
+async def test_sigterm_says_503_at_once_serves_through_the_drain_then_lets_streams_finish(
+        tmp_path: Path, sim: ThreadedSim) -> None:
     storage = f"sqlite:///{tmp_path / 'sluice.db'}"
-    cfg = _config(tmp_path, storage, drain=6, grace=60)
-    async with _server(cfg, tmp_path, "drain") as server, aiohttp.ClientSession() as session:
-        key = await _key(session, server.url, "drain")
-        auth = {"authorization": f"Bearer {key['key']}"}
-        r = await _open_stream(session, server.url, key["key"])   # ~10 s of stream left
-        reading = asyncio.ensure_future(_read_to_end(r))
-        server.signal(signal.SIGTERM)
-        # at once: not ready, still alive, still serving (a balancer polling /ready takes it out now)
-        await _poll(server.url, "/ready", 503, within=5)
-        assert await _probe(server.url, "/health") == 200
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh, \
-                fresh.post(server.url + "/v1/chat/completions", json=chat_body("fast-sim", False),
-                           headers=auth) as late:
-            assert late.status == 200, await late.read()
-            assert late.headers["connection"] == "close"  # a balancer's kept-alive connection closes after it
-            late_rid = late.headers["x-request-id"]
-        # after the drain delay: new connections refused, the open stream still going
-        refused_at = await _poll(server.url, "/ready", None, within=30)
-        rest, ended_at = await reading
-        assert rest.rstrip().endswith(b"data: [DONE]"), rest[-300:]
-        assert b'"error"' not in rest
-        assert ended_at > refused_at
-        assert await _wait_exit(server, 30) in (0, -signal.SIGTERM)
+    cfg = _config(tmp_path, storage, drain=6, grace=60, upstream=sim.base_url)
+    with _held(sim) as hold:
+        async with _server(cfg, tmp_path, "drain") as server, aiohttp.ClientSession() as session:
+            key = await _key(session, server.url, "drain")
+            auth = {"authorization": f"Bearer {key['key']}"}
+            r = await _open_stream(session, server.url, key["key"], "held")  # open until the test lets it go
+            reading = asyncio.ensure_future(_read_to_end(r))
+            server.signal(signal.SIGTERM)
+            # at once: not ready, still alive, still serving (a balancer polling /ready takes it out now)
+            await _poll(server.url, "/ready", 503, within=5)
+            assert await _probe(server.url, "/health") == 200
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh, \
+                    fresh.post(server.url + "/v1/chat/completions", json=chat_body("fast-sim", False),
+                               headers=auth) as late:
+                assert late.status == 200, await late.read()
+                assert late.headers["connection"] == "close"  # a balancer's kept-alive connection closes after it
+                late_rid = late.headers["x-request-id"]
+            # after the drain delay: new connections refused, the open stream still going
+            await _poll(server.url, "/ready", None, within=30)
+            assert not reading.done()
+            hold.set()
+            rest = await reading
+            assert rest.rstrip().endswith(b"data: [DONE]"), rest[-300:]
+            assert b'"error"' not in rest
+            assert await _wait_exit(server, 30) in (0, -signal.SIGTERM)
     rid = r.headers["x-request-id"]
     # the access lines, written in batches, are all out by the exit: the stream ended just before it
     log = server.log.read_text(errors="replace")
     assert f"request_id={rid} route=chat_completions" in log and f"request_id={late_rid} " in log, log[-2000:]
     rows = await aquery(storage, "SELECT completion_tokens, error_code FROM ledger WHERE request_id = ?", rid)
-    assert rows == [(WORDS, None)]
+    assert rows == [(HELD_TOKENS, None)]
     assert await aquery(storage, "SELECT status FROM ledger WHERE request_id = ?", late_rid) == [(200,)]
     assert await aquery(storage, "SELECT count(*) FROM reservations") == [(0,)]
 
@@ -158,7 +176,7 @@ async def test_requests_open_past_the_grace_end_with_server_shutdown_and_are_set
         storage_url: str, tmp_path: Path) -> None:
     with ThreadedSim() as upstream:
         upstream.always(Fault.slow_first_byte(120))  # answers far too late: a request waiting for its first byte
-        cfg = _config(tmp_path, storage_url, drain=0, grace=1.5, late_upstream=upstream.base_url)
+        cfg = _config(tmp_path, storage_url, drain=0, grace=1.5, upstream=upstream.base_url)
         async with _server(cfg, tmp_path, "cut") as server, aiohttp.ClientSession() as session:
             key = await _key(session, server.url, "cut")
             auth = {"authorization": f"Bearer {key['key']}"}
@@ -210,29 +228,29 @@ async def test_requests_open_past_the_grace_end_with_server_shutdown_and_are_set
     assert Decimal(spent[0][0]) > 0   # the cut streams are charged for what they streamed
 
 
-async def test_each_worker_drains_itself(tmp_path: Path) -> None:
+async def test_each_worker_drains_itself(tmp_path: Path, sim: ThreadedSim) -> None:
     storage = f"sqlite:///{tmp_path / 'sluice.db'}"
-    cfg = _config(tmp_path, storage, drain=4, grace=60, workers=2)
+    cfg = _config(tmp_path, storage, drain=4, grace=60, workers=2, upstream=sim.base_url)
     log = tmp_path / "workers.log"
-    async with _server(cfg, tmp_path, "workers") as server, aiohttp.ClientSession() as session:
-        deadline = time.monotonic() + 60   # /ready answers as soon as one worker has started: wait for both
-        while log.read_text(errors="replace").count("on SIGTERM: /ready 503") < 2:
-            assert time.monotonic() < deadline, log.read_text(errors="replace")
-            await asyncio.sleep(0.1)
-        key = await _key(session, server.url, "workers")
-        r = await _open_stream(session, server.url, key["key"])
-        reading = asyncio.ensure_future(_read_to_end(r))
-        server.signal(signal.SIGTERM)   # to the supervisor, which passes SIGTERM to every worker
-        await _poll(server.url, "/ready", 503, within=3.5)
-        # after the drain delay, refused as with one process (the supervisor let go of the socket), not
-        # left waiting in the backlog; the open stream goes on
-        refused_at = await _poll(server.url, "/ready", None, within=30)
-        rest, ended_at = await reading
-        assert rest.rstrip().endswith(b"data: [DONE]"), rest[-300:]
-        assert ended_at > refused_at
-        assert await _wait_exit(server, 60) in (0, -signal.SIGTERM)
+    with _held(sim) as hold:
+        async with _server(cfg, tmp_path, "workers") as server, aiohttp.ClientSession() as session:
+            # /ready answers as soon as one worker has started: wait for both
+            await log_when(log, lambda text: text.count("on SIGTERM: /ready 503") >= 2, "both workers ready", 60)
+            key = await _key(session, server.url, "workers")
+            r = await _open_stream(session, server.url, key["key"], "held")
+            reading = asyncio.ensure_future(_read_to_end(r))
+            server.signal(signal.SIGTERM)   # to the supervisor, which passes SIGTERM to every worker
+            await _poll(server.url, "/ready", 503, within=3.5)
+            # after the drain delay, refused as with one process (the supervisor let go of the socket), not
+            # left waiting in the backlog; the open stream goes on
+            await _poll(server.url, "/ready", None, within=30)
+            assert not reading.done()
+            hold.set()
+            rest = await reading
+            assert rest.rstrip().endswith(b"data: [DONE]"), rest[-300:]
+            assert await _wait_exit(server, 60) in (0, -signal.SIGTERM)
     rows = await aquery(storage, "SELECT completion_tokens, error_code FROM ledger WHERE request_id = ?",
                         r.headers["x-request-id"])
-    assert rows == [(WORDS, None)]
+    assert rows == [(HELD_TOKENS, None)]
     text = log.read_text(errors="replace")
     assert text.count("draining: /ready now answers 503") == 2, text  # each worker drains itself, once

@@ -87,6 +87,15 @@ class AnthropicSim:
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
+    def reset(self) -> None:
+        """Forget every reply queued and request seen (a simulator shared by the tests of a module)."""
+        self.replies.clear()
+        self.script = None
+        self.received.clear()
+        self.closed_early = False
+        self.finished = asyncio.Event()
+        self.issued.clear()
+
     async def __aenter__(self) -> AnthropicSim:
         app = web.Application()
         app.router.add_post("/v1/messages", self._handle)

@@ -86,6 +86,12 @@ class GeminiSim:
     def push(self, *scripts: Script) -> None:
         self.scripts.extend(scripts)
 
+    def reset(self) -> None:
+        """Forget every script queued and request seen (a simulator shared by the tests of a module)."""
+        self.scripts.clear()
+        self.requests.clear()
+        self.closed_early = self.completed = 0
+
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/v1beta/models/{target}", self._handle)

@@ -258,6 +258,8 @@ class OpenAISim:
             pause = f.pause_after.get(i + 1)
             if pause:
                 await asyncio.sleep(pause)
+            if f.hold is not None and i + 1 == f.hold_after:
+                await asyncio.to_thread(f.hold.wait)  # a thread's event: the test may run in another loop
         rec.completed = True
         await resp.write_eof()
         return resp

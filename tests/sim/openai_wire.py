@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ class Fault:
     first_event_delay: float = 0.0             # headers at once, then sleep before event 1
     gap: float = 0.0                           # sleep between events
     pause_after: dict[int, float] = field(default_factory=dict)  # after N events sent, sleep s
+    hold: threading.Event | None = None       # after `hold_after` events, wait until the test sets this
+    hold_after: int = 1
     drop_after: int | None = None              # abort the socket after N events (no chunked terminator)
     eof_after: int | None = None               # end the body cleanly after N events (no finish, no [DONE])
     error_after: int | None = None             # after N events, send `data: {"error":...}` and end

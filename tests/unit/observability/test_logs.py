@@ -174,3 +174,18 @@ def test_lines_are_batched_and_all_written_at_close() -> None:
     assert out.getvalue() == ""
     handler.close()
     assert out.getvalue().splitlines() == [f"r{i}" for i in range(1000)]
+
+
+def test_flush_writes_what_is_buffered_and_the_writer_goes_on() -> None:
+    out = io.StringIO()
+    handler = BatchHandler(out, flush_seconds=60, flush_lines=10_000)  # only flush() and close() write
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for i in range(100):
+        handler.handle(_record(f"r{i}"))
+    handler.flush()  # what a server does last: a process ended by its re-raised SIGTERM runs no atexit
+    assert out.getvalue().splitlines() == [f"r{i}" for i in range(100)]
+    handler.handle(_record("after"))
+    handler.flush()
+    assert out.getvalue().splitlines()[-1] == "after"
+    handler.close()
+    handler.flush()  # after close: returns at once

@@ -11,8 +11,9 @@ sends a stream's 20 chunks in one upstream read, `split` one a read. `--server` 
 to Sluice's own protocol (`sluice/server/`) on one kept-alive fake transport, so the count includes the
 server and the request runs as served (the disconnect callback, no watcher task); without it the ASGI app
 is called directly. `--wire` uses the real upstream client against `bench.upstream` in a child process
-(callgrind does not follow children), instead of a MockTransport. `--uvloop` runs on uvloop's loop, as `sluice serve` does (the default loop's Python
-code for tasks, callbacks and timers is counted otherwise).
+(callgrind does not follow children) instead of a MockTransport. `--uvloop` runs on uvloop's loop, as
+`sluice serve` does (else the default loop's Python code for tasks, callbacks and timers is counted).
+All three together count a request as served: `--server --wire --uvloop`.
 """
 
 from __future__ import annotations

@@ -277,15 +277,11 @@ class UpstreamClient:
                       timeouts: Timeouts) -> UpstreamResponse:
         """Send and wait for the status line and headers (bounded by connect, then first_byte)."""
         o, target = self._origin(url)
-        head = [f"{method} {target} HTTP/1.1\r\nhost: {o.host_header}\r\n"]
-        for k, v in headers.items():
-            head.append(f"{k}: {v}\r\n")
-        if body is not None or method in ("POST", "PUT", "PATCH"):
-            head.append(f"content-length: {len(body) if body else 0}\r\n")
-        head.append("\r\n")
-        data = "".join(head).encode("latin-1")
-        if body:
-            data += body
+        head = "".join([f"{method} {target} HTTP/1.1\r\nhost: {o.host_header}\r\n",
+                        *[f"{k}: {v}\r\n" for k, v in headers.items()],
+                        f"content-length: {len(body) if body else 0}\r\n\r\n"
+                        if body is not None or method in ("POST", "PUT", "PATCH") else "\r\n"]).encode("latin-1")
+        data = head + body if body else head
         for attempt in range(2):
             conn = self._get_idle(o.key) if attempt == 0 else None
             reused = conn is not None

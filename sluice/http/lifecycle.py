@@ -260,6 +260,14 @@ class RequestScope:
             log.warning("could not tell %s that the server is shutting down", self.rid, exc_info=True)
 
 
+_DOORS: dict[str, str] = {}
+
+
 def _front_door(path: str) -> str:
     """`/v1/chat/completions` -> `chat_completions`: a bounded label, as only relay routes get here."""
-    return path.removeprefix("/v1/").strip("/").replace("/", "_")
+    door = _DOORS.get(path)
+    if door is None:
+        door = path.removeprefix("/v1/").strip("/").replace("/", "_")
+        if len(_DOORS) < 64:
+            _DOORS[path] = door
+    return door

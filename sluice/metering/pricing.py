@@ -54,6 +54,9 @@ class Price:
 
     @property
     def free(self) -> bool:
+        rates = self.nano_rates
+        if rates is not None:  # (whole rates are all zero exactly when the prices are)
+            return not any(rates)
         return not (self.input or self.cached_input or self.output or self.cache_write_5m or self.cache_write_1h)
 
     def scaled(self, multiplier: Decimal) -> Price:

@@ -78,9 +78,7 @@ class OpenAICompatProvider:
             raise UpstreamError("the upstream returned a reply that is not a JSON object")
         if doc.get("error"):
             raise _error_from_body(doc, 502, None)
-        usage = Usage.from_openai(doc.get("usage"))
-        # the text is only counted when no usage came (`Relay.complete`): not gathered for nothing
-        return Completion(raw, usage, _reply_text(doc) if usage is None else "", doc.get("model"))
+        return Completion(raw, Usage.from_openai(doc.get("usage")), _reply_text(doc), doc.get("model"))
 
     async def stream(self, call: Call) -> OpenAIStream:
         resp = await self._client.request("POST", self._urls[call.request.endpoint],

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import wrk
+from bench import stalls, wrk
 from bench.fronts import FRONT_SCENARIOS
 from bench.proc import raise_nofile, status_kb
 from bench.report import markdown, plot
@@ -44,6 +44,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rates", type=int, nargs="+", help="open-loop rates (default 100 500 1000 2000)")
     ap.add_argument("--held", type=int, nargs="+", help="held stream counts (default 1000 5000)")
     ap.add_argument("--upstream-procs", type=int, default=1, help="fake upstream processes (SO_REUSEPORT)")
+    ap.add_argument("--stalls", action="store_true",
+                    help="serve Sluice under bench/stalls.py's loop probe; print its stalls by cause")
+    ap.add_argument("--stalls-sample", action="store_true", help="with --stalls: the loop's stack per stall")
+    ap.add_argument("--stalls-garbage", action="store_true",
+                    help="with --stalls: count what the collector frees, by type (DEBUG_SAVEALL)")
+    ap.add_argument("--stalls-strace", action="store_true", help="with --stalls: strace every fsync")
     ap.add_argument("--python-load", action="store_true", help="saturate with the Python client, not wrk")
     a = ap.parse_args(argv)
     if a.duration is None:
@@ -56,7 +62,8 @@ def _start_targets(a: argparse.Namespace, out: Path, up: Target, notes: list[str
     targets = [up]
     starters = []
     if not a.no_sluice:
-        starters.append(("sluice", lambda: start_sluice(a.sluice_root, out, up.port)))
+        probe = stalls.probe_env(a, out) if a.stalls else None
+        starters.append(("sluice", lambda: start_sluice(a.sluice_root, out, up.port, probe=probe)))
     if a.with_nginx:
         starters.append(("nginx", lambda: start_nginx(out, up.port)))
     if a.with_litellm:
@@ -117,8 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted; writing what was measured")
     finally:
+        if a.stalls:
+            stalls.dump(b.gateway(), out)
         for t in reversed(targets):
             t.stop()
+    if a.stalls:
+        results["stalls"] = stalls.summary(out)
     results["meta"]["elapsed_s"] = round(time.monotonic() - t0, 1)
     load_end = _loadavg()
     if max(load0, load_end) > 1.0:

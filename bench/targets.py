@@ -111,8 +111,10 @@ name = "bench-model"
 
 
 def start_sluice(root: Path, out: Path, upstream_port: int, workers: int = 1, tag: str = "main",
-                 extra_toml: str = "", name: str = "sluice", key_args: tuple[str, ...] = ()) -> Target:
-    """Write a config, create a key with the CLI, start `python -m sluice serve`, wait for /health."""
+                 extra_toml: str = "", name: str = "sluice", key_args: tuple[str, ...] = (),
+                 probe: tuple[dict[str, str], list[str]] | None = None) -> Target:
+    """Write a config, create a key with the CLI, start `python -m sluice serve`, wait for /health.
+    With `probe` (environment, command prefix), serve through `python -m bench.stalls serve` (bench/stalls.py)."""
     port = free_port()
     cfg = sluice_config(out, tag, port, upstream_port, extra_toml)
     env = _env(root)
@@ -129,7 +131,11 @@ def start_sluice(root: Path, out: Path, upstream_port: int, workers: int = 1, ta
     if keys.returncode != 0 or not key:
         raise RuntimeError(f"`sluice keys create` failed ({keys.returncode}):\n"
                            f"{(keys.stdout + keys.stderr)[-1500:]}")
-    srv = Server(name, [sys.executable, "-m", "sluice", "serve", "--config", str(cfg), "--host", HOST,
+    prefix, run = [], ["-m", "sluice"]
+    if probe is not None:  # run as a script: this checkout's probe over `root`'s sluice
+        prefix, run = probe[1], [str(Path(__file__).resolve().parent / "stalls.py")]
+        env.update(probe[0])
+    srv = Server(name, [*prefix, sys.executable, *run, "serve", "--config", str(cfg), "--host", HOST,
                         "--port", str(port), "--workers", str(workers), "--data-dir", str(data_dir)],
                  out / "logs" / f"sluice-{tag}.log", env=env, cwd=str(root))
     try:

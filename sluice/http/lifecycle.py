@@ -228,9 +228,10 @@ class RequestScope:
         if self._watch is None:
             return
         self._watch.stop()
+        stream, self._stream = self._stream, None  # the stream holds `_settle`: no cycle left for the collector
         try:
-            if self._stream is not None:
-                await asyncio.shield(self._stream.close())
+            if stream is not None:
+                await asyncio.shield(stream.close())
         finally:
             if self._record is None:  # (a shielded call costs a task: none for a request already settled)
                 await asyncio.shield(self._settle(None, durable=False))

@@ -6,12 +6,15 @@ what makes reservations atomic across processes). The two writes on the request 
 batch, a small reservation batch) first try a second connection on the loop's own thread that never
 waits: a WAL commit costs ~40 us there, while the round trip to a thread and back costs ~1.5 ms of
 latency in a VM whose idle vCPUs are slow to wake. When another writer holds the lock, that attempt
-fails at once (busy_timeout 0) and the batch goes to the thread, which waits for it.
+fails at once (busy_timeout 0) and the batch goes to the thread, which waits for it. That connection
+never checkpoints (its fsyncs stalled every stream for 5-30 ms): every `_CHECKPOINT_EVERY` commits on the
+loop's thread, the store's thread checkpoints and restarts the WAL (docs/decisions.md, "Loop stalls").
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -36,8 +39,10 @@ from sluice.storage.base import (
 from sluice.storage.migrations import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
+log = logging.getLogger("sluice.storage")
 
 _INLINE_MAX = 64  # records or reservations written on the loop's thread at most (bounds the stall)
+_CHECKPOINT_EVERY = 100  # commits on the loop's thread between checkpoints on the store's thread
 
 
 class SQLiteStore:
@@ -46,6 +51,8 @@ class SQLiteStore:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-sqlite")
         self._db: sqlite3.Connection | None = None
         self._loop_db: sqlite3.Connection | None = None
+        self._loop_commits = 0
+        self._checkpoint: asyncio.Future[None] | None = None  # a checkpoint on the store's thread, running
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._call, fn)
@@ -65,12 +72,24 @@ class SQLiteStore:
                 db = self._loop_db = sqlite3.connect(self.path, timeout=0, isolation_level=None)
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA busy_timeout=0")
+                db.execute("PRAGMA wal_autocheckpoint=0")  # the store's thread checkpoints (below)
             try:
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:  # another writer (thread or process) holds the lock
                 return await self._tx(fn)
-            return _finish_tx(db, fn)
+            out = _finish_tx(db, fn)
+            self._loop_commits += 1
+            if self._loop_commits >= _CHECKPOINT_EVERY and self._checkpoint is None:
+                self._loop_commits = 0
+                self._checkpoint = asyncio.get_running_loop().run_in_executor(self._pool, self._call, _checkpoint)
+                self._checkpoint.add_done_callback(self._checkpointed)
+            return out
         return await self._tx(fn)
+
+    def _checkpointed(self, fut: asyncio.Future[None]) -> None:
+        self._checkpoint = None
+        if not fut.cancelled() and fut.exception() is not None:  # busy or failed: the next one tries again
+            log.warning("WAL checkpoint failed: %s", fut.exception())
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
@@ -250,6 +269,23 @@ def _finish_tx(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) ->
             db.execute("ROLLBACK")
         raise
     return out
+
+
+def _checkpoint(db: sqlite3.Connection) -> None:
+    """On the store's thread: copy the WAL into the database (PASSIVE: writers go on meanwhile), then, if it
+    was all copied, write once so that this thread restarts the WAL. A restart syncs the new WAL header, so
+    whichever writer comes first after a complete checkpoint pays an fsync: let it be this thread, not the
+    loop's. The write is `user_version` set to its own value: a change of page 1 and no change of data."""
+    busy, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if busy or frames <= 0 or copied != frames:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    _finish_tx(db, _rewrite_version)
+
+
+def _rewrite_version(db: sqlite3.Connection) -> None:
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    db.execute(f"PRAGMA user_version = {version}")
 
 
 def _enable_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:

@@ -7,7 +7,13 @@ messages per request printed. The figure is the difference of two runs:
 
 (count at 500 minus count at 100) / 400. `--root` runs another checkout's `sluice` (A/B in one run).
 Doors: chat, chat_from_claude, messages_pass, messages_tr, responses_pass, responses_tr; `--shape one`
-sends a stream's 20 chunks in one upstream read, `split` one a read.
+sends a stream's 20 chunks in one upstream read, `split` one a read. `--server` feeds each request's bytes
+to Sluice's own protocol (`sluice/server/`) on one kept-alive fake transport, so the count includes the
+server and the request runs as served (the disconnect callback, no watcher task); without it the ASGI app
+is called directly. `--wire` uses the real upstream client against `bench.upstream` in a child process
+(callgrind does not follow children) instead of a MockTransport. `--uvloop` runs on uvloop's loop, as
+`sluice serve` does (else the default loop's Python code for tasks, callbacks and timers is counted).
+All three together count a request as served: `--server --wire --uvloop`.
 """
 
 from __future__ import annotations
@@ -102,7 +108,77 @@ def _replies() -> dict[str, tuple[list[bytes], bytes]]:
     return {"chat": (chat, plain), "messages": (claude, claude_plain), "responses": (responses, orjson.dumps(done))}
 
 
-async def _run(tmp: str, cfg: str, door: str, kind: str, shape: str, n: int, warm: int) -> None:
+class _Transport:
+    """The part of an asyncio transport the server protocol uses: writes kept, nothing sent."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 2) if name in ("peername", "sockname") else default
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        raise AssertionError("the kept-alive connection was closed")
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+def _served(app: Any, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Any:
+    """`one()` through the own server protocol: the request's bytes in, the task awaited, the status read."""
+    from types import SimpleNamespace
+
+    from sluice.server.protocol import HttpProtocol
+
+    state = SimpleNamespace(connections=set(), tasks=set(), default_headers=[(b"server", b"b")], total_requests=0)
+    config = SimpleNamespace(loaded=True, loaded_app=app, timeout_keep_alive=5.0)
+    conn = HttpProtocol(config, state)  # type: ignore[arg-type]
+    transport = _Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    head = b"".join(b"%s: %s\r\n" % kv for kv in [*headers, (b"content-length", b"%d" % len(body))])
+    wire = b"POST %s HTTP/1.1\r\nhost: t\r\n%s\r\n%s" % (path.encode(), head, body)
+
+    async def one() -> int:
+        transport.out.clear()
+        conn.data_received(wire)
+        await asyncio.gather(*state.tasks)
+        await asyncio.sleep(0)  # the write the exchange flushes at the end of the step
+        reply = b"".join(transport.out)
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+        return len(transport.out)
+    return one
+
+
+def _upstream() -> tuple[Any, str]:
+    """`bench.upstream` in a child process: (the process, its base URL) once it answers."""
+    import subprocess
+    import time
+    import urllib.request
+
+    from bench.proc import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.upstream", "--port", str(port), "--chunks", "20"],
+                            stdout=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}/v1"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("bench.upstream did not start")
+
+
+async def _run(tmp: str, cfg: str, door: str, kind: str, shape: str, n: int, warm: int, server: bool,
+               wire: bool) -> None:
     from sluice.auth.keys import hash_key, new_key
     from sluice.config import load
     from sluice.http.app import create_app, tune_gc
@@ -121,7 +197,7 @@ async def _run(tmp: str, cfg: str, door: str, kind: str, shape: str, n: int, war
                          else list(frames))
 
     store = SQLiteStore(f"sqlite:///{tmp}/s.db")
-    app = create_app(load(cfg), store=store, transport=MockTransport(upstream))
+    app = create_app(load(cfg), store=store, transport=None if wire else MockTransport(upstream))
     await app.startup()
     tune_gc()  # as `sluice serve` does
     kid, secret = new_key()
@@ -151,11 +227,15 @@ async def _run(tmp: str, cfg: str, door: str, kind: str, shape: str, n: int, war
         assert sent[0]["status"] == 200, sent
         return len(sent) - 1
 
+    if server:
+        one = _served(app, path, headers, body)
+
     for _ in range(warm):
         await one()
     messages = sum([await one() for _ in range(n)])
     await app.shutdown()
-    print(f"{door} {kind} {shape}: {messages / n:.1f} body messages per request")
+    what = "writes" if server else "body messages"
+    print(f"{door} {kind} {shape}: {messages / n:.1f} {what} per request")
 
 
 def main() -> None:
@@ -165,15 +245,32 @@ def main() -> None:
     ap.add_argument("--shape", choices=("one", "split"), default="one")
     ap.add_argument("-n", type=int, default=100)
     ap.add_argument("--warm", type=int, default=30)
+    ap.add_argument("--server", action="store_true", help="through the own server protocol on a fake transport")
+    ap.add_argument("--wire", action="store_true", help="the real upstream client against bench.upstream")
+    ap.add_argument("--uvloop", action="store_true", help="on uvloop's event loop, as `sluice serve` runs")
     ap.add_argument("--root", help="a checkout whose `sluice` to run instead of this one")
     args = ap.parse_args()
     if args.root:
         sys.path.insert(0, args.root)
     tmp = tempfile.mkdtemp()
     cfg = os.path.join(tmp, "s.toml")
+    text = CONFIG.format(tmp=tmp)
+    child = None
+    if args.wire:
+        child, base = _upstream()
+        for name in ("o", "r", "c"):
+            text = text.replace(f"http://{name}.test/v1", base)
     with open(cfg, "w") as f:
-        f.write(CONFIG.format(tmp=tmp))
-    asyncio.run(_run(tmp, cfg, args.door, args.kind, args.shape, args.n, args.warm))
+        f.write(text)
+    if args.uvloop:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        asyncio.run(_run(tmp, cfg, args.door, args.kind, args.shape, args.n, args.warm, args.server, args.wire))
+    finally:
+        if child is not None:
+            child.kill()
 
 
 if __name__ == "__main__":

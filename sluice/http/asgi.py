@@ -18,11 +18,16 @@ Headers = list[tuple[bytes, bytes]]
 JSON_CT = (b"content-type", b"application/json")
 
 
+_HEADER_MAP = "sluice.header_map"
+
+
 def header(scope: Scope, name: bytes) -> bytes | None:
-    for k, v in scope["headers"]:
-        if k == name:
-            return v  # type: ignore[no-any-return]
-    return None
+    """The first value of a request header (names are lower case in ASGI). The request's headers are made a
+    dict once, on the first look-up (a request looks up four or five)."""
+    found = scope.get(_HEADER_MAP)
+    if found is None:
+        found = scope[_HEADER_MAP] = dict(reversed(scope["headers"]))  # reversed: the first value wins
+    return found.get(name)
 
 
 def credentials(scope: Scope) -> bytes | None:

@@ -19,7 +19,7 @@ from sluice.metering.ticket import Ticket
 from sluice.observability import metrics
 from sluice.providers.base import Completion, NativeBody
 from sluice.relay import Relay, RelayStream
-from sluice.routing.affinity import session_of
+from sluice.routing.affinity import session_of, session_of_header
 from sluice.routing.fallback import Served, Tries
 from sluice.schema.chat import ChatRequest
 from sluice.storage.base import KeyRecord, LedgerRecord
@@ -120,7 +120,7 @@ class RequestScope:
         self._started, self.created_at = clock.monotonic(), clock.time()
         self._ticket = Ticket(self.rid)
         self._tries = Tries()
-        self._session = session_of({}, header(self.scope, b"x-claude-code-session-id"))
+        self._session = session_of_header(header(self.scope, b"x-claude-code-session-id"))
         self._watch = DisconnectWatch(self._receive, self._life.inflight, self.scope)
 
     async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
@@ -261,6 +261,14 @@ class RequestScope:
             log.warning("could not tell %s that the server is shutting down", self.rid, exc_info=True)
 
 
+_DOORS: dict[str, str] = {}
+
+
 def _front_door(path: str) -> str:
     """`/v1/chat/completions` -> `chat_completions`: a bounded label, as only relay routes get here."""
-    return path.removeprefix("/v1/").strip("/").replace("/", "_")
+    door = _DOORS.get(path)
+    if door is None:
+        door = path.removeprefix("/v1/").strip("/").replace("/", "_")
+        if len(_DOORS) < 64:
+            _DOORS[path] = door
+    return door

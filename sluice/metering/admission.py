@@ -145,14 +145,16 @@ class Admission:
             if "capped_max_tokens" in ticket.notes:  # tell the caller why the reply may stop early
                 headers.append((b"x-sluice-max-tokens", str(out_cap).encode()))
         tokens = (prompt * 5 // 4 + 16 + out_cap * req.n)
-        key_spec = LimitSpec(rpm=key.rpm, tpm=key.tpm, max_concurrency=key.max_concurrency)
         limit_headers: Headers = []
-        for scope, spec in (("global", self._global), ("key:" + key.id, key_spec)):
-            if spec.empty:
-                continue
-            limit_headers = await self._limiter.admit(scope, spec, ticket.request_id, tokens)  # the key's win
-            ticket.limits.append((scope, spec, tokens))
-        ticket.headers = [*headers, *limit_headers]
+        if not self._global.empty:
+            limit_headers = await self._limiter.admit("global", self._global, ticket.request_id, tokens)
+            ticket.limits.append(("global", self._global, tokens))
+        if key.rpm is not None or key.tpm is not None or key.max_concurrency is not None:
+            key_spec = LimitSpec(rpm=key.rpm, tpm=key.tpm, max_concurrency=key.max_concurrency)
+            scope = "key:" + key.id
+            limit_headers = await self._limiter.admit(scope, key_spec, ticket.request_id, tokens)  # the key's win
+            ticket.limits.append((scope, key_spec, tokens))
+        ticket.headers = [*headers, *limit_headers] if headers else limit_headers
         return ticket
 
     def priced(self, model: str) -> Price:

@@ -6,7 +6,7 @@ sums in the database are exact integer arithmetic in SQLite and PostgreSQL alike
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 
 from sluice.config import PricingConfig
@@ -16,6 +16,7 @@ NANO = Decimal(1_000_000_000)
 # an absurd token count, or a budget typed with too many digits, can never overflow a sum in the database.
 MAX_NANOS = 10**18
 _PER_TOKEN = Decimal(1_000_000)
+_NANO_PER_MILLION = NANO / _PER_TOKEN
 # Prompt-cache rates relative to the input price when a model does not set its own (Anthropic's list
 # multipliers; OpenAI's and Gemini's cache reads are cheaper still, so set `cached_input` for them).
 CACHE_READ_FACTOR = Decimal("0.1")
@@ -30,6 +31,16 @@ class Price:
     output: Decimal
     cache_write_5m: Decimal = Decimal(0)
     cache_write_1h: Decimal = Decimal(0)
+    # the rates in nano-units per token (input, cached_input, output, cache_write_5m, cache_write_1h) when all
+    # are whole (a price per million tokens with at most three decimals), else None
+    nano_rates: tuple[int, int, int, int, int] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rates = [r * _NANO_PER_MILLION for r in (self.input, self.cached_input, self.output, self.cache_write_5m,
+                                                 self.cache_write_1h)]
+        whole = all(r.is_finite() and r == r.to_integral_value() for r in rates)
+        object.__setattr__(self, "nano_rates", (int(rates[0]), int(rates[1]), int(rates[2]), int(rates[3]),
+                                                int(rates[4])) if whole else None)
 
     @classmethod
     def from_config(cls, cfg: PricingConfig) -> Price:
@@ -43,6 +54,9 @@ class Price:
 
     @property
     def free(self) -> bool:
+        rates = self.nano_rates
+        if rates is not None:  # (whole rates are all zero exactly when the prices are)
+            return not any(rates)
         return not (self.input or self.cached_input or self.output or self.cache_write_5m or self.cache_write_1h)
 
     def scaled(self, multiplier: Decimal) -> Price:
@@ -64,8 +78,17 @@ class Price:
 
     def cost_nanos(self, prompt: int, completion: int, cached: int = 0, write_5m: int = 0,
                    write_1h: int = 0) -> int:
-        """The cost in nano-units, capped at MAX_NANOS."""
-        return min(to_nanos(self.cost(prompt, completion, cached, write_5m, write_1h)), MAX_NANOS)
+        """The cost in nano-units, capped at MAX_NANOS: in integers when every rate is a whole number of
+        nano-units per token (the same figure, exactly), else through `cost` and rounded up."""
+        rates = self.nano_rates
+        if rates is None:
+            return min(to_nanos(self.cost(prompt, completion, cached, write_5m, write_1h)), MAX_NANOS)
+        cached = min(max(cached, 0), prompt)
+        write_5m = min(max(write_5m, 0), prompt - cached)
+        write_1h = min(max(write_1h, 0), prompt - cached - write_5m)
+        plain = prompt - cached - write_5m - write_1h
+        inp, cached_in, out, w5, w1 = rates
+        return min(plain * inp + cached * cached_in + write_5m * w5 + write_1h * w1 + completion * out, MAX_NANOS)
 
 
 def to_nanos(amount: Decimal) -> int:
@@ -80,5 +103,6 @@ def fmt_money(nanos: int | None) -> str | None:
     """A decimal string without trailing zeros noise: 1234500 -> '0.0012345'."""
     if nanos is None:
         return None
-    d = from_nanos(nanos).normalize()
-    return f"{d:f}"
+    whole, frac = divmod(abs(nanos), 1_000_000_000)
+    text = f"{whole}.{frac:09d}".rstrip("0").rstrip(".") if frac else str(whole)
+    return "-" + text if nanos < 0 else text

@@ -5,7 +5,9 @@ per-run directory (prometheus_client's multiprocess mode) and any of them can re
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -90,72 +92,121 @@ class Labels:
         return OTHER
 
 
+Add = Callable[[float], None]
+
+
+def adder(metric: Counter | Gauge) -> Add:
+    """`inc` of a bound child (or an unlabelled metric) without prometheus_client's checks on the way (that
+    the metric has its label values, that a counter's amount is not negative), which a child bound once and
+    given non-negative amounts never needs: its value's own `inc` (a lock and an addition, in either the
+    one-process or the multiprocess value class). The public `inc` if the library's inside ever differs."""
+    inc = getattr(getattr(metric, "_value", None), "inc", None)
+    return inc if callable(inc) else metric.inc
+
+
+class Observer:
+    """`observe` of a bound histogram child as its value objects: the sum, then the first bucket whose bound
+    is not below the amount (found by bisection instead of a loop over the bounds). The public `observe` if
+    the library's inside differs."""
+
+    __slots__ = ("_bounds", "_buckets", "_public", "_sum")
+
+    def __init__(self, child: Histogram) -> None:
+        bounds = getattr(child, "_upper_bounds", None)
+        buckets = getattr(child, "_buckets", None)
+        total = getattr(getattr(child, "_sum", None), "inc", None)
+        ok = (isinstance(bounds, list) and isinstance(buckets, list) and len(bounds) == len(buckets)
+              and bool(bounds) and bounds[-1] == float("inf") and callable(total)
+              and all(callable(getattr(b, "inc", None)) for b in buckets))
+        self._public: Add | None = None if ok else child.observe
+        self._bounds: list[float] = list(bounds) if ok else []  # type: ignore[arg-type]
+        self._buckets: list[Add] = [b.inc for b in buckets] if ok else []  # type: ignore[union-attr]
+        self._sum: Add = total if ok else child.observe  # type: ignore[assignment]
+
+    def __call__(self, amount: float) -> None:
+        if self._public is not None or amount != amount:  # (NaN: counted in no bucket, as the library does)
+            (self._public or self._sum)(amount)
+            return
+        self._sum(amount)
+        self._buckets[bisect_left(self._bounds, amount)](1)
+
+
+_in_flight = adder(IN_FLIGHT)
+_streams = adder(STREAMS)
+
+
 def request_started() -> None:
-    IN_FLIGHT.inc()
+    _in_flight(1)
 
 
 def stream_opened() -> None:
-    STREAMS.inc()
+    _streams(1)
 
 
 class _Series:
-    """The children of one (route, model, provider), looked up once: `.labels()` costs a lock and a dict."""
+    """The children of one (route, model, provider), looked up once (`.labels()` costs a lock and a dict),
+    each as the call that adds to it."""
 
     __slots__ = ("attempts", "cost", "duration", "failovers", "per_token", "retries", "tokens", "ttft")
 
     def __init__(self, route: str, model: str, provider: str) -> None:
-        self.duration = DURATION.labels(route, model, provider)
-        self.ttft = TTFT.labels(model, provider)
-        self.per_token = PER_TOKEN.labels(model, provider)
-        self.tokens = [TOKENS.labels(model, provider, t) for t in ("input", "output", "cached", "reasoning")]
-        self.cost = COST.labels(model, provider)
-        self.attempts = ATTEMPTS.labels(provider)
-        self.retries = RETRIES.labels(provider)
-        self.failovers = FAILOVERS.labels(provider)
+        self.duration = Observer(DURATION.labels(route, model, provider))
+        self.ttft = Observer(TTFT.labels(model, provider))
+        self.per_token = Observer(PER_TOKEN.labels(model, provider))
+        self.tokens = [adder(TOKENS.labels(model, provider, t)) for t in ("input", "output", "cached", "reasoning")]
+        self.cost = adder(COST.labels(model, provider))
+        self.attempts = adder(ATTEMPTS.labels(provider))
+        self.retries = adder(RETRIES.labels(provider))
+        self.failovers = adder(FAILOVERS.labels(provider))
 
 
 _series: dict[tuple[str, str, str], _Series] = {}
-_requests: dict[tuple[str, str, str, int, str], Any] = {}
+_requests: dict[tuple[str, str, str, int, str], Add] = {}
 
 
 def settled(labels: Labels, rec: LedgerRecord, route: str, reasoning: int | None, failovers: int) -> None:
     """Everything a finished request adds, once, from its ledger record (and what the record does not keep:
     its front door, reasoning tokens and failovers)."""
-    IN_FLIGHT.dec()
+    _in_flight(-1)
     model, provider = labels.model(rec.model), labels.provider(rec.provider)
     if rec.stream and rec.status == 200:  # a stream was opened (its scope says 200 only then)
-        STREAMS.dec()
+        _streams(-1)
     code = labels.error_code(rec.error_code)
-    counter = _requests.get((route, model, provider, rec.status, code))
-    if counter is None:
-        counter = REQUESTS.labels(route, model, provider, f"{rec.status // 100}xx", code)
-        _requests[(route, model, provider, rec.status, code)] = counter
-    counter.inc()
+    count = _requests.get((route, model, provider, rec.status, code))
+    if count is None:
+        count = adder(REQUESTS.labels(route, model, provider, f"{rec.status // 100}xx", code))
+        _requests[(route, model, provider, rec.status, code)] = count
+    count(1)
     if rec.disconnected:
         DISCONNECTS.labels(route, model).inc()
     series = _series.get((route, model, provider))
     if series is None:
         series = _series[(route, model, provider)] = _Series(route, model, provider)
-    series.duration.observe(rec.duration_ms / 1000)
+    series.duration(rec.duration_ms / 1000)
     if rec.provider is None:
         return  # refused before any upstream was chosen: no tokens, no attempts
     if rec.ttft_ms is not None:
-        series.ttft.observe(rec.ttft_ms / 1000)
+        series.ttft(rec.ttft_ms / 1000)
         out = rec.completion_tokens or 0
         if rec.stream and out > 1:
-            series.per_token.observe((rec.duration_ms - rec.ttft_ms) / 1000 / (out - 1))
-    for child, n in zip(series.tokens, (rec.prompt_tokens, rec.completion_tokens, rec.cached_tokens, reasoning),
-                        strict=True):
-        if n:
-            child.inc(n)
+            series.per_token((rec.duration_ms - rec.ttft_ms) / 1000 / (out - 1))
+    tokens = series.tokens
+    if rec.prompt_tokens:
+        tokens[0](rec.prompt_tokens)
+    if rec.completion_tokens:
+        tokens[1](rec.completion_tokens)
+    if rec.cached_tokens:
+        tokens[2](rec.cached_tokens)
+    if reasoning:
+        tokens[3](reasoning)
     if rec.cost:
-        series.cost.inc(rec.cost / 1e9)
+        series.cost(rec.cost / 1e9)
     if rec.attempts:
-        series.attempts.inc(rec.attempts)
+        series.attempts(rec.attempts)
         if rec.attempts > 1:
-            series.retries.inc(rec.attempts - 1)
+            series.retries(rec.attempts - 1)
     if failovers:
-        series.failovers.inc(failovers)
+        series.failovers(failovers)
 
 
 def rejected(route: str, code: str | None) -> None:

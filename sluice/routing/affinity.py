@@ -20,7 +20,7 @@ def session_of(body: Mapping[str, Any], header: bytes | None = None) -> str | No
     `prompt_cache_key` from the body, else the session inside Claude Code's `metadata.user_id`
     (`user_..._session_<uuid>`, or a JSON object with `session_id`), which arrives here as `user`."""
     if header:
-        return _clean(header.decode("latin-1"))
+        return session_of_header(header)
     for name in ("session_id", "prompt_cache_key"):
         v = body.get(name)
         if isinstance(v, str) and v:
@@ -39,6 +39,11 @@ def session_of(body: Mapping[str, Any], header: bytes | None = None) -> str | No
         sid = doc.get("session_id") if isinstance(doc, dict) else None
         return _clean(sid) if isinstance(sid, str) else None
     return None
+
+
+def session_of_header(header: bytes | None) -> str | None:
+    """The session id the `X-Claude-Code-Session-Id` header gives, if any (`session_of` without a body)."""
+    return _clean(header.decode("latin-1")) if header else None
 
 
 def _clean(v: str) -> str | None:

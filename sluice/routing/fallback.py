@@ -62,6 +62,8 @@ class Cooldowns:
         self._until: dict[tuple[str, str], float] = {}
 
     def available(self, t: Target) -> bool:
+        if not self._until:  # nothing cools down (the usual case): no key to build
+            return True
         until = self._until.get((t.provider, t.model))
         return until is None or until <= self.clock.monotonic()
 
@@ -76,6 +78,8 @@ class Cooldowns:
                 self._on_change(t.provider, t.model, True)
 
     def succeeded(self, t: Target) -> None:
+        if not self._fails and not self._until:  # no target has failed lately: nothing to clear
+            return
         if self._fails.get((t.provider, t.model)):
             self._fails.pop((t.provider, t.model), None)
         if self._until.pop((t.provider, t.model), None) is not None and self._on_change is not None:
@@ -88,13 +92,17 @@ class Budget:
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         self._clock = clock
-        self._start = clock.monotonic()
+        self._start: float | None = None  # the first attempt's time
         self._first: dict[tuple[str, str], float] = {}
 
     def timeouts(self, target: Target) -> Timeouts:
         """The timeouts for the next attempt at `target`; raises UpstreamTimeout when none are left."""
         now = self._clock.monotonic()
         to = target.timeouts
+        if self._start is None:  # the first attempt: nothing has been spent yet
+            self._start = now
+            self._first[(target.provider, target.model)] = now
+            return to
         began = self._first.setdefault((target.provider, target.model), now)
         first_byte = to.first_byte - (now - began)
         total = None if to.total is None else to.total - (now - self._start)

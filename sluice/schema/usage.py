@@ -37,6 +37,11 @@ class Usage:
         """A Usage from upstream figures, each clamped into [0, MAX_TOKENS] (cached <= prompt, cache writes
         <= prompt); a cache figure left out (None) stays None. `noted`: the anomalies the caller found in
         the figures it added up itself."""
+        if (type(prompt) is int and type(completion) is int and type(reasoning) is int and write_5m is None
+                and write_1h is None and not noted and 0 <= prompt <= MAX_TOKENS and 0 <= completion <= MAX_TOKENS
+                and 0 <= reasoning <= completion
+                and (cached is None or (type(cached) is int and 0 <= cached <= prompt))):
+            return cls(prompt, completion, cached, reasoning)  # every figure in range: what the loop below gives
         bad: list[str] = list(noted or ())
         p = count("prompt_tokens", prompt, bad)
         c = count("completion_tokens", completion, bad)

@@ -24,6 +24,22 @@ App = Callable[[MutableMapping[str, Any], Callable[[], Any], Callable[[Message],
 HIGH_WATER = 64 << 10  # request body bytes buffered for the app before the connection stops reading
 
 
+_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+_KINDS: dict[bytes, bytes] = {}  # response header names found valid -> the framing header each is, or b""
+
+
+def _kind(name: bytes) -> bytes:
+    """Check a response header name once (no CR, LF or colon) and say which framing header it is, if any:
+    an app's header names are a handful of constants, so `_start` looks each up instead of checking it."""
+    if b"\n" in name or b"\r" in name or b":" in name:
+        raise RuntimeError("Invalid HTTP header.")
+    low = name.lower()
+    kind = low if low in _FRAMING else b""
+    if len(_KINDS) < 1024:
+        _KINDS[name] = kind
+    return kind
+
+
 class Exchange:
     """The state of one request/response pair. The protocol feeds it (`feed`, `end_of_body`, `lost`); the
     app's task runs `run`, which calls the app with `receive` and `send`."""
@@ -142,18 +158,24 @@ class Exchange:
         parts = [status_line(status), self.conn.default_head()]
         length: int | None = None
         te_chunked = close = False
+        lines: list[bytes] = []
         for name, value in headers:
-            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name or b":" in name:
-                raise RuntimeError("Invalid HTTP header.")
-            low = name.lower()
-            if low == b"content-length":
-                length = int(value)
-            elif low == b"transfer-encoding":
-                te_chunked = value.lower() == b"chunked"
-            elif low == b"connection" and b"close" in value.lower():
-                close = True
-                self.keep_alive = False
-            parts.append(b"%b: %b\r\n" % (name, value))
+            kind = _KINDS.get(name)
+            if kind is None:
+                kind = _kind(name)
+            if kind:
+                if kind == b"content-length":
+                    length = int(value)
+                elif kind == b"transfer-encoding":
+                    te_chunked = value.lower() == b"chunked"
+                elif b"close" in value.lower():  # connection
+                    close = True
+                    self.keep_alive = False
+            lines.append(b"%b: %b\r\n" % (name, value))
+        block = b"".join(lines)
+        if block.count(b"\n") != len(lines) or block.count(b"\r") != len(lines):  # one CRLF a line: none in a value
+            raise RuntimeError("Invalid HTTP header.")
+        parts.append(block)
         if length is not None:
             self.remaining = length
         elif te_chunked:

@@ -115,13 +115,24 @@ class UpstreamResponse:
         self.mark_progress()  # a body trickled byte by byte must still be whole within idle
         parts: list[bytes] = []
         size = 0
-        async for part in self.iter_chunks():
-            parts.append(part)
-            size += len(part)
-            if size > limit:
-                self.close()
-                parts.clear()  # the traceback keeps this frame: let the bytes go now, not at a GC pass
-                raise _too_large(limit)  # no local holds the error: a local would make frame and error a cycle
+        conn = self._conn
+        # an uncompressed body is read without `iter_chunks`: an async generator costs a plain request its
+        # creation, its registration with the loop (a WeakSet) and its finalisation
+        chunks = None if self._decoder is None and conn is not None else self.iter_chunks()
+        try:
+            while True:
+                part = await self._raw(conn) if chunks is None else await anext(chunks, None)
+                if part is None:
+                    break
+                parts.append(part)
+                size += len(part)
+                if size > limit:
+                    self.close()
+                    parts.clear()  # the traceback keeps this frame: let the bytes go now, not at a GC pass
+                    raise _too_large(limit)  # no local holds the error: a local would make frame and error a cycle
+        finally:
+            self.close()
+            conn = chunks = None
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def read_error_body(self) -> bytes:
@@ -130,40 +141,46 @@ class UpstreamResponse:
         except UpstreamError:
             return b""
 
+    async def _raw(self, conn: Conn | None) -> bytes | None:
+        """The next bytes the connection has for this response as they came (None at the end, or once the
+        response was closed); each wait for more is bounded by the idle (and total) timeout."""
+        while conn is not None and self._conn is conn:
+            if conn.buf:
+                return conn.take()
+            if conn.done:
+                return None
+            if conn.error is not None:
+                raise conn.error
+            if not await conn.wait(self._wait_for()):
+                raise self._timeout()
+        return None
+
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive; each wait for more is bounded by the idle (and total) timeout."""
+        """Body bytes as they arrive (decompressed); each wait for more is bounded by the idle (and total)
+        timeout."""
         conn = self._conn
         if conn is None:
             return
         decoder = self._decoder
         try:
-            while self._conn is conn:
-                if conn.buf:
-                    data = conn.take()
-                    if decoder is None:
-                        yield data
-                        continue
-                    while data:  # bounded pieces, so read(limit) bounds memory for compressed bodies too
-                        out = decoder.decompress(data, _PIECE)
-                        data = decoder.unconsumed_tail
-                        if out:
-                            yield out
+            while (data := await self._raw(conn)) is not None:
+                if decoder is None:
+                    yield data
                     continue
-                if conn.done:
-                    if decoder is not None and (tail := decoder.flush()):
-                        yield tail
-                    return
-                if conn.error is not None:
-                    raise conn.error
-                if not await conn.wait(self._wait_for()):
-                    raise self._timeout()
+                while data:  # bounded pieces, so read(limit) bounds memory for compressed bodies too
+                    out = decoder.decompress(data, _PIECE)
+                    data = decoder.unconsumed_tail
+                    if out:
+                        yield out
+            if conn.done and decoder is not None and (tail := decoder.flush()):
+                yield tail
         except zlib.error:
             raise UpstreamError("the upstream sent a body that does not decompress") from None
         finally:
             self.close()
             # an error raised here keeps this frame in its traceback, and `conn` keeps the error
             # (`conn.error`): drop the locals so that frame, error and buffers go without a GC pass
-            conn = data = decoder = None  # type: ignore[assignment]
+            conn = data = decoder = None
 
     def _wait_for(self) -> float:
         now = asyncio.get_running_loop().time()
@@ -277,15 +294,11 @@ class UpstreamClient:
                       timeouts: Timeouts) -> UpstreamResponse:
         """Send and wait for the status line and headers (bounded by connect, then first_byte)."""
         o, target = self._origin(url)
-        head = [f"{method} {target} HTTP/1.1\r\nhost: {o.host_header}\r\n"]
-        for k, v in headers.items():
-            head.append(f"{k}: {v}\r\n")
-        if body is not None or method in ("POST", "PUT", "PATCH"):
-            head.append(f"content-length: {len(body) if body else 0}\r\n")
-        head.append("\r\n")
-        data = "".join(head).encode("latin-1")
-        if body:
-            data += body
+        head = "".join([f"{method} {target} HTTP/1.1\r\nhost: {o.host_header}\r\n",
+                        *[f"{k}: {v}\r\n" for k, v in headers.items()],
+                        f"content-length: {len(body) if body else 0}\r\n\r\n"
+                        if body is not None or method in ("POST", "PUT", "PATCH") else "\r\n"]).encode("latin-1")
+        data = head + body if body else head
         for attempt in range(2):
             conn = self._get_idle(o.key) if attempt == 0 else None
             reused = conn is not None

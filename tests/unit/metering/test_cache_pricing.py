@@ -3,12 +3,13 @@ tokens, the defaults relative to the input price, clamping of figures that do no
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 
 import pytest
 
 from sluice.config import PricingConfig
-from sluice.metering.pricing import Price
+from sluice.metering.pricing import MAX_NANOS, Price, fmt_money, from_nanos, to_nanos
 from sluice.providers.anthropic.translate import usage_from as anthropic_usage
 from sluice.providers.gemini.response import usage_from as gemini_usage
 from sluice.schema.usage import Usage
@@ -72,3 +73,28 @@ def test_anthropic_cache_fields() -> None:
         30, None, None)
     plain = anthropic_usage({"input_tokens": 1, "output_tokens": 2})
     assert plain is not None and plain.cache_write_5m_tokens is None and plain.prompt_tokens == 1
+
+
+_PRICES = [Price(Decimal("0.15"), Decimal("0.075"), Decimal("0.6")),
+           Price(Decimal("3"), Decimal("0.3"), Decimal("15"), Decimal("3.75"), Decimal("6")),
+           Price(Decimal("0.0001"), Decimal("0.00001"), Decimal("0.1234567")),   # rates below a nano-unit
+           Price(Decimal("2.5"), Decimal("0.25"), Decimal("10")).scaled(Decimal("0.85")),
+           Price(Decimal("1e20"), Decimal(0), Decimal(1)), Price(Decimal(0), Decimal(0), Decimal(0))]
+
+
+def test_cost_in_whole_nano_units_is_the_decimal_cost_rounded_up() -> None:
+    """`cost_nanos` counts in integers when every rate is a whole number of nano-units per token: the same
+    figure as the exact decimal cost rounded up, clamps and cap included."""
+    rng = random.Random(16)
+    counts = (0, 1, -3, 7, 999_999, 10**9)
+    for price in _PRICES:
+        for _ in range(3000):
+            figures = [rng.choice(counts) if rng.random() < 0.3 else rng.randint(0, 10**9) for _ in range(5)]
+            assert price.cost_nanos(*figures) == min(to_nanos(price.cost(*figures)), MAX_NANOS), (price, figures)
+
+
+def test_money_is_formatted_as_the_normalised_decimal() -> None:
+    rng = random.Random(16)
+    for nanos in [0, 1, -1, 10**9, 10**10, -(10**10), 1_234_500, 999_999_999, 10**18,
+                  *(rng.randint(-(10**19), 10**19) for _ in range(5000))]:
+        assert fmt_money(nanos) == f"{from_nanos(nanos).normalize():f}", nanos

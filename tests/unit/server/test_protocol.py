@@ -281,3 +281,30 @@ async def test_an_app_that_fails_gets_a_500_before_its_head_and_a_cut_after() ->
         with pytest.raises(asyncio.IncompleteReadError):
             await conn.chunk()  # no terminating chunk: the client sees the cut
         conn.close()
+
+
+@pytest.mark.parametrize("bad", [(b"x-a", b"1\r\nx-injected: 1"), (b"x-a", b"1\nx"), (b"x-a: b", b"1"),
+                                 (b"x-a\r\nx-injected", b"1")])
+async def test_a_response_header_that_would_split_the_head_is_never_written(bad: tuple[bytes, bytes]) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await read_body(receive)
+        if scope["path"] == "/bad":
+            await send({"type": "http.response.start", "status": 200, "headers": [bad]})
+        else:  # framing headers are found whatever their case
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"Content-Length", b"2"), (b"X-Fine", b"a: b")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async with serve(app) as (port, _):
+        for _ in range(2):  # a bad name is refused every time, not remembered as checked
+            conn = await RawConn.open(port)
+            await conn.send("GET", "/bad")
+            with pytest.raises(asyncio.IncompleteReadError):
+                await conn.head()  # the app failed after starting: the connection is cut, nothing written
+            conn.close()
+        conn = await RawConn.open(port)
+        await conn.send("GET", "/good")
+        head = await conn.head()
+        assert head.get("content-length") == "2" and head.get("transfer-encoding") is None
+        assert head.get("x-fine") == "a: b" and await conn.body(head) == b"ok"
+        conn.close()

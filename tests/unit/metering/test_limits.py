@@ -38,7 +38,10 @@ async def make(request: pytest.FixtureRequest) -> AsyncIterator[MakeLimiters]:
             one = MemoryLimiter(stale_after=stale_after)
             created.append(one)
             return [one] * n
-        many: list[Limiter] = [RedisLimiter(REDIS_URL, prefix=prefix, stale_after=stale_after) for _ in range(n)]
+        # the answer bound is production's concern (tests/unit/metering cover the 503); here it only ends a hung
+        # run, so a loaded machine opening 200 connections at once cannot turn into a refused admit
+        many: list[Limiter] = [RedisLimiter(REDIS_URL, prefix=prefix, stale_after=stale_after, timeout=60.0)
+                               for _ in range(n)]
         created.extend(many)
         return many
 

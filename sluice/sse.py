@@ -51,8 +51,8 @@ class SSEDecoder:
     longer than `max_line` or an event whose data passes `max_event` raises `SSELimitExceeded`.
     """
 
-    __slots__ = ("_data", "_event", "_id", "_max_event", "_max_line", "_pending_cr", "_size", "_started",
-                 "_tail")
+    __slots__ = ("_bound", "_data", "_event", "_id", "_max_event", "_max_line", "_pending_cr", "_size",
+                 "_started", "_tail")
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE, max_event: int = DEFAULT_MAX_EVENT) -> None:
         self._tail = bytearray()
@@ -64,6 +64,7 @@ class SSEDecoder:
         self._id: str | None = None
         self._max_line = max_line
         self._max_event = max_event
+        self._bound = min(max_line, max_event)  # a read no longer than both cannot break either
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if not self._started:
@@ -84,6 +85,10 @@ class SSEDecoder:
             self._pending_cr = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         tail = self._tail
+        if (chunk[:6] == b"data: " and chunk[-2:] == b"\n\n" and chunk.find(b"\n") == len(chunk) - 2
+                and not tail and not self._data and self._event is None and len(chunk) <= self._bound):
+            # the common read of a live stream: exactly one complete single-line `data:` event
+            return [SSEEvent(chunk[6:-2], None, self._id)]
         if b"\n" not in chunk:
             tail += chunk
             if len(tail) > self._max_line:

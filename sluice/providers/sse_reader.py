@@ -29,13 +29,15 @@ class EventReader:
         resp = self._resp
         async for data in resp.iter_chunks():
             events = self._feed(data)
-            # one clock read per read: progress when an event other than a keep-alive ping completed
-            if events and any(ev.event != "ping" for ev in events):
+            # one clock read per read: progress when an event other than a keep-alive ping completed (the
+            # last event is checked first: it is rarely a ping, and that spares a generator per read)
+            if events and (events[-1].event != "ping" or any(ev.event != "ping" for ev in events)):
                 resp.mark_progress()
+                yield events
             else:
                 resp.check_progress()
-            if events:
-                yield events
+                if events:
+                    yield events
 
     def finish(self) -> list[SSEEvent]:
         """At EOF: an event whose closing blank line never came."""

@@ -264,3 +264,16 @@ def test_decoder_is_linear_in_the_bytes_of_one_long_line() -> None:
     t.join(60)
     assert not t.is_alive(), "decoding one long line in small reads did not finish: quadratic copying"
     assert len(done) == 1 and len(done[0].data) == size
+
+
+def test_one_event_a_read_keeps_the_state_earlier_reads_left() -> None:
+    # a read holding exactly one `data:` event is the common case of a live stream; it must still see
+    # the id, event name and data lines earlier reads left, and the bounds
+    dec = SSEDecoder(max_line=4096, max_event=4096)
+    reads = [b"id: 7\n\n", b"data: a\n\n", b"event: x\n", b"data: b\n\n", b"data: c\n", b"data: d\n\n",
+             b"data: e", b"\n\n", b"data: f\n\n"]
+    got = [(e.data, e.event, e.id) for r in reads for e in dec.feed(r)]
+    assert got == [(b"a", None, "7"), (b"b", "x", "7"), (b"c\nd", None, "7"), (b"e", None, "7"),
+                   (b"f", None, "7")]
+    with pytest.raises(SSELimitExceeded, match="longer than 4096"):
+        dec.feed(b"data: " + b"g" * 5000 + b"\n\n")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import gc
 
+import uvloop
+
 from sluice.upstream._conn import Conn
 from tests.unit.test_upstream import EOF, fetch, get, head, reply, upstream
 
@@ -32,3 +34,9 @@ async def test_closed_upstream_connections_leave_no_cycle_for_the_collector() ->
         gc.set_debug(flags)
         gc.garbage.clear()
     assert left == []
+
+
+def test_on_uvloop() -> None:
+    """The same on uvloop, the loop Sluice serves on (its transports hold the protocol in C)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(test_closed_upstream_connections_leave_no_cycle_for_the_collector())

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import gc
 
+import uvloop
+
 from sluice.server.exchange import Exchange
 from sluice.server.protocol import HttpProtocol
 from tests.e2e.rawhttp import RawConn
@@ -50,3 +52,9 @@ async def test_closed_connections_leave_no_cycle_for_the_collector() -> None:
         gc.garbage.clear()
     assert ends == ["http.disconnect"]
     assert left == []
+
+
+def test_on_uvloop() -> None:
+    """The same on uvloop, the loop Sluice serves on (its transports hold the protocol in C)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(test_closed_connections_leave_no_cycle_for_the_collector())

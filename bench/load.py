@@ -191,10 +191,10 @@ async def held(host: str, port: int, req: bytes, n: int, expect_chunks: int, lim
         if a["duration_us"] is not None:
             durations.append(a["duration_us"])
 
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     await asyncio.gather(*(one() for _ in range(n)))
     return {"n": n, "intact": intact, "durations_us": durations, "errors": errors,
-            "elapsed": time.monotonic() - t0}
+            "elapsed": time.monotonic() - t0, "cpu_s": time.process_time() - cpu0}
 
 
 def _child(fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...]) -> Any:

@@ -62,6 +62,14 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICK
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy, all cores (the first line of /proc/stat, less idle and
+    iowait): over a measurement, minus the bench's own processes, what other processes took."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICK
+
+
 def status_kb(pids: list[int], key: str) -> int:
     """Sum of one /proc/<pid>/status field (VmRSS, VmHWM) in kB over the processes."""
     total = 0

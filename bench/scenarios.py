@@ -3,6 +3,7 @@ then peers), so every figure has a direct measurement taken side by side, and st
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import orjson
 
 from bench import load, wrk
 from bench.httpclient import build_request
-from bench.proc import cpu_seconds, reset_peak, status_kb
+from bench.proc import cpu_seconds, machine_busy_seconds, reset_peak, status_kb
 from bench.targets import CHAT_PATH, HOST, RESPONSES_PATH, Target, start_sluice
 
 PLAIN_BODY = orjson.dumps({"model": "bench-model", "max_tokens": 32,
@@ -205,7 +206,7 @@ def held_streams(b: Bench) -> None:
             pids = t.gw_pids()
             reset_ok = reset_peak(pids)
             rss0 = status_kb(pids, "VmRSS")
-            cpu0 = cpu_seconds(pids)
+            cpu0, up0, box0 = cpu_seconds(pids), cpu_seconds(b.upstream.pids()), machine_busy_seconds()
             req = _req(t, STREAM_BODY, shape)
             timeout = ideal_us / 1e6 * 3 + 30
             parts = load.parallel(load.held, [(HOST, t.port, req, n // procs + (i < n % procs), chunks,
@@ -216,18 +217,28 @@ def held_streams(b: Bench) -> None:
                 for k, v in p["errors"].items():
                     errors[k] = errors.get(k, 0) + v
             hwm = status_kb(pids, "VmHWM")
-            r = {"n": n, "intact": sum(p["intact"] for p in parts), "errors": errors,
+            # who used the two cores meanwhile: a target is measured the same way as the others only if
+            # the client, the upstream and other sessions left it the same share
+            box = machine_busy_seconds() - box0
+            client, up = sum(p["cpu_s"] for p in parts), cpu_seconds(b.upstream.pids()) - up0
+            gw = cpu_seconds(pids) - cpu0 if pids else 0.0
+            cores = {"client_cpu_s": client, "upstream_cpu_s": up, "machine_busy_s": box,
+                     "others_cpu_s": box - client - up - gw}
+            r = {"n": n, "intact": sum(p["intact"] for p in parts), "errors": errors, "cores": cores,
                  "p50_ms": (pct(durs, 50) or 0) / 1000, "p99_ms": (pct(durs, 99) or 0) / 1000,
                  "ideal_ms": ideal_us / 1000, "elapsed_s": max(p["elapsed"] for p in parts)}
             r["p99_vs_ideal"] = r["p99_ms"] / r["ideal_ms"] if durs else None
             if pids:
                 r.update(peak_kb=hwm, rss_before_kb=rss0, rss_idle_kb=base[t.name], peak_reset=reset_ok,
                          kb_per_stream=(hwm - base[t.name]) / n, kb_per_stream_increment=(hwm - rss0) / n,
-                         cpu_s=cpu_seconds(pids) - cpu0)
+                         cpu_s=gw)
             row[t.name] = r
             mem = f"  peak {hwm / 1024:.1f} MB, {r['kb_per_stream']:.1f} KB/stream" if pids else ""
             say(f"  [held {n}] {t.name:8s} intact {r['intact']}/{n}  p99 {r['p99_ms']:.0f} ms "
                 f"(ideal {r['ideal_ms']:.0f}){mem}  errors {errors or 0}")
+            cap = (os.cpu_count() or 1) * r["elapsed_s"]
+            say(f"    CPU s over {r['elapsed_s']:.1f} s: gateway {gw:.2f}, client {client:.2f}, upstream {up:.2f}, "
+                f"others {cores['others_cpu_s']:.2f} (machine busy {box:.2f} of {cap:.1f})")
             time.sleep(0.5)
         res[str(n)] = row
     b.results["held-streams"] = res

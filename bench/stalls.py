@@ -47,6 +47,10 @@ class Probe:
         # start, duration, on loop, batch size (0: not known), WAL frames checkpointed inside it
         self.txs: list[tuple[float, float, bool, int, int]] = []
         self.samples: list[tuple[float, list[str]]] = []
+        # per second of the loop: start, loop CPU, run-queue wait, collections' CPU (is the loop saturated?)
+        self.seconds: list[tuple[float, float, float, float]] = []
+        self._sec = (0.0, 0.0, 0.0, 0.0)
+        self._gc_total = 0.0
         self.ticks = 0
         self._gc_t0 = self._gc_cpu = 0.0
         self._size = 0
@@ -79,6 +83,11 @@ class Probe:
         if late > STALL:
             self.stalls.append((self._due, late, cpu - self._cpu, rq - self._rq))
         self._cpu, self._rq, self.last = cpu, rq, now
+        if now - self._sec[0] >= 1.0:
+            t0, cpu0, rq0, gc0 = self._sec
+            if t0:
+                self.seconds.append((t0, cpu - cpu0, rq - rq0, self._gc_total - gc0))
+            self._sec = (now, cpu, rq, self._gc_total)
         self.ticks += 1
         self._due = now + TICK
         self._loop.call_later(TICK, self._tick)
@@ -87,9 +96,11 @@ class Probe:
         if phase == "start":
             self._gc_t0, self._gc_cpu = time.perf_counter(), time.thread_time()
         else:
+            on_loop, cpu = threading.get_ident() == self.ident, time.thread_time() - self._gc_cpu
             self.gcs.append((self._gc_t0, time.perf_counter() - self._gc_t0, info["generation"],
-                             info["collected"], threading.get_ident() == self.ident,
-                             time.thread_time() - self._gc_cpu))
+                             info["collected"], on_loop, cpu))
+            if on_loop:
+                self._gc_total += cpu
 
     def _wrap_sqlite(self) -> None:
         from sluice.storage import sqlite as sq
@@ -141,7 +152,7 @@ class Probe:
         garbage = sorted(kinds.items(), key=lambda kv: -kv[1])[:40]
         cycles = _cycles(gc.garbage) if gc.garbage else []
         data = {"garbage": garbage, "cycles": cycles, "offset": self.offset, "tid": self.tid, "threads": names,
-                "ticks": self.ticks, "stalls": self.stalls,
+                "ticks": self.ticks, "stalls": self.stalls, "seconds": self.seconds,
                 "gcs": self.gcs, "txs": self.txs, "samples": self.samples}
         tmp = self.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
@@ -320,11 +331,27 @@ def report(path: Path, strace: Path | None = None, window: tuple[float, float] |
                          f"> 2 ms: {sum(1 for x in durs if x > 2)}; batch p50 {sizes[len(sizes) // 2]}, "
                          f"max {sizes[-1]}; with a checkpoint: {len(ckpt)}"
                          + (f" ({', '.join(f'{x:.1f}' for x in ckpt)} ms)" if ckpt else ""))
+    lines += _seconds(d.get("seconds", []))
     if syncs:
         for who in sorted({s[2] for s in syncs}):
             ms = sorted(s[1] * 1e3 for s in syncs if s[2] == who)
             lines.append(f"fsync on {who}: {len(ms)}, p50 {ms[len(ms) // 2]:.1f} ms, max {ms[-1]:.1f} ms")
     return "\n".join(lines)
+
+
+def _seconds(secs: list[list[float]]) -> list[str]:
+    """The loop thread's busy seconds (CPU over 20%), run-queue wait and collections, one per second: a loop
+    whose CPU stays near 100% is saturated (its work is the limit), one that waits on the run queue is not
+    given a core (the machine is)."""
+    busy = [(t, cpu, rq, g) for t, cpu, rq, g in secs if cpu > 0.2]
+    if not busy:
+        return []
+    t0 = busy[0][0]
+    out = ["", f"loop per second (CPU > 20%: {len(busy)} s; CPU {sum(x[1] for x in busy):.1f} s, "
+           f"run-queue wait {sum(x[2] for x in busy):.1f} s, collections {sum(x[3] for x in busy):.2f} s):", "",
+           "| s | loop CPU % | run-queue wait % | collections % |", "|--:|--:|--:|--:|"]
+    out += [f"| {t - t0:.0f} | {cpu * 100:.0f} | {rq * 100:.0f} | {g * 100:.1f} |" for t, cpu, rq, g in busy]
+    return out
 
 
 def probe_env(opts: Any, out: Path) -> tuple[dict[str, str], list[str]]:

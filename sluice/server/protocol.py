@@ -54,6 +54,10 @@ class _Refuse(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+# what a lost connection's `parser` becomes (see `connection_lost`)
+_LOST = httptools.HttpRequestParser(object())
+
+
 class HttpProtocol(asyncio.Protocol):
     # class-wide, set once per process by configure(); the defaults are nginx's
     max_line = 8 << 10           # the request line, or one header (large_client_header_buffers 4 8k)
@@ -120,10 +124,16 @@ class HttpProtocol(asyncio.Protocol):
         self._disarm()
         self._idle_off()
         self.queue.clear()
-        if self.active is not None:
-            self.active.lost()
-        if self.parsing is not None:
-            self.parsing.lost()
+        # an exchange refers back to its connection and the live parser to our bound methods: both dropped
+        # here (a lost exchange never completes, and nothing feeds a lost connection), so that reference
+        # counting frees the connection instead of the cyclic collector
+        ex, self.active = self.active, None
+        if ex is not None:
+            ex.lost()
+        ex, self.parsing = self.parsing, None
+        if ex is not None:
+            ex.lost()
+        self.parser = _LOST
         self.resume_writing()
         if exc is None:
             self.transport.close()

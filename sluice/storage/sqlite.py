@@ -7,8 +7,10 @@ batch, a small reservation batch) first try a second connection on the loop's ow
 waits: a WAL commit costs ~40 us there, while the round trip to a thread and back costs ~1.5 ms of
 latency in a VM whose idle vCPUs are slow to wake. When another writer holds the lock, that attempt
 fails at once (busy_timeout 0) and the batch goes to the thread, which waits for it. That connection
-never checkpoints (its fsyncs stalled every stream for 5-30 ms): every `_CHECKPOINT_EVERY` commits on the
-loop's thread, the store's thread checkpoints and restarts the WAL (docs/decisions.md, "Loop stalls").
+never checkpoints (its fsyncs stalled every stream for 5-30 ms), nor does the thread's by itself (a checkpoint
+there left the WAL's restart, and its fsync, to the next writer: often the loop): every `_CHECKPOINT_EVERY`
+commits on either thread, the store's thread checkpoints and restarts the WAL (docs/decisions.md, "Loop
+stalls", "Held streams").
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ T = TypeVar("T")
 log = logging.getLogger("sluice.storage")
 
 _INLINE_MAX = 64  # records or reservations written on the loop's thread at most (bounds the stall)
-_CHECKPOINT_EVERY = 100  # commits on the loop's thread between checkpoints on the store's thread
+_CHECKPOINT_EVERY = 100  # commits on the loop's (or the store's) thread between checkpoints on the store's thread
 
 
 class SQLiteStore:
@@ -52,6 +54,7 @@ class SQLiteStore:
         self._db: sqlite3.Connection | None = None
         self._loop_db: sqlite3.Connection | None = None
         self._loop_commits = 0
+        self._thread_commits = 0  # read and written on the store's thread only
         self._checkpoint: asyncio.Future[None] | None = None  # a checkpoint on the store's thread, running
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -61,7 +64,15 @@ class SQLiteStore:
         """Run `fn` inside BEGIN IMMEDIATE ... COMMIT (rolled back on error)."""
         def run(db: sqlite3.Connection) -> T:
             db.execute("BEGIN IMMEDIATE")
-            return _finish_tx(db, fn)
+            out = _finish_tx(db, fn)
+            self._thread_commits += 1
+            if self._thread_commits >= _CHECKPOINT_EVERY:
+                self._thread_commits = 0
+                try:
+                    _checkpoint(db)
+                except sqlite3.Error as exc:  # committed already: the next checkpoint tries again
+                    log.warning("WAL checkpoint failed: %s", exc)
+            return out
         return await self._run(run)
 
     async def _hot_tx(self, fn: Callable[[sqlite3.Connection], T], size: int) -> T:
@@ -98,6 +109,7 @@ class SQLiteStore:
             _enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # `_checkpoint` only, which restarts the WAL here too
             self._db = db
         return fn(self._db)
 

@@ -11,6 +11,7 @@ from sluice.errors import UpstreamError, UpstreamUnavailable
 
 MAX_HEAD = 64 << 10           # bytes of status line + headers an upstream may send
 HIGH_WATER = 256 << 10        # buffered body bytes before the socket stops being read
+_LOST = httptools.HttpResponseParser(object())  # what a lost connection's `parser` becomes
 
 
 class Conn(asyncio.Protocol):
@@ -76,6 +77,9 @@ class Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        # the live parser holds our bound methods: a cycle that only a full collection would find in a
+        # long-pooled connection; nothing feeds a lost connection
+        self.parser = _LOST
         if self.head_done and not self.done and self.headers.get("content-length") is None \
                 and "chunked" not in self.headers.get("transfer-encoding", "").lower() and exc is None:
             self.done = True  # a body delimited by the end of the connection

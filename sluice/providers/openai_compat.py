@@ -1,7 +1,8 @@
 """OpenAI-compatible upstreams (OpenAI, DeepSeek, vLLM, Ollama, ...): bytes pass through, parsed only to meter.
 
-Each upstream event is parsed with orjson (a microsecond) to see usage, finish and errors, but its bytes
-are what the client gets: nothing is re-serialised unless it must change.
+A streamed event is parsed only when its bytes may carry usage, a finish or an error (`schema.chunk.plain`);
+the rest (content deltas, nearly all of a stream) pass as they came, their text read only if the stream
+ends without usage. The client gets the upstream's bytes: nothing is re-serialised unless it must change.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sluice.providers.anthropic.passthrough import native_body
 from sluice.providers.base import Call, Chunk, Completion
 from sluice.providers.openai_responses import ResponsesStream, reply_usage
 from sluice.providers.sse_reader import EventReader
+from sluice.schema.chunk import delta_text, finished, plain, text_of
 from sluice.schema.thinking import without_thinking
 from sluice.schema.usage import Usage
 from sluice.sse import DONE, SSEEvent
@@ -160,69 +162,42 @@ class OpenAIStream:
 
 def _read(events: list[SSEEvent]) -> tuple[list[Chunk], UpstreamError | bool | None]:
     """The chunks of one upstream read, each but the last marked `more`, and how the stream ends in it:
-    True at `[DONE]`, the error an event reported (after the chunks before it), or None (it goes on)."""
+    True at `[DONE]`, the error an event reported (after the chunks before it), or None (it goes on).
+    Most chunks pass unparsed (`plain`); the few that may carry usage, a finish or an error are parsed."""
     chunks: list[Chunk] = []
     end: UpstreamError | bool | None = None
     for ev in events:
         payload = ev.data
-        if payload[:6] == DONE:
-            end = True
-            break
-        if not payload:
-            continue
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            end = UpstreamError("the upstream sent an event that is not JSON")
-            break
-        if not isinstance(obj, dict):
-            end = UpstreamError("the upstream sent an event that is not a JSON object")
-            break
-        if obj.get("error"):
-            end = _error_from_body(obj, 502, None)
-            break
+        if plain(payload):
+            chunk = Chunk(payload, text=None)
+        else:
+            if payload[:6] == DONE:
+                end = True
+                break
+            if not payload:
+                continue
+            try:
+                obj = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                end = UpstreamError("the upstream sent an event that is not JSON")
+                break
+            if not isinstance(obj, dict):
+                end = UpstreamError("the upstream sent an event that is not a JSON object")
+                break
+            if obj.get("error"):
+                end = _error_from_body(obj, 502, None)
+                break
+            chunk = _chunk(payload, obj)
         if chunks:
             chunks[-1].more = True
-        chunks.append(_chunk(payload, obj))
+        chunks.append(chunk)
     return chunks, end
 
 
 def _chunk(payload: bytes, obj: dict[str, Any]) -> Chunk:
-    choices = obj.get("choices")
     usage = Usage.from_openai(obj.get("usage")) if obj.get("usage") else None
-    text = ""
-    finish = False
-    if choices:
-        for c in choices:
-            if not isinstance(c, dict):
-                continue
-            if c.get("finish_reason"):
-                finish = True
-            if isinstance(c.get("text"), str):  # a legacy completion
-                text += c["text"]
-            d = c.get("delta")
-            if isinstance(d, dict):
-                text += _delta_text(d)
-    return Chunk(payload, parsed=obj, usage=usage, usage_only=usage is not None and not choices,
-                 finish=finish, text=text)
-
-
-def _delta_text(d: dict[str, Any]) -> str:
-    out = ""
-    for k in ("content", "reasoning_content", "reasoning", "refusal"):
-        v = d.get(k)
-        if isinstance(v, str):
-            out += v
-    calls = d.get("tool_calls")
-    if isinstance(calls, list):
-        for tc in calls:
-            fn = tc.get("function") if isinstance(tc, dict) else None
-            if isinstance(fn, dict):
-                for k in ("name", "arguments"):
-                    v = fn.get(k)
-                    if isinstance(v, str):
-                        out += v
-    return out
+    return Chunk(payload, parsed=obj, usage=usage, usage_only=usage is not None and not obj.get("choices"),
+                 finish=finished(obj), text=text_of(obj))
 
 
 def _reply_text(doc: dict[str, Any]) -> str:
@@ -230,7 +205,7 @@ def _reply_text(doc: dict[str, Any]) -> str:
     for c in doc.get("choices") or ():
         m = c.get("message") if isinstance(c, dict) else None
         if isinstance(m, dict):
-            out += _delta_text(m)
+            out += delta_text(m)
         elif isinstance(c, dict) and isinstance(c.get("text"), str):  # a legacy completion
             out += c["text"]
     return out

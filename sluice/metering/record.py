@@ -32,8 +32,9 @@ class Asked(NamedTuple):
     session_id: str | None = None
 
 
-# the payloads of unread chunks one stream keeps (bytes) before it reads and counts them: what a stream of
-# ~80 short OpenAI chunks amounts to, so most streams never read one, and no stream holds more than this
+# the payloads of unread chunks one stream keeps (bytes): ~60-100 OpenAI chunks. A stream whose usage comes
+# within them reads none; a longer one reads its oldest as each new one comes (one a chunk, never a batch
+# that would stall the loop), and holds no more than this
 DEFERRED_BYTES = 16 << 10
 
 
@@ -45,8 +46,8 @@ class Stats:
 
     A chunk that passed unparsed (`schema.chunk.plain`) is `defer`red: its payload is kept and its text
     read (`schema.chunk.payload_text`) and counted only when the count is asked for (`counted`) with no
-    usage reported, or once the kept payloads pass `DEFERRED_BYTES`. A count is a sum over the pieces, so
-    counting some later gives what counting each as it came would."""
+    usage reported, or, oldest first, as far as the kept payloads pass `DEFERRED_BYTES`. A count is a sum
+    over the pieces, so counting some later gives what counting each as it came would."""
 
     __slots__ = ("counter", "deferred", "deferred_size", "first_at", "usage")
 
@@ -60,12 +61,16 @@ class Stats:
 
     def defer(self, payload: bytes) -> None:
         """Keep an unparsed OpenAI chunk's payload, whose text counts only if no usage is reported."""
-        if self.usage is not None:
+        counter = self.counter
+        if self.usage is not None or counter is None:
             return  # reported usage is what the record says: no text of this stream is ever counted
-        self.deferred.append(payload)
+        deferred = self.deferred
+        deferred.append(payload)
         self.deferred_size += len(payload)
-        if self.deferred_size > DEFERRED_BYTES:
-            self._count_deferred()
+        while self.deferred_size > DEFERRED_BYTES:
+            oldest = deferred.pop(0)  # a short list: moving its pointers costs less than one parse
+            self.deferred_size -= len(oldest)
+            counter.feed(payload_text(oldest))
 
     def counted(self) -> Counter | None:
         """The counter, with every deferred payload's text counted into it."""

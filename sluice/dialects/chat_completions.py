@@ -20,8 +20,7 @@ class ChatStreamWriter:
 
     def __init__(self, include_usage: bool) -> None:
         self._include_usage = include_usage
-        # the last chunk (parsed, or its payload when it passed unparsed): the estimated usage chunk's head
-        self._last: dict[str, Any] | bytes | None = None
+        self._last: dict[str, Any] | None = None  # the last parsed chunk: the estimated usage chunk's head
 
     def feed(self, payload: bytes, parsed: dict[str, Any] | None, *, has_usage: bool,
              usage_only: bool) -> bytes | None:
@@ -31,8 +30,8 @@ class ChatStreamWriter:
                 if usage_only:
                     return None
                 payload = _without_usage(parsed, payload)
-        else:
-            self._last = parsed if parsed is not None else payload
+        elif parsed is not None:
+            self._last = parsed
         return encode_data(payload)
 
     def wants_estimate(self, reported: bool) -> bool:
@@ -41,7 +40,7 @@ class ChatStreamWriter:
     def estimated_usage(self, request_id: str, created: float, model: str | None, prompt: int | None,
                         completion: int | None) -> bytes:
         """The usage chunk the client asked for when the upstream sent none: what the ledger records."""
-        head = _head(self._last)
+        head = self._last or {}
         chunk = {"id": head.get("id", "chatcmpl-" + request_id),
                  "object": head.get("object", "chat.completion.chunk"),
                  "created": head.get("created", int(created)),
@@ -58,15 +57,6 @@ class ChatStreamWriter:
 def error_event(exc: SluiceError) -> bytes:
     """The last event of a stream that failed after its 200: OpenAI's error envelope, no `[DONE]` after it."""
     return encode_data(exc.to_body())
-
-
-def _head(last: dict[str, Any] | bytes | None) -> dict[str, Any]:
-    if isinstance(last, bytes):
-        try:
-            last = orjson.loads(last)
-        except orjson.JSONDecodeError:
-            return {}
-    return last if isinstance(last, dict) else {}
 
 
 def _without_usage(parsed: dict[str, Any] | None, payload: bytes) -> bytes:

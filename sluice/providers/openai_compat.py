@@ -1,8 +1,8 @@
 """OpenAI-compatible upstreams (OpenAI, DeepSeek, vLLM, Ollama, ...): bytes pass through, parsed only to meter.
 
-A streamed event is parsed only when its bytes may carry usage, a finish or an error (`schema.chunk.plain`);
-the rest (content deltas, nearly all of a stream) pass as they came, their text read only if the stream
-ends without usage. The client gets the upstream's bytes: nothing is re-serialised unless it must change.
+Each streamed event is parsed with orjson (cheaper than any substring check that could tell the same) to see
+usage, finish and errors; its text is read only if the stream ends without usage (`schema.chunk`). The
+client gets the upstream's bytes: nothing is re-serialised unless it must change.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sluice.providers.anthropic.passthrough import native_body
 from sluice.providers.base import Call, Chunk, Completion
 from sluice.providers.openai_responses import ResponsesStream, reply_usage
 from sluice.providers.sse_reader import EventReader
-from sluice.schema.chunk import delta_text, finished, plain, text_of
+from sluice.schema.chunk import delta_text
 from sluice.schema.thinking import without_thinking
 from sluice.schema.usage import Usage
 from sluice.sse import DONE, SSEEvent
@@ -163,41 +163,45 @@ class OpenAIStream:
 def _read(events: list[SSEEvent]) -> tuple[list[Chunk], UpstreamError | bool | None]:
     """The chunks of one upstream read, each but the last marked `more`, and how the stream ends in it:
     True at `[DONE]`, the error an event reported (after the chunks before it), or None (it goes on).
-    Most chunks pass unparsed (`plain`); the few that may carry usage, a finish or an error are parsed."""
+    Each chunk is parsed for its usage, finish and errors; its text is left unread (`text` None)."""
     chunks: list[Chunk] = []
     end: UpstreamError | bool | None = None
     for ev in events:
         payload = ev.data
-        if plain(payload):
-            chunk = Chunk(payload, text=None)
-        else:
-            if payload[:6] == DONE:
-                end = True
-                break
-            if not payload:
-                continue
-            try:
-                obj = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                end = UpstreamError("the upstream sent an event that is not JSON")
-                break
-            if not isinstance(obj, dict):
-                end = UpstreamError("the upstream sent an event that is not a JSON object")
-                break
-            if obj.get("error"):
-                end = _error_from_body(obj, 502, None)
-                break
-            chunk = _chunk(payload, obj)
+        if payload[:6] == DONE:
+            end = True
+            break
+        if not payload:
+            continue
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            end = UpstreamError("the upstream sent an event that is not JSON")
+            break
+        if not isinstance(obj, dict):
+            end = UpstreamError("the upstream sent an event that is not a JSON object")
+            break
+        if obj.get("error"):
+            end = _error_from_body(obj, 502, None)
+            break
         if chunks:
             chunks[-1].more = True
-        chunks.append(chunk)
+        chunks.append(_chunk(payload, obj))
     return chunks, end
 
 
 def _chunk(payload: bytes, obj: dict[str, Any]) -> Chunk:
-    usage = Usage.from_openai(obj.get("usage")) if obj.get("usage") else None
-    return Chunk(payload, parsed=obj, usage=usage, usage_only=usage is not None and not obj.get("choices"),
-                 finish=finished(obj), text=text_of(obj))
+    choices = obj.get("choices")
+    finish = False
+    if choices:
+        for c in choices:
+            if isinstance(c, dict) and c.get("finish_reason"):
+                finish = True
+    if not obj.get("usage"):  # nearly every chunk: `"usage":null` or none at all
+        return Chunk(payload, parsed=obj, finish=finish, text=None)
+    usage = Usage.from_openai(obj["usage"])
+    return Chunk(payload, parsed=obj, usage=usage, usage_only=usage is not None and not choices, finish=finish,
+                 text=None)
 
 
 def _reply_text(doc: dict[str, Any]) -> str:

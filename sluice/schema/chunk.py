@@ -1,12 +1,6 @@
-"""What an OpenAI `chat.completion.chunk` says that the relay must know (usage, finish, an error, its text),
-and which chunks can pass without being parsed: most carry only a content delta, seen from their raw bytes.
-
-A chunk passes unparsed (`plain`) when its bytes show none of what must be read at once. The check is sound
-for any valid JSON: inside a JSON string every `"` is escaped, so a key spelled literally shows as `"key"`
-in the bytes, and a key spelled with `\\u` escapes (the only escapes that make letters) never passes. Its
-text is then read only if the stream ends without usage (`payload_text`), with the same reading as a
-parsed chunk's (`text_of`).
-"""
+"""The text an OpenAI `chat.completion.chunk` (or a whole reply's message) adds, for counting it when the
+upstream reports no usage: read from the parsed chunk (`text_of`) or, for a chunk whose text was left unread
+as it passed, from its payload when the count is asked for (`payload_text`)."""
 
 from __future__ import annotations
 
@@ -14,31 +8,7 @@ from typing import Any
 
 import orjson
 
-_USAGE = b'"usage"'
-_FINISH = b'"finish_reason"'
-# OpenAI sends `"usage":null` on every chunk but the last when asked for usage, `"finish_reason":null` on
-# every chunk but the one that finishes; a null is what "not there" means to a parsed read too
-_USAGE_NULL, _USAGE_NULL_SPACED = b'"usage":null', b'"usage": null'
-_FINISH_NULL, _FINISH_NULL_SPACED = b'"finish_reason":null', b'"finish_reason": null'
 _TEXT_KEYS = ("content", "reasoning_content", "reasoning", "refusal")
-
-
-def plain(payload: bytes) -> bool:
-    """True when the chunk can pass unparsed: a JSON object (by its ends: one whose inside is broken goes
-    to the client as the upstream sent it) without a top-level `error`, with every `usage` and every
-    `finish_reason` null. False for anything that needs a parse to tell (a false False costs a parse)."""
-    if payload[:1] != b"{" or payload[-1:] != b"}" or b"\\u" in payload or b'"error"' in payload:
-        return False
-    n = payload.count(_USAGE)
-    if n and n != payload.count(_USAGE_NULL) + payload.count(_USAGE_NULL_SPACED):
-        return False
-    n = payload.count(_FINISH)
-    return not n or n == payload.count(_FINISH_NULL) + payload.count(_FINISH_NULL_SPACED)
-
-
-def finished(obj: dict[str, Any]) -> bool:
-    """A parsed chunk finishes a choice (any truthy `finish_reason`)."""
-    return any(isinstance(c, dict) and bool(c.get("finish_reason")) for c in obj.get("choices") or ())
 
 
 def text_of(obj: dict[str, Any]) -> str:

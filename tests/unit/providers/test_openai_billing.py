@@ -1,7 +1,7 @@
-"""What an OpenAI-compatible stream bills is what parsing every chunk would bill, now that most chunks pass
-unparsed: the usage reported, else the same text counted (tool calls, several choices, a stream cut by an
-error event or by its end, one longer than the bytes a stream keeps unread), the same bytes to the client,
-whatever the reads' cuts."""
+"""What an OpenAI-compatible stream bills is what reading every chunk's text as it passed would bill, now
+that the text is read only when counted: the usage reported, else the same text counted (tool calls,
+several choices, a stream cut by an error event or by its end, one longer than the bytes a stream keeps
+unread), the same bytes to the client, whatever the reads' cuts."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from sluice.providers.base import Call
 from sluice.providers.openai_compat import OpenAICompatProvider
 from sluice.relay import RelayStream
 from sluice.schema.chat import ChatRequest
-from sluice.schema.chunk import finished, text_of
+from sluice.schema.chunk import text_of
 from sluice.schema.usage import Usage
 from sluice.sse import DONE_FRAME, encode_data
 from sluice.upstream import Timeouts
@@ -45,6 +45,10 @@ class Pieces:
     @property
     def tokens(self) -> int:
         return len(self.fed)
+
+
+def finished(obj: dict[str, Any]) -> bool:
+    return any(isinstance(c, dict) and bool(c.get("finish_reason")) for c in obj.get("choices") or ())
 
 
 def parsing_every_chunk(payloads: list[bytes], done: bool) -> tuple[Usage | None, list[str], bool, list[bytes]]:

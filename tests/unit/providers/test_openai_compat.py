@@ -52,9 +52,8 @@ async def test_a_stream_passes_each_payload_through_byte_for_byte_with_usage_rea
     t = MockTransport(lambda req: MockReply.events(DELTAS))
     chunks = await collect(provider(t), call())
     assert [c.payload for c in chunks] == DELTAS  # the odd spacing of the third survives: no re-serialising
-    # the first two passed unparsed (no usage, finish or error in them): their text is read when asked for
-    assert [c.parsed is None for c in chunks] == [True, True, False, False]
-    assert "".join(c.text if c.text is not None else payload_text(c.payload) for c in chunks) == "Hel\u00e9lo"
+    assert [c.text for c in chunks] == [None] * 4  # the text is read from the payload only when asked for
+    assert "".join(payload_text(c.payload) for c in chunks) == "Hel\u00e9lo"
     assert [c.finish for c in chunks] == [False, False, True, False]
     last = chunks[-1]
     assert last.usage_only and last.usage is not None

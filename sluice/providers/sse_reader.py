@@ -30,7 +30,7 @@ class EventReader:
         async for data in resp.iter_chunks():
             events = self._feed(data)
             # one clock read per read: progress when an event other than a keep-alive ping completed
-            if events and any(ev.event != "ping" for ev in events):
+            if events and (events[-1].event != "ping" or any(ev.event != "ping" for ev in events)):
                 resp.mark_progress()
             else:
                 resp.check_progress()

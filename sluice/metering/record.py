@@ -32,10 +32,10 @@ class Asked(NamedTuple):
     session_id: str | None = None
 
 
-# the payloads of unread chunks one stream keeps (bytes): ~60-100 OpenAI chunks. A stream whose usage comes
+# the payloads of unread chunks one stream keeps (bytes): ~35-50 OpenAI chunks. A stream whose usage comes
 # within them reads none; a longer one reads its oldest as each new one comes (one a chunk, never a batch
-# that would stall the loop), and holds no more than this
-DEFERRED_BYTES = 16 << 10
+# that would stall the loop), and holds no more than this (per-stream memory counts at 5,000 held streams)
+DEFERRED_BYTES = 8 << 10
 
 
 class Stats:

@@ -249,7 +249,7 @@ class RelayStream:
                 if stats.first_at is None:
                     stats.first_at = clock.monotonic()
                 text = chunk.text
-                if text is None:  # an OpenAI chunk that passed unparsed: its text counts only without usage
+                if text is None:  # an OpenAI chunk whose text was left unread: it counts only without usage
                     stats.defer(chunk.payload)
                 elif text:
                     counter.feed(text)

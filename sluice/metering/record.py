@@ -44,8 +44,8 @@ class Stats:
     reported, and its text counted for an estimate when it reports none. Plain attributes: the
     per-chunk loop updates them in place.
 
-    A chunk that passed unparsed (`schema.chunk.plain`) is `defer`red: its payload is kept and its text
-    read (`schema.chunk.payload_text`) and counted only when the count is asked for (`counted`) with no
+    An OpenAI chunk whose text was left unread (`Chunk.text` None) is `defer`red: its payload is kept and
+    its text read (`schema.chunk.payload_text`) and counted only when the count is asked for (`counted`) with no
     usage reported, or, oldest first, as far as the kept payloads pass `DEFERRED_BYTES`. A count is a sum
     over the pieces, so counting some later gives what counting each as it came would."""
 
@@ -60,7 +60,7 @@ class Stats:
         self.deferred_size = 0
 
     def defer(self, payload: bytes) -> None:
-        """Keep an unparsed OpenAI chunk's payload, whose text counts only if no usage is reported."""
+        """Keep an OpenAI chunk's payload whose text was left unread: it counts only if no usage is reported."""
         counter = self.counter
         if self.usage is not None or counter is None:
             return  # reported usage is what the record says: no text of this stream is ever counted

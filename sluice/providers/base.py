@@ -70,11 +70,11 @@ class Chunk:
     (the relay needs it only to strip `usage` from a chunk that also carries choices). `usage` is set
     on the chunk that reports usage; `usage_only` when that chunk has `choices: []` and nothing else to
     deliver. `text` holds the characters this chunk adds (content, reasoning, tool arguments) so usage
-    can be estimated as the stream passes without keeping the whole reply; None when the chunk passed
-    unparsed (`schema.chunk.plain`: no usage, finish or error in it), its text read from `payload` only
-    if the stream ends without usage. `more` says that the next
-    chunk came in the same upstream read (it is already here): a writer may hold this chunk's frame to
-    write both at once; the last chunk of a read never has it, so holding never waits for the network.
+    can be estimated as the stream passes without keeping the whole reply; None when the provider left it
+    unread (an OpenAI chunk: `schema.chunk.payload_text` reads it from `payload`, only if the stream ends
+    without usage). `more` says that the next chunk came in the same upstream read (it is already here): a
+    writer may hold this chunk's frame to write both at once; the last chunk of a read never has it, so
+    holding never waits for the network.
     """
 
     __slots__ = ("finish", "more", "parsed", "payload", "text", "usage", "usage_only")

@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 
 from sluice.errors import UpstreamError
-from sluice.providers.anthropic.passthrough import EventStream, framed, parse_event
+from sluice.providers.anthropic.passthrough import EventStream, parse_event
 from sluice.providers.base import Chunk
 from sluice.schema.usage import Usage
-from sluice.sse import SSEEvent
+from sluice.sse import SSEEvent, encode_event
 
 # events that end a Responses stream; their `response` carries the usage
 _TERMINAL = frozenset(("response.completed", "response.incomplete", "response.failed"))
@@ -61,7 +61,7 @@ def _forwarded(events: list[SSEEvent]) -> Iterator[Chunk]:
             name = str(parse_event(event.data).get("type") or "")
         if name == "error":
             raise _stream_error(parse_event(event.data))
-        frame = framed(name, event.data)
+        frame = encode_event(name, event.data)
         if name in _TERMINAL:
             response = parse_event(event.data).get("response")
             use = usage_from(response.get("usage")) if isinstance(response, dict) else None

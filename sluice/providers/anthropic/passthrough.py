@@ -18,17 +18,13 @@ from sluice.errors import UpstreamError
 from sluice.providers.anthropic.translate import error_from_event, usage_from
 from sluice.providers.base import Chunk, NativeBody, one_read
 from sluice.providers.sse_reader import EventReader
-from sluice.sse import SSEEvent, encode_data
+from sluice.sse import SSEEvent, encode_event
 from sluice.upstream import Response
 
 # a JSON string (unrolled loop: fast in `re`), or a bracket that changes the depth
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]]')
 _COLON = re.compile(rb"\s*:\s*")
 _PARSED = frozenset((wire.MESSAGE_START, wire.MESSAGE_DELTA, wire.ERROR))
-# the `event:` line of each event name seen, made once (a stream has a handful of names; the cache is
-# bounded against an upstream that makes up new ones)
-_EVENT_LINES: dict[str, bytes] = {}
-_MAX_EVENT_LINES = 128
 
 
 def native_body(native: NativeBody, upstream_model: str) -> bytes:
@@ -141,23 +137,13 @@ def _forwarded(events: list[SSEEvent], usage: dict[str, Any]) -> Iterator[Chunk]
     """One read's events as frames, up to `message_stop`, the usage folded in as it passes."""
     for event in events:
         name = event.event or "message"
-        frame = framed(name, event.data)
+        frame = encode_event(name, event.data)
         if name not in _PARSED:
             yield Chunk(frame, finish=name == wire.MESSAGE_STOP)
             if name == wire.MESSAGE_STOP:
                 return
             continue
         yield Chunk(frame, usage=_event_usage(name, parse_event(event.data), usage))
-
-
-def framed(name: str, data: bytes) -> bytes:
-    """`encode_event(name, data)`, with the event line of a name seen before made once, not per event."""
-    line = _EVENT_LINES.get(name)
-    if line is None:
-        line = b"event: " + name.encode() + b"\n"
-        if len(_EVENT_LINES) < _MAX_EVENT_LINES:
-            _EVENT_LINES[name] = line
-    return line + encode_data(data)
 
 
 def _event_usage(name: str, data: dict[str, Any], usage: dict[str, Any]) -> Any:

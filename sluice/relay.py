@@ -237,7 +237,8 @@ class RelayStream:
         chunk, so nothing waits for the network). With `settle_at_finish` the stream is settled at the chunk
         that finishes it, before its piece goes. A failure is settled, then raised (SluiceError) after the
         pieces before it, for the front door to end its stream with its error event. One loop, one
-        generator for the chunks: the metering is not a layer of its own."""
+        generator for the chunks: the metering is not a layer of its own. A chunk whose text was not read
+        (`text` None) is kept by the stats, read only if the stream ends without usage."""
         stats = self.stats
         counter = stats.counter
         clock = self._clock
@@ -247,10 +248,14 @@ class RelayStream:
             async for chunk in self._upstream:
                 if stats.first_at is None:
                     stats.first_at = clock.monotonic()
-                if chunk.text:
-                    counter.feed(chunk.text)
+                text = chunk.text
+                if text is None:  # an OpenAI chunk whose text was left unread: it counts only without usage
+                    stats.defer(chunk.payload)
+                elif text:
+                    counter.feed(text)
                 if chunk.usage is not None:
                     stats.usage = chunk.usage
+                    stats.deferred = []
                 out = write(chunk)
                 if out:
                     held.append(out)

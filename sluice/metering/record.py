@@ -11,6 +11,7 @@ from sluice.metering.ticket import Ticket
 from sluice.metering.tokens import estimate_prompt
 from sluice.routing.fallback import Served
 from sluice.schema.chat import ChatRequest
+from sluice.schema.chunk import payload_text
 from sluice.schema.usage import Usage
 from sluice.storage.base import KeyRecord, LedgerRecord
 
@@ -31,19 +32,59 @@ class Asked(NamedTuple):
     session_id: str | None = None
 
 
+# the payloads of unread chunks one stream keeps (bytes): ~35-50 OpenAI chunks. A stream whose usage comes
+# within them reads none; a longer one reads its oldest as each new one comes (one a chunk, never a batch
+# that would stall the loop), and holds no more than this (per-stream memory counts at 5,000 held streams)
+DEFERRED_BYTES = 8 << 10
+
+
 class Stats:
     """What the upstream's answer amounted to, written by the one loop that reads it (`RelayStream.written`)
     or by the relay for a completion: when its first token came (on the app's clock), the usage it
     reported, and its text counted for an estimate when it reports none. Plain attributes: the
-    per-chunk loop updates them in place and allocates nothing."""
+    per-chunk loop updates them in place.
 
-    __slots__ = ("counter", "first_at", "usage")
+    An OpenAI chunk whose text was left unread (`Chunk.text` None) is `defer`red: its payload is kept and
+    its text read (`schema.chunk.payload_text`) and counted only when the count is asked for (`counted`) with no
+    usage reported, or, oldest first, as far as the kept payloads pass `DEFERRED_BYTES`. A count is a sum
+    over the pieces, so counting some later gives what counting each as it came would."""
+
+    __slots__ = ("counter", "deferred", "deferred_size", "first_at", "usage")
 
     def __init__(self, counter: Counter | None = None, first_at: float | None = None,
                  usage: Usage | None = None) -> None:
         self.counter = counter
         self.first_at = first_at
         self.usage = usage
+        self.deferred: list[bytes] = []
+        self.deferred_size = 0
+
+    def defer(self, payload: bytes) -> None:
+        """Keep an OpenAI chunk's payload whose text was left unread: it counts only if no usage is reported."""
+        counter = self.counter
+        if self.usage is not None or counter is None:
+            return  # reported usage is what the record says: no text of this stream is ever counted
+        deferred = self.deferred
+        deferred.append(payload)
+        self.deferred_size += len(payload)
+        while self.deferred_size > DEFERRED_BYTES:
+            oldest = deferred.pop(0)  # a short list: moving its pointers costs less than one parse
+            self.deferred_size -= len(oldest)
+            counter.feed(payload_text(oldest))
+
+    def counted(self) -> Counter | None:
+        """The counter, with every deferred payload's text counted into it."""
+        if self.deferred:
+            self._count_deferred()
+        return self.counter
+
+    def _count_deferred(self) -> None:
+        counter = self.counter
+        if counter is not None:
+            for payload in self.deferred:
+                counter.feed(payload_text(payload))
+        self.deferred = []
+        self.deferred_size = 0
 
 
 class Outcome(NamedTuple):
@@ -72,7 +113,7 @@ def tokens_of(stats: Stats, ticket: Ticket, request: ChatRequest | None) -> Toke
         # there is nothing to estimate, and nothing is charged
         return Tokens(None, None, "none")
     prompt = ticket.prompt_estimate if ticket.prompt_estimate is not None else estimate_prompt(request.messages)
-    counter = stats.counter
+    counter = stats.counted()
     if counter is None:
         return Tokens(prompt, 0, "estimated", "estimate")
     return Tokens(prompt, counter.tokens, "estimated", counter.method)

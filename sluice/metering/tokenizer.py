@@ -25,7 +25,8 @@ CL100K_PAT_STR = (
 
 
 class Counter(Protocol):
-    """Fed the reply's text piece by piece as it streams; `tokens` is the count so far."""
+    """Fed the reply's text piece by piece as it streams; `tokens` is the count so far: a sum over the
+    pieces, so the order they are fed in does not change it (a stream counts some pieces late)."""
 
     method: str  # "tiktoken" or "estimate": recorded with the usage so a reader knows how it was got
 

@@ -70,15 +70,17 @@ class Chunk:
     (the relay needs it only to strip `usage` from a chunk that also carries choices). `usage` is set
     on the chunk that reports usage; `usage_only` when that chunk has `choices: []` and nothing else to
     deliver. `text` holds the characters this chunk adds (content, reasoning, tool arguments) so usage
-    can be estimated as the stream passes without keeping the whole reply. `more` says that the next
-    chunk came in the same upstream read (it is already here): a writer may hold this chunk's frame to
-    write both at once; the last chunk of a read never has it, so holding never waits for the network.
+    can be estimated as the stream passes without keeping the whole reply; None when the provider left it
+    unread (an OpenAI chunk: `schema.chunk.payload_text` reads it from `payload`, only if the stream ends
+    without usage). `more` says that the next chunk came in the same upstream read (it is already here): a
+    writer may hold this chunk's frame to write both at once; the last chunk of a read never has it, so
+    holding never waits for the network.
     """
 
     __slots__ = ("finish", "more", "parsed", "payload", "text", "usage", "usage_only")
 
     def __init__(self, payload: bytes, *, parsed: dict[str, Any] | None = None, usage: Usage | None = None,
-                 usage_only: bool = False, finish: bool = False, text: str = "") -> None:
+                 usage_only: bool = False, finish: bool = False, text: str | None = "") -> None:
         self.payload = payload
         self.parsed = parsed
         self.usage = usage

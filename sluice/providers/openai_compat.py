@@ -1,7 +1,8 @@
 """OpenAI-compatible upstreams (OpenAI, DeepSeek, vLLM, Ollama, ...): bytes pass through, parsed only to meter.
 
-Each upstream event is parsed with orjson (a microsecond) to see usage, finish and errors, but its bytes
-are what the client gets: nothing is re-serialised unless it must change.
+Each streamed event is parsed with orjson (cheaper than any substring check that could tell the same) to see
+usage, finish and errors; its text is read only if the stream ends without usage (`schema.chunk`). The
+client gets the upstream's bytes: nothing is re-serialised unless it must change.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sluice.providers.anthropic.passthrough import native_body
 from sluice.providers.base import Call, Chunk, Completion
 from sluice.providers.openai_responses import ResponsesStream, reply_usage
 from sluice.providers.sse_reader import EventReader
+from sluice.schema.chunk import delta_text
 from sluice.schema.thinking import without_thinking
 from sluice.schema.usage import Usage
 from sluice.sse import DONE, SSEEvent
@@ -160,7 +162,8 @@ class OpenAIStream:
 
 def _read(events: list[SSEEvent]) -> tuple[list[Chunk], UpstreamError | bool | None]:
     """The chunks of one upstream read, each but the last marked `more`, and how the stream ends in it:
-    True at `[DONE]`, the error an event reported (after the chunks before it), or None (it goes on)."""
+    True at `[DONE]`, the error an event reported (after the chunks before it), or None (it goes on).
+    Each chunk is parsed for its usage, finish and errors; its text is left unread (`text` None)."""
     chunks: list[Chunk] = []
     end: UpstreamError | bool | None = None
     for ev in events:
@@ -189,40 +192,16 @@ def _read(events: list[SSEEvent]) -> tuple[list[Chunk], UpstreamError | bool | N
 
 def _chunk(payload: bytes, obj: dict[str, Any]) -> Chunk:
     choices = obj.get("choices")
-    usage = Usage.from_openai(obj.get("usage")) if obj.get("usage") else None
-    text = ""
     finish = False
     if choices:
         for c in choices:
-            if not isinstance(c, dict):
-                continue
-            if c.get("finish_reason"):
+            if isinstance(c, dict) and c.get("finish_reason"):
                 finish = True
-            if isinstance(c.get("text"), str):  # a legacy completion
-                text += c["text"]
-            d = c.get("delta")
-            if isinstance(d, dict):
-                text += _delta_text(d)
-    return Chunk(payload, parsed=obj, usage=usage, usage_only=usage is not None and not choices,
-                 finish=finish, text=text)
-
-
-def _delta_text(d: dict[str, Any]) -> str:
-    out = ""
-    for k in ("content", "reasoning_content", "reasoning", "refusal"):
-        v = d.get(k)
-        if isinstance(v, str):
-            out += v
-    calls = d.get("tool_calls")
-    if isinstance(calls, list):
-        for tc in calls:
-            fn = tc.get("function") if isinstance(tc, dict) else None
-            if isinstance(fn, dict):
-                for k in ("name", "arguments"):
-                    v = fn.get(k)
-                    if isinstance(v, str):
-                        out += v
-    return out
+    if not obj.get("usage"):  # nearly every chunk: `"usage":null` or none at all
+        return Chunk(payload, parsed=obj, finish=finish, text=None)
+    usage = Usage.from_openai(obj["usage"])
+    return Chunk(payload, parsed=obj, usage=usage, usage_only=usage is not None and not choices, finish=finish,
+                 text=None)
 
 
 def _reply_text(doc: dict[str, Any]) -> str:
@@ -230,7 +209,7 @@ def _reply_text(doc: dict[str, Any]) -> str:
     for c in doc.get("choices") or ():
         m = c.get("message") if isinstance(c, dict) else None
         if isinstance(m, dict):
-            out += _delta_text(m)
+            out += delta_text(m)
         elif isinstance(c, dict) and isinstance(c.get("text"), str):  # a legacy completion
             out += c["text"]
     return out

@@ -17,7 +17,7 @@ from sluice.schema.usage import Usage
 from sluice.sse import SSEEvent, encode_event
 
 # events that end a Responses stream; their `response` carries the usage
-_TERMINAL = frozenset((b"response.completed", b"response.incomplete", b"response.failed"))
+_TERMINAL = frozenset(("response.completed", "response.incomplete", "response.failed"))
 
 
 def usage_from(u: Any) -> Usage | None:
@@ -62,7 +62,7 @@ def _forwarded(events: list[SSEEvent]) -> Iterator[Chunk]:
         if name == "error":
             raise _stream_error(parse_event(event.data))
         frame = encode_event(name, event.data)
-        if name.encode() in _TERMINAL:
+        if name in _TERMINAL:
             response = parse_event(event.data).get("response")
             use = usage_from(response.get("usage")) if isinstance(response, dict) else None
             yield Chunk(frame, usage=use, finish=True)

@@ -4,9 +4,9 @@ the ticket, what served, the stream's stats and the outcome; nothing else goes i
 from __future__ import annotations
 
 from sluice.dialects.embeddings import EmbeddingsRequest
-from sluice.metering.record import Asked, Outcome, Stats, Tokens, assemble, tokens_of
+from sluice.metering.record import DEFERRED_BYTES, Asked, Outcome, Stats, Tokens, assemble, tokens_of
 from sluice.metering.ticket import Ticket
-from sluice.metering.tokens import TokenCounter, estimate_prompt
+from sluice.metering.tokens import TokenCounter, estimate_prompt, estimate_text
 from sluice.routing.fallback import NOT_SERVED, Served
 from sluice.routing.table import Target
 from sluice.schema.chat import ChatRequest
@@ -95,3 +95,32 @@ def test_served_counts_attempts_and_the_moves_between_targets() -> None:
     assert (s.attempts, s.failovers) == (2, 0)
     s = s.then(b)
     assert (s.provider, s.upstream_model, s.attempts, s.failovers) == ("b", "x", 3, 1)
+
+
+def _delta(i: int) -> bytes:
+    return b'{"choices":[{"index":0,"delta":{"content":"%d%s"}}]}' % (i, b"x" * 1000)
+
+
+def test_unread_chunks_are_counted_when_the_count_is_asked_for_oldest_first_past_the_bound() -> None:
+    counter = TokenCounter()
+    stats = Stats(counter, first_at=100.1)
+    kept = DEFERRED_BYTES // len(_delta(10))
+    for i in range(10, 10 + kept):
+        stats.defer(_delta(i))
+    assert counter.tokens == 0  # nothing read yet
+    stats.defer(_delta(10 + kept))
+    first = counter.tokens
+    assert first == estimate_text("10" + "x" * 1000)  # the oldest, only
+    stats.defer(_delta(11 + kept))
+    assert counter.tokens > first and stats.deferred_size <= DEFERRED_BYTES
+    want = TokenCounter()
+    for i in range(10, 12 + kept):
+        want.feed(f"{i}" + "x" * 1000)
+    assert tokens_of(stats, Ticket("req_1", prompt_estimate=5), chat()) == Tokens(5, want.tokens, "estimated",
+                                                                                 "estimate")
+
+
+def test_unread_chunks_are_dropped_once_usage_is_reported() -> None:
+    stats = Stats(TokenCounter(), usage=Usage(1, 2))
+    stats.defer(_delta(1))
+    assert stats.deferred == [] and tokens_of(stats, Ticket("req_1"), chat()) == Tokens(1, 2, "reported")

@@ -15,6 +15,7 @@ from sluice.errors import SluiceError, UpstreamError, UpstreamRateLimited, Upstr
 from sluice.providers.base import Call, Chunk
 from sluice.providers.openai_compat import OpenAICompatProvider
 from sluice.schema.chat import ChatRequest
+from sluice.schema.chunk import payload_text
 from sluice.upstream import Timeouts
 from sluice.upstream.mock import Delay, Fail, MockReply, MockRequest, MockTransport, Piece
 
@@ -51,7 +52,8 @@ async def test_a_stream_passes_each_payload_through_byte_for_byte_with_usage_rea
     t = MockTransport(lambda req: MockReply.events(DELTAS))
     chunks = await collect(provider(t), call())
     assert [c.payload for c in chunks] == DELTAS  # the odd spacing of the third survives: no re-serialising
-    assert "".join(c.text for c in chunks) == "Hel\u00e9lo"
+    assert [c.text for c in chunks] == [None] * 4  # the text is read from the payload only when asked for
+    assert "".join(payload_text(c.payload) for c in chunks) == "Hel\u00e9lo"
     assert [c.finish for c in chunks] == [False, False, True, False]
     last = chunks[-1]
     assert last.usage_only and last.usage is not None

@@ -32,10 +32,12 @@ class Asked(NamedTuple):
     session_id: str | None = None
 
 
-# the payloads of unread chunks one stream keeps (bytes): ~35-50 OpenAI chunks. A stream whose usage comes
+# the payloads of unread chunks one stream keeps (bytes): ~8-12 OpenAI chunks. A stream whose usage comes
 # within them reads none; a longer one reads its oldest as each new one comes (one a chunk, never a batch
-# that would stall the loop), and holds no more than this (per-stream memory counts at 5,000 held streams)
-DEFERRED_BYTES = 8 << 10
+# that would stall the loop), and holds no more than this. 8 KiB took 5,000 held 20-chunk streams from
+# ~19-21 to ~23-25 KB each (the target is 20); agents' streams run to hundreds of chunks, so only their
+# last few are spared the read whatever the bound
+DEFERRED_BYTES = 2 << 10
 
 
 class Stats:

@@ -68,15 +68,10 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if not self._started:
-            if not chunk:
+            started = self._start(chunk)
+            if started is None:
                 return []
-            probe = bytes(self._tail) + chunk
-            if len(probe) < 3 and _BOM.startswith(probe):
-                self._tail[:] = probe  # could still be a BOM: wait for more
-                return []
-            self._started = True
-            self._tail.clear()
-            chunk = probe[3:] if probe.startswith(_BOM) else probe
+            chunk = started
         if self._pending_cr:
             self._pending_cr = False
             if chunk[:1] == b"\n":
@@ -130,6 +125,18 @@ class SSEDecoder:
                 continue
             self._field(line)
         return events
+
+    def _start(self, chunk: bytes) -> bytes | None:
+        """The stream's first bytes without a UTF-8 BOM; None while they could still be one."""
+        if not chunk:
+            return None
+        probe = bytes(self._tail) + chunk
+        if len(probe) < 3 and _BOM.startswith(probe):
+            self._tail[:] = probe  # could still be a BOM: wait for more
+            return None
+        self._started = True
+        self._tail.clear()
+        return probe[3:] if probe.startswith(_BOM) else probe
 
     def _add(self, data: bytes) -> None:
         self._size += len(data) + 1

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import os
+import sys
 import tempfile
 import tracemalloc
 from typing import Any
@@ -108,6 +110,8 @@ async def _run(cfg: str, tmp: str, door: str, size: int, n: int, top: int) -> No
 
 
 def _rss() -> int:
+    """Resident bytes, after glibc hands freed heap back (else RSS shows the set-up's peak, not what is held)."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -118,7 +122,10 @@ def main() -> None:
     ap.add_argument("--body", type=int, default=200, help="request body size in bytes (about)")
     ap.add_argument("-n", type=int, default=100)
     ap.add_argument("--top", type=int, default=6)
+    ap.add_argument("--root", help="a checkout whose `sluice` to run instead of this one (A/B)")
     args = ap.parse_args()
+    if args.root:
+        sys.path.insert(0, args.root)
     tmp = tempfile.mkdtemp()
     cfg = os.path.join(tmp, "s.toml")
     with open(cfg, "w") as f:

@@ -57,7 +57,8 @@ def _holding(token: int) -> list[object]:
     (ANTHROPIC, CLAUDE_READS, "/v1/messages"),
     (OPENAI, CHAT_READS, "/v1/messages"),
     (RESPONSES_UP, RESPONSES_READS, "/v1/responses"),
-], ids=["chat", "messages-pass", "messages-translated", "responses-pass"])
+    (OPENAI, CHAT_READS, "/v1/responses"),
+], ids=["chat", "messages-pass", "messages-translated", "responses-pass", "responses-translated"])
 async def test_a_held_stream_keeps_none_of_its_request_body(tmp_path: Path, provider: Mapping[str, Any],
                                                            reads: list[bytes], path: str) -> None:
     token = secrets.randbits(64)

@@ -156,6 +156,18 @@ def _served(app: Any, path: str, headers: list[tuple[bytes, bytes]], body: bytes
     return one
 
 
+def receiver(body: bytes, never: asyncio.Future[None]) -> Any:
+    """An ASGI `receive` that gives `body` in one message, then waits on `never` (the client stays)."""
+    asked = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if asked:
+            return asked.pop()
+        await asyncio.shield(never)
+        raise AssertionError("unreachable")
+    return receive
+
+
 def _upstream() -> tuple[Any, str]:
     """`bench.upstream` in a child process: (the process, its base URL) once it answers."""
     import subprocess
@@ -212,13 +224,7 @@ async def _run(tmp: str, cfg: str, door: str, kind: str, shape: str, n: int, war
 
     async def one() -> int:
         sent: list[dict[str, Any]] = []
-        asked = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def receive() -> dict[str, Any]:
-            if asked:
-                return asked.pop()
-            await asyncio.shield(never)
-            raise AssertionError("unreachable")
+        receive = receiver(body, never)
 
         async def send(msg: dict[str, Any]) -> None:
             sent.append(msg)

@@ -142,10 +142,20 @@ class RequestScope:
     async def stream(self, req: ChatRequest, native: NativeBody | None = None, *,
                      session: str | None = None) -> RelayStream:
         """Open the upstream stream; the scope releases and settles it on exit."""
-        self._stream = rs = await self._life.relay.stream(self._ask(req, session), req, self._ticket, self._tries,
-                                                          self._settle, native)
+        asked = self._ask(req, session)
+        self._stream = rs = await self._life.relay.stream(asked, req, self._ticket, self._tries, self._settle, native)
         self._stats, self._status = rs.stats, 200
+        self._let_go(asked)
         return rs
+
+    def _let_go(self, asked: Asked) -> None:
+        """The upstream has the request and output may start (no failover after that): the scope keeps none
+        of the body for the stream's life, neither the raw bytes nor the parsed request. The record needs
+        only the request's small fields and the prompt estimate admission made (always, before any upstream
+        was called), so the estimate stays exact."""
+        self.raw = b""
+        if asked.request is not None and self._ticket.prompt_estimate is not None:
+            self._asked = asked._replace(request=asked.request.without_body())
 
     async def complete(self, req: ChatRequest, native: NativeBody | None = None, *,
                        session: str | None = None) -> tuple[Completion, Headers]:

@@ -58,6 +58,7 @@ class MessagesRoute:
             if creq.stream:
                 rs = await req.stream(creq, native)
                 frames = rs.passthrough() if rs.native else _translated(rs, creq.model)
+                del creq, native  # a held stream keeps none of the body (decisions.md, "What a held stream keeps")
                 await send_frames(send, _ended(frames), [*headers, *rs.headers], self.heartbeat, PING_FRAME)
                 return
             result, limit_headers = await req.complete(creq, native)

@@ -67,6 +67,7 @@ class OpenAIRoutes:
             creq = parse(req.raw)
             if creq.stream:
                 rs = await req.stream(creq)
+                del creq  # a held stream keeps none of the body (docs/decisions.md, "What a held stream keeps")
                 await send_frames(send, _chat_events(req, rs), [*headers, *rs.headers, *_served_by(req.served)],
                                   self.heartbeat, KEEPALIVE_FRAME)
                 return

@@ -50,6 +50,7 @@ class ResponsesRoute:
             if creq.stream:
                 rs = await req.stream(creq, native, session=session)
                 frames = _native(rs) if rs.native else _translated(req, rs, ResponsesStreamWriter(shell, tr.tools))
+                del body, tr, creq, native, shell  # a held stream keeps none of the body (but what the shell echoes)
                 await send_frames(send, frames, [*headers, *rs.headers], self.heartbeat, KEEPALIVE_FRAME)
                 return
             result, limit_headers = await req.complete(creq, native, session=session)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Annotated, Any, ClassVar
 
 import msgspec
@@ -95,6 +96,14 @@ class ChatRequest:
     @classmethod
     def parse(cls, raw: bytes) -> ChatRequest:
         return cls(parse_json_object(raw))
+
+    def without_body(self) -> ChatRequest:
+        """This request with its body and messages dropped: what its ledger record still reads (model,
+        endpoint, stream, n) once the prompt is estimated and the upstream has it, so that a held stream
+        does not keep a coding agent's 50-500 KB context alive (docs/decisions.md, "What a held stream keeps")."""
+        light = copy.copy(self)
+        light.body, light.messages = {}, []
+        return light
 
 
 def stream_fields(body: dict[str, Any]) -> tuple[bool, bool]:

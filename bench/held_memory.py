@@ -26,7 +26,8 @@ import orjson
 from bench.instructions import CONFIG, DOORS, _replies, receiver
 
 
-async def _run(cfg: str, tmp: str, door: str, size: int, n: int, top: int) -> None:
+async def _start(cfg: str, tmp: str, door: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The app against a MockTransport that streams each door's frames, started, with a key; and the scope."""
     from sluice.auth.keys import hash_key, new_key
     from sluice.config import load
     from sluice.http.app import create_app
@@ -49,9 +50,14 @@ async def _run(cfg: str, tmp: str, door: str, size: int, n: int, top: int) -> No
     await store.create_key(KeyRecord(kid, "b", hash_key(secret)))
     headers = [(b"authorization", f"Bearer {secret}".encode()), (b"content-type", b"application/json"),
                (b"anthropic-version", b"2023-06-01")]
-    path, model, extra = DOORS[door]
-    scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "query_string": b"",
+    scope = {"type": "http", "method": "POST", "path": DOORS[door][0], "headers": headers, "query_string": b"",
              "scheme": "http", "http_version": "1.1", "server": ("t", 1), "client": ("c", 2)}
+    return app, mock, scope
+
+
+async def _run(cfg: str, tmp: str, door: str, size: int, n: int, top: int) -> None:
+    app, mock, scope = await _start(cfg, tmp, door)
+    _, model, extra = DOORS[door]
     loop = asyncio.get_running_loop()
     release: asyncio.Future[None] = loop.create_future()
     never: asyncio.Future[None] = loop.create_future()
@@ -96,17 +102,19 @@ async def _run(cfg: str, tmp: str, door: str, size: int, n: int, top: int) -> No
     rss = _rss() - rss
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
-    diff = after.compare_to(before, "traceback")
+    _report(f"{door} body={len(body_of(0))} B n={n}", after.compare_to(before, "traceback"), rss, n, top)
+    release.set_result(None)
+    await asyncio.gather(*tasks)
+    await app.shutdown()
+
+
+def _report(title: str, diff: list[tracemalloc.StatisticDiff], rss: int, n: int, top: int) -> None:
     total = sum(d.size_diff for d in diff)
-    print(f"{door} body={len(body_of(0))} B n={n}: {total / n / 1024:.1f} KB traced, {rss / n / 1024:.1f} KB RSS"
-          " per held stream")
+    print(f"{title}: {total / n / 1024:.1f} KB traced, {rss / n / 1024:.1f} KB RSS per held stream")
     for d in diff[:top]:
         frames = [f for f in d.traceback if "/sluice/" in f.filename] or list(d.traceback)
         where = " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno}" for f in frames[-1:-4:-1])
         print(f"  {d.size_diff / n / 1024:8.1f} KB/stream  {where}")
-    release.set_result(None)
-    await asyncio.gather(*tasks)
-    await app.shutdown()
 
 
 def _rss() -> int:

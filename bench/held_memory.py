@@ -16,14 +16,12 @@ import asyncio
 import ctypes
 import gc
 import os
-import sys
-import tempfile
 import tracemalloc
 from typing import Any
 
 import orjson
 
-from bench.instructions import CONFIG, DOORS, _replies, receiver
+from bench.instructions import DOORS, _replies, prepare, receiver
 
 
 async def _start(cfg: str, tmp: str, door: str) -> tuple[Any, Any, dict[str, Any]]:
@@ -132,12 +130,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=6)
     ap.add_argument("--root", help="a checkout whose `sluice` to run instead of this one (A/B)")
     args = ap.parse_args()
-    if args.root:
-        sys.path.insert(0, args.root)
-    tmp = tempfile.mkdtemp()
-    cfg = os.path.join(tmp, "s.toml")
-    with open(cfg, "w") as f:
-        f.write(CONFIG.format(tmp=tmp))
+    tmp, cfg = prepare(args.root)
     asyncio.run(_run(cfg, tmp, args.door, args.body, args.n, args.top))
 
 

@@ -244,6 +244,22 @@ async def _run(tmp: str, cfg: str, door: str, kind: str, shape: str, n: int, war
     print(f"{door} {kind} {shape}: {messages / n:.1f} {what} per request")
 
 
+def prepare(root: str | None, base: str | None = None) -> tuple[str, str]:
+    """Run `root`'s `sluice` when given (A/B); a temporary directory and the config written in it (its
+    upstreams at `base` when given), as (directory, config path)."""
+    if root:
+        sys.path.insert(0, root)
+    tmp = tempfile.mkdtemp()
+    text = CONFIG.format(tmp=tmp)
+    if base is not None:
+        for name in ("o", "r", "c"):
+            text = text.replace(f"http://{name}.test/v1", base)
+    cfg = os.path.join(tmp, "s.toml")
+    with open(cfg, "w") as f:
+        f.write(text)
+    return tmp, cfg
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--door", choices=sorted(DOORS), default="chat")
@@ -256,18 +272,8 @@ def main() -> None:
     ap.add_argument("--uvloop", action="store_true", help="on uvloop's event loop, as `sluice serve` runs")
     ap.add_argument("--root", help="a checkout whose `sluice` to run instead of this one")
     args = ap.parse_args()
-    if args.root:
-        sys.path.insert(0, args.root)
-    tmp = tempfile.mkdtemp()
-    cfg = os.path.join(tmp, "s.toml")
-    text = CONFIG.format(tmp=tmp)
-    child = None
-    if args.wire:
-        child, base = _upstream()
-        for name in ("o", "r", "c"):
-            text = text.replace(f"http://{name}.test/v1", base)
-    with open(cfg, "w") as f:
-        f.write(text)
+    child, base = _upstream() if args.wire else (None, None)
+    tmp, cfg = prepare(args.root, base)
     if args.uvloop:
         import uvloop
 

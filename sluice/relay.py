@@ -254,8 +254,7 @@ class RelayStream:
                 elif text:
                     counter.feed(text)
                 if chunk.usage is not None:
-                    stats.usage = chunk.usage
-                    stats.deferred = []
+                    stats.report(chunk.usage)
                 out = write(chunk)
                 if out:
                     held.append(out)

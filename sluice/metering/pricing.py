@@ -69,10 +69,7 @@ class Price:
     def cost(self, prompt: int, completion: int, cached: int = 0, write_5m: int = 0, write_1h: int = 0) -> Decimal:
         """The exact cost in currency units. Cache reads and writes are part of `prompt`, priced apart
         (clamped so that together they never exceed it: an upstream's figures are not trusted to add up)."""
-        cached = min(max(cached, 0), prompt)
-        write_5m = min(max(write_5m, 0), prompt - cached)
-        write_1h = min(max(write_1h, 0), prompt - cached - write_5m)
-        plain = prompt - cached - write_5m - write_1h
+        plain, cached, write_5m, write_1h = _parts(prompt, cached, write_5m, write_1h)
         return (plain * self.input + cached * self.cached_input + write_5m * self.cache_write_5m
                 + write_1h * self.cache_write_1h + completion * self.output) / _PER_TOKEN
 
@@ -83,12 +80,18 @@ class Price:
         rates = self.nano_rates
         if rates is None:
             return min(to_nanos(self.cost(prompt, completion, cached, write_5m, write_1h)), MAX_NANOS)
-        cached = min(max(cached, 0), prompt)
-        write_5m = min(max(write_5m, 0), prompt - cached)
-        write_1h = min(max(write_1h, 0), prompt - cached - write_5m)
-        plain = prompt - cached - write_5m - write_1h
+        plain, cached, write_5m, write_1h = _parts(prompt, cached, write_5m, write_1h)
         inp, cached_in, out, w5, w1 = rates
         return min(plain * inp + cached * cached_in + write_5m * w5 + write_1h * w1 + completion * out, MAX_NANOS)
+
+
+def _parts(prompt: int, cached: int, write_5m: int, write_1h: int) -> tuple[int, int, int, int]:
+    """`prompt` split into (plain, cache reads, 5-minute writes, 1-hour writes), the cache figures clamped so
+    that together they never exceed it: an upstream's figures are not trusted to add up."""
+    cached = min(max(cached, 0), prompt)
+    write_5m = min(max(write_5m, 0), prompt - cached)
+    write_1h = min(max(write_1h, 0), prompt - cached - write_5m)
+    return prompt - cached - write_5m - write_1h, cached, write_5m, write_1h
 
 
 def to_nanos(amount: Decimal) -> int:

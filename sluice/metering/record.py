@@ -74,6 +74,12 @@ class Stats:
             self.deferred_size -= len(oldest)
             counter.feed(payload_text(oldest))
 
+    def report(self, usage: Usage) -> None:
+        """The upstream reported usage: it is what the record says, so no kept payload is ever read."""
+        self.usage = usage
+        self.deferred = []
+        self.deferred_size = 0
+
     def counted(self) -> Counter | None:
         """The counter, with every deferred payload's text counted into it."""
         if self.deferred:

@@ -126,8 +126,7 @@ class UpstreamResponse:
                     break
                 parts.append(part)
                 size += len(part)
-                if size > limit:
-                    self.close()
+                if size > limit:  # (closed in `finally`)
                     parts.clear()  # the traceback keeps this frame: let the bytes go now, not at a GC pass
                     raise _too_large(limit)  # no local holds the error: a local would make frame and error a cycle
         finally:
